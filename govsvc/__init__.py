@@ -1,0 +1,117 @@
+"""govsvc: privacy and consent governance service.
+
+``create_app(config)`` builds the Flask (APIFlask) application; ``wsgi.py`` exposes it to gunicorn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from apiflask import APIFlask
+
+from govsvc.config import Settings, settings_from_env
+from govsvc.core.db import Database
+
+API_TITLE = "govsvc"
+API_VERSION = "1.0.0"
+SPEC_PATH = "/v1/openapi.json"
+
+
+def _openapi_settings() -> dict[str, Any]:
+    from govsvc.core.schemas import ProblemSchema
+
+    return {
+        "OPENAPI_VERSION": "3.1.0",
+        "SPEC_FORMAT": "json",
+        "HTTP_ERROR_SCHEMA": ProblemSchema,
+        "VALIDATION_ERROR_SCHEMA": ProblemSchema,
+        "VALIDATION_ERROR_STATUS_CODE": 422,
+        "AUTO_404_RESPONSE": True,
+        "SECURITY_SCHEMES": {
+            "BearerAuth": {"type": "http", "scheme": "bearer", "description": "API key: gsk_<prefix>_<secret>"}
+        },
+        "INFO": {
+            "description": "Privacy and consent governance: the API other systems call before they touch customer "
+            "data. Errors are RFC 9457 problem documents (application/problem+json).",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+    }
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
+    """Build the application from settings (default: ``GOVSVC_*`` environment variables).
+
+    A mapping is applied as overrides on top of the environment's settings.
+    """
+    from govsvc.core.access import init_access_control
+    from govsvc.core.content import init_content_checks
+    from govsvc.core.idempotency import init_idempotency
+    from govsvc.core.logging import RedactingFilter, configure_logging, init_request_logging
+    from govsvc.core.problems import register_error_handlers
+    from govsvc.core.transactions import init_request_transactions
+    from govsvc.policy.service import PolicyEngine
+
+    if config is None:
+        settings = settings_from_env()
+    elif isinstance(config, Settings):
+        settings = config
+    else:
+        settings = settings_from_env().with_overrides(**dict(config))
+    settings.validate()
+
+    configure_logging(settings.log_level)
+    RedactingFilter.register_secret(settings.secret_key)
+
+    app = APIFlask(
+        "govsvc",
+        title=API_TITLE,
+        version=API_VERSION,
+        spec_path=SPEC_PATH,
+        docs_path=None,  # the bundled docs UIs load JavaScript from CDNs; the JSON spec is served instead
+        instance_path=str(Path(settings.instance_dir).resolve()),
+    )
+    app.config.update(_openapi_settings())
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        TESTING=settings.environment == "testing",
+        GOVSVC_SETTINGS=settings,
+    )
+    app.config.update(dict(settings.extra))
+
+    database = Database(
+        settings.resolved_database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        pool_size=settings.db_pool_size,
+    )
+    app.extensions["govsvc.db"] = database
+    app.extensions["govsvc.policy"] = PolicyEngine(Path(settings.policy_dir))
+
+    # Order matters: before_request hooks run in this order, after_request hooks in reverse.
+    init_request_logging(app)
+    init_request_transactions(app)
+    init_access_control(app)
+    init_content_checks(app)
+    init_idempotency(app)
+    register_error_handlers(app)
+    _register_blueprints(app)
+    _register_cli(app)
+    return app
+
+
+def _register_blueprints(app: APIFlask) -> None:
+    from govsvc.auth.api import bp as auth_bp
+    from govsvc.health.api import bp as health_bp
+    from govsvc.policy.api import bp as policy_bp
+
+    for blueprint in (health_bp, auth_bp, policy_bp):
+        app.register_blueprint(blueprint)
+
+
+def _register_cli(app: APIFlask) -> None:
+    from govsvc.cli import register_commands
+
+    register_commands(app)

@@ -1,0 +1,190 @@
+"""Command line: ``govsvc <command>`` (or ``flask --app wsgi <command>``).
+
+Migrations, seeding ``policies/``, API clients and admin users. Secrets are printed once (a new API key) or
+read without echo (a password); they are never logged.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup
+
+from govsvc.auth import service as auth_service
+from govsvc.core import migrate
+from govsvc.core.db import Database, utcnow
+from govsvc.core.errors import ServiceError
+from govsvc.policy import service as policy_service
+
+
+def _db() -> Database:
+    return current_app.extensions["govsvc.db"]
+
+
+def _policy_dir() -> Path:
+    return Path(current_app.config["GOVSVC_SETTINGS"].policy_dir)
+
+
+def _known_roles() -> frozenset[str]:
+    return frozenset(policy_service.roles_of(policy_service.load_policy_file(_policy_dir())))
+
+
+def _fail(error: ServiceError) -> None:
+    click.echo(f"error: {error.detail}", err=True)
+    for item in error.errors or []:
+        click.echo(f"  {item.get('field')}: {item.get('message')}", err=True)
+    sys.exit(1)
+
+
+db_group = click.Group("db", help="Database migrations.")
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to a revision."""
+    migrate.upgrade(_db().url, revision)
+    click.echo(f"database at {revision}")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to a revision ('base' empties the schema)."""
+    migrate.downgrade(_db().url, revision)
+    click.echo(f"database at {revision}")
+
+
+@db_group.command("current")
+def db_current() -> None:
+    """Show the database's revision and the newest one."""
+    with _db().engine.connect() as connection:
+        click.echo(f"current: {migrate.current_revision(connection)}  head: {migrate.head_revision()}")
+
+
+@click.command("seed")
+@click.option("--replace", is_flag=True, help="Re-apply policies/ over the stored policy (shows the diff).")
+def seed(replace: bool) -> None:
+    """Load policies/ into the database (only when it has none, unless --replace)."""
+    try:
+        result = policy_service.seed_policy(_db().engine, _policy_dir(), replace=replace, actor="cli:seed")
+    except ServiceError as error:
+        _fail(error)
+        return
+    if not result.changed:
+        click.echo(f"policy unchanged (version {result.version})")
+        return
+    for line in result.added:
+        click.echo("+ " + ", ".join(line.as_row()))
+    for line in result.removed:
+        click.echo("- " + ", ".join(line.as_row()))
+    click.echo(f"policy version {result.version}")
+
+
+@click.command("init")
+def init() -> None:
+    """Migrate to head and seed policies/ (what `make run` does)."""
+    migrate.upgrade(_db().url, "head")
+    result = policy_service.seed_policy(_db().engine, _policy_dir(), actor="cli:init")
+    click.echo(f"database at head; policy version {result.version}{' (seeded)' if result.changed else ''}")
+
+
+policy_group = click.Group("policy", help="The service's RBAC policy.")
+
+
+@policy_group.command("reload")
+def policy_reload() -> None:
+    """Make every instance reload the stored policy before its next request."""
+    with _db().transaction() as session:
+        version = policy_service.bump_version(session, actor="cli")
+    click.echo(f"policy version {version}")
+
+
+clients_group = click.Group("clients", help="API clients (apps) and their keys.")
+
+
+@clients_group.command("create")
+@click.option("--name", required=True)
+@click.option("--role", required=True, help="A role named in policies/policy.csv, e.g. app.")
+@click.option("--expires-in-days", type=click.IntRange(min=1), default=None)
+def clients_create(name: str, role: str, expires_in_days: int | None) -> None:
+    """Create a client and print its key (shown this once)."""
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    try:
+        with _db().transaction() as session:
+            issued = auth_service.create_client(
+                session, name=name, role=role, expires_at=expires_at, known_roles=_known_roles(), created_by="cli"
+            )
+    except ServiceError as error:
+        _fail(error)
+        return
+    click.echo(f"client_id: {issued.client.client_id}")
+    click.echo(f"role:      {issued.client.role}")
+    click.echo(f"api_key:   {issued.api_key}")
+    click.echo("Store the key now: it is not shown again.", err=True)
+
+
+@clients_group.command("list")
+def clients_list() -> None:
+    """List clients (never their keys)."""
+    with _db().transaction(write=False) as session:
+        clients = auth_service.list_clients(session, after_pk=None, limit=10_000)
+        for client in clients:
+            click.echo(
+                f"{client.client_id}\t{client.key_prefix}\t{client.role}\t"
+                f"{auth_service.client_status(client)}\t{client.name}"
+            )
+
+
+@clients_group.command("revoke")
+@click.argument("client_id")
+def clients_revoke(client_id: str) -> None:
+    """Revoke a client's key at once."""
+    try:
+        with _db().transaction() as session:
+            auth_service.revoke_client(session, client_id)
+    except ServiceError as error:
+        _fail(error)
+        return
+    click.echo(f"revoked {client_id}")
+
+
+admins_group = click.Group("admins", help="Admin users of the admin UI.")
+
+
+@admins_group.command("create")
+@click.option("--username", required=True)
+@click.option("--role", required=True, help="admin, compliance_officer, dpo, legal or auditor")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def admins_create(username: str, role: str, password_stdin: bool) -> None:
+    """Create an admin user (the password is stored as an argon2id hash)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with _db().transaction() as session:
+            user = auth_service.create_admin_user(
+                session, username=username, password=password, role=role, known_roles=_known_roles()
+            )
+    except ServiceError as error:
+        _fail(error)
+        return
+    click.echo(f"created admin user {user.username} ({user.role})")
+
+
+def register_commands(app: Flask) -> None:
+    """Attach the commands to an app's CLI."""
+    for command in (db_group, seed, init, policy_group, clients_group, admins_group):
+        app.cli.add_command(command)
+
+
+def main() -> None:
+    """Entry point of the ``govsvc`` console script."""
+    from govsvc import create_app
+
+    FlaskGroup(create_app=create_app, add_default_commands=True, help="govsvc command line.")(prog_name="govsvc")

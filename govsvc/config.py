@@ -1,0 +1,98 @@
+"""Configuration from environment variables, with documented defaults.
+
+Every setting is read from a ``GOVSVC_*`` environment variable (see README, "Configuration").
+Tests and embedders pass a :class:`Settings` (or a mapping of overrides) to ``create_app``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+# A marker value, never a usable secret: production refuses to start with it.
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-secret-key-change-me"  # noqa: S105
+MIN_SECRET_KEY_LENGTH = 32
+ENVIRONMENTS = ("development", "testing", "production")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(RuntimeError):
+    """The configuration is unusable; the service refuses to start."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of the service. Field docs name the environment variable."""
+
+    environment: str = "development"  # GOVSVC_ENV: development | testing | production
+    database_url: str = ""  # GOVSVC_DATABASE_URL: default sqlite:///<instance_dir>/govsvc.db
+    secret_key: str = DEVELOPMENT_SECRET_KEY  # GOVSVC_SECRET_KEY: >= 32 chars, required in production
+    log_level: str = "INFO"  # GOVSVC_LOG_LEVEL
+    bind: str = "127.0.0.1:8000"  # GOVSVC_BIND: address gunicorn listens on (make run)
+    instance_dir: str = "instance"  # GOVSVC_INSTANCE_DIR: SQLite file, key files
+    policy_dir: str = str(PROJECT_ROOT / "policies")  # GOVSVC_POLICY_DIR
+    max_body_bytes: int = 1_048_576  # GOVSVC_MAX_BODY_BYTES: larger request bodies get 413
+    sqlite_synchronous: str = "FULL"  # GOVSVC_SQLITE_SYNCHRONOUS: FULL (durable) or NORMAL
+    db_pool_size: int = 5  # GOVSVC_DB_POOL_SIZE (PostgreSQL)
+    page_size_max: int = 200  # GOVSVC_PAGE_SIZE_MAX: upper bound of ?limit=
+    idempotency_ttl_hours: int = 24  # GOVSVC_IDEMPOTENCY_TTL_HOURS
+    extra: Mapping[str, object] = field(default_factory=dict)  # Flask config overrides (tests)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to an SQLite file in the instance directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.instance_dir).resolve() / 'govsvc.db'}"
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    def validate(self) -> None:
+        """Raise ConfigError for settings the service must not start with."""
+        if self.environment not in ENVIRONMENTS:
+            raise ConfigError(f"GOVSVC_ENV must be one of {', '.join(ENVIRONMENTS)}, not {self.environment!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"GOVSVC_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if self.sqlite_synchronous not in ("FULL", "NORMAL"):
+            raise ConfigError("GOVSVC_SQLITE_SYNCHRONOUS must be FULL or NORMAL")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("GOVSVC_MAX_BODY_BYTES must be at least 1024")
+        if self.is_production:
+            if not self.secret_key or self.secret_key == DEVELOPMENT_SECRET_KEY:
+                raise ConfigError("production requires GOVSVC_SECRET_KEY to be set to a random value")
+            if len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+                raise ConfigError(f"GOVSVC_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+_INT_FIELDS = {"max_body_bytes", "db_pool_size", "page_size_max", "idempotency_ttl_hours"}
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``GOVSVC_*`` variables; unknown values raise ConfigError."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    names = {f.name for f in fields(Settings)} - {"extra"}
+    env_names = {name: "GOVSVC_" + ("ENV" if name == "environment" else name.upper()) for name in names}
+    for name, env_name in env_names.items():
+        raw = environ.get(env_name)
+        if raw is None or raw == "":
+            continue
+        if name in _INT_FIELDS:
+            try:
+                values[name] = int(raw)
+            except ValueError:
+                raise ConfigError(f"{env_name} must be an integer") from None
+        elif name in ("log_level", "sqlite_synchronous"):
+            values[name] = raw.upper()
+        else:
+            values[name] = raw
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,26 @@
+"""Tables shared by every domain: stored responses of idempotent requests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from govsvc.core.db import Base, UTCDateTime, utcnow
+
+
+class IdempotencyRecord(Base):
+    """The response of a creating POST, replayed when the same principal repeats its Idempotency-Key."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("principal_id", "idempotency_key", name="uq_idempotency_principal_key"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    principal_id: Mapped[str] = mapped_column(String(80))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
+    response_location: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

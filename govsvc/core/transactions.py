@@ -1,0 +1,48 @@
+"""One database transaction per request: committed when the response succeeds, rolled back otherwise."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, g
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from govsvc.core.problems import problem_response
+
+logger = logging.getLogger("govsvc.db")
+
+
+def init_request_transactions(app: Flask) -> None:
+    """Commit on 1xx-3xx responses, roll back on errors; a failing commit becomes a 409/503 problem."""
+
+    @app.after_request
+    def _finish_transaction(response: Response) -> Response:
+        session = g.get("db_session")
+        if session is None:
+            return response
+        if response.status_code >= 400:
+            session.rollback()
+            return response
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            logger.warning("commit rejected by a constraint")
+            return problem_response("conflict", "The change conflicts with the current state; nothing was saved.")
+        except OperationalError:
+            session.rollback()
+            logger.error("commit failed: database unavailable")
+            return problem_response(
+                "service-unavailable", "The database is unavailable; nothing was saved.", headers={"Retry-After": "1"}
+            )
+        except SQLAlchemyError:
+            session.rollback()
+            logger.exception("commit failed")
+            return problem_response("internal-error", "The change could not be saved; nothing was saved.")
+        return response
+
+    @app.teardown_request
+    def _close_session(_error: BaseException | None) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()  # rolls back anything not committed

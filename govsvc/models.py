@@ -1,0 +1,10 @@
+"""Every table of the service, imported in one place for Alembic and tests."""
+
+from govsvc.auth.models import AdminUser, ApiClient
+from govsvc.core.db import Base
+from govsvc.core.models import IdempotencyRecord
+from govsvc.policy.models import CasbinRule, PolicyState
+
+metadata = Base.metadata
+
+__all__ = ["AdminUser", "ApiClient", "CasbinRule", "IdempotencyRecord", "PolicyState", "metadata"]

@@ -1,0 +1,5 @@
+"""WSGI entry point: ``gunicorn wsgi:app`` (settings from GOVSVC_* environment variables)."""
+
+from govsvc import create_app
+
+app = create_app()
