@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from govsvc.auth import service as auth_service
 from govsvc.core import migrate
@@ -40,7 +40,7 @@ def _fail(error: ServiceError) -> None:
     sys.exit(1)
 
 
-db_group = click.Group("db", help="Database migrations.")
+db_group = AppGroup("db", help="Database migrations.")
 
 
 @db_group.command("upgrade")
@@ -67,6 +67,7 @@ def db_current() -> None:
 
 
 @click.command("seed")
+@with_appcontext
 @click.option("--replace", is_flag=True, help="Re-apply policies/ over the stored policy (shows the diff).")
 def seed(replace: bool) -> None:
     """Load policies/ into the database (only when it has none, unless --replace)."""
@@ -86,6 +87,7 @@ def seed(replace: bool) -> None:
 
 
 @click.command("init")
+@with_appcontext
 def init() -> None:
     """Migrate to head and seed policies/ (what `make run` does)."""
     migrate.upgrade(_db().url, "head")
@@ -93,7 +95,7 @@ def init() -> None:
     click.echo(f"database at head; policy version {result.version}{' (seeded)' if result.changed else ''}")
 
 
-policy_group = click.Group("policy", help="The service's RBAC policy.")
+policy_group = AppGroup("policy", help="The service's RBAC policy.")
 
 
 @policy_group.command("reload")
@@ -104,7 +106,7 @@ def policy_reload() -> None:
     click.echo(f"policy version {version}")
 
 
-clients_group = click.Group("clients", help="API clients (apps) and their keys.")
+clients_group = AppGroup("clients", help="API clients (apps) and their keys.")
 
 
 @clients_group.command("create")
@@ -153,7 +155,7 @@ def clients_revoke(client_id: str) -> None:
     click.echo(f"revoked {client_id}")
 
 
-admins_group = click.Group("admins", help="Admin users of the admin UI.")
+admins_group = AppGroup("admins", help="Admin users of the admin UI.")
 
 
 @admins_group.command("create")

@@ -15,7 +15,7 @@ from govsvc.core.access import current_principal, get_policy_engine, requires
 from govsvc.core.db import get_session
 from govsvc.core.idempotency import idempotent
 from govsvc.core.pagination import cursor_int, page
-from govsvc.core.schemas import PageQuerySchema, StrictBoolean, StrictSchema
+from govsvc.core.schemas import PageQuerySchema, QueryBoolean, StrictSchema
 
 bp = APIBlueprint("auth", __name__, url_prefix="/v1", tag="Credentials")
 SECURITY = "BearerAuth"
@@ -56,7 +56,7 @@ class ClientCreateSchema(StrictSchema):
 
 
 class ClientListQuerySchema(PageQuerySchema):
-    include_revoked = StrictBoolean(load_default=True)
+    include_revoked = QueryBoolean(load_default=True)
 
 
 class ClientPageSchema(Schema):

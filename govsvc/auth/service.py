@@ -1,6 +1,6 @@
 """Credentials: API keys for apps and argon2id passwords for admin users.
 
-An API key looks like ``gsk_<8-char prefix>_<43-char secret>`` (32 random bytes). The key is shown once; the
+An API key looks like ``gsk_<8-char prefix>_<43 alphanumeric chars>`` (256 random bits). The key is shown once; the
 database keeps its prefix (to find and identify it) and its SHA-256 hash, compared in constant time.
 """
 
@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import string
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,10 +24,11 @@ from govsvc.core.db import utcnow
 from govsvc.core.errors import AuthenticationFailed, ConflictError, NotFoundError, ValidationFailed
 
 KEY_PREFIX_TAG = "gsk"
-KEY_SECRET_BYTES = 32
+KEY_SECRET_LENGTH = 43  # 62**43 > 2**256
 MIN_PASSWORD_LENGTH = 12
 _PREFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
-_KEY_RE = re.compile(r"^(gsk_[a-z2-7]{8})_([A-Za-z0-9_-]{43})$")
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+_KEY_RE = re.compile(r"^(gsk_[a-z2-7]{8})_([A-Za-z0-9]{43})$")
 _USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,79}$")
 _password_hasher = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) defaults
 # Compared against when a username or key prefix is unknown, so timing does not reveal which exist.
@@ -60,7 +62,8 @@ def hash_api_key(api_key: str) -> str:
 def generate_api_key() -> tuple[str, str]:
     """A new random key and its identifying prefix."""
     prefix = KEY_PREFIX_TAG + "_" + "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(8))
-    return f"{prefix}_{secrets.token_urlsafe(KEY_SECRET_BYTES)}", prefix
+    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(KEY_SECRET_LENGTH))
+    return f"{prefix}_{secret}", prefix
 
 
 def _new_client_id() -> str:

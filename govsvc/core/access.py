@@ -20,7 +20,7 @@ from govsvc.policy.service import PolicyEngine
 F = TypeVar("F", bound=Callable[..., Any])
 _PERMISSION_ATTR = "_govsvc_permission"
 _PUBLIC_ATTR = "_govsvc_public"
-PUBLIC_ENDPOINTS = frozenset({"openapi"})  # APIFlask's spec view, registered outside our blueprints
+PUBLIC_ENDPOINTS = frozenset({"openapi.spec", "static"})  # the API description and static files are public
 
 
 def requires(resource: str, action: str) -> Callable[[F], F]:

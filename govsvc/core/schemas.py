@@ -26,6 +26,11 @@ class StrictBoolean(Boolean):
         raise ValidationError("Not a valid boolean (use true or false).")
 
 
+def QueryBoolean(**kwargs: Any) -> Boolean:
+    """A query-string boolean: exactly ``true`` or ``false``."""
+    return Boolean(truthy={"true"}, falsy={"false"}, **kwargs)
+
+
 def StrictInteger(**kwargs: Any) -> Integer:
     """An integer field that rejects floats and numeric strings."""
     return Integer(strict=True, **kwargs)

@@ -1,0 +1,69 @@
+# govsvc: `make run` serves on 127.0.0.1:8000 with SQLite under ./instance; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PG_BINDIR ?= /usr/lib/postgresql/15/bin
+GOVSVC_BIND ?= 127.0.0.1:8000
+WORKERS ?= 2
+THREADS ?= 4
+export GOVSVC_INSTANCE_DIR ?= instance
+
+.PHONY: install init run dev test lint format postgres bench lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+install: $(STAMP)
+
+# Apply migrations and seed policies/ into the database (idempotent).
+init: install
+	mkdir -p $(GOVSVC_INSTANCE_DIR)
+	$(BIN)/govsvc init
+
+run: init
+	$(BIN)/gunicorn --bind $(GOVSVC_BIND) --workers $(WORKERS) --threads $(THREADS) --worker-class gthread \
+		--graceful-timeout 10 wsgi:app
+
+dev: init
+	$(BIN)/flask --app wsgi run --debug --host 127.0.0.1 --port 8000
+
+# PostgreSQL 15 server binaries are needed by the tests (each run starts its own throwaway cluster).
+postgres:
+	@if [ ! -x $(PG_BINDIR)/initdb ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing postgresql-15 (server binaries for the tests)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
+		else \
+			echo "PostgreSQL 15 binaries missing in $(PG_BINDIR): sudo apt-get install postgresql-15" >&2; exit 1; \
+		fi; \
+	fi
+	@test -x $(PG_BINDIR)/initdb || { echo "PostgreSQL 15 binaries still missing in $(PG_BINDIR)" >&2; exit 1; }
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install postgres lint
+	$(BIN)/python -m pytest
+
+bench: init
+	$(BIN)/python -m bench
+
+lock:
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# Exact versions installed by 'make install' (pip install -r requirements.lock, then govsvc itself --no-deps)."; \
+	  echo "# Regenerate with 'make lock' after changing pyproject.toml dependencies."; \
+	  .lockvenv/bin/python -m pip freeze --exclude-editable | grep -v '^-e'; } > requirements.lock
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
