@@ -40,6 +40,17 @@ def _openapi_settings() -> dict[str, Any]:
     }
 
 
+def _problem_media_type(spec: dict[str, Any]) -> dict[str, Any]:
+    """Error responses are documented as application/problem+json, as they are served."""
+    for path_item in spec.get("paths", {}).values():
+        for operation in path_item.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content") if isinstance(response, dict) else None
+                if status[:1] in ("4", "5") and content and "application/json" in content:
+                    content["application/problem+json"] = content.pop("application/json")
+    return spec
+
+
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     """Build the application from settings (default: ``GOVSVC_*`` environment variables).
 
@@ -73,6 +84,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
         instance_path=str(Path(settings.instance_dir).resolve()),
     )
     app.config.update(_openapi_settings())
+    app.spec_processor(_problem_media_type)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
