@@ -35,7 +35,7 @@ class HttpResponse:
 
 def http(method: str, url: str, *, body: Any = None, headers: dict[str, str] | None = None) -> HttpResponse:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))  # noqa: S310 - loopback only
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
@@ -57,7 +57,7 @@ class GunicornServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> GunicornServer:
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
              "--threads", "2", "--worker-class", "gthread", "wsgi:app"],
