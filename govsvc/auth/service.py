@@ -16,7 +16,7 @@ from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from govsvc.auth.models import AdminUser, ApiClient
@@ -106,12 +106,19 @@ def create_client(
     return IssuedKey(client=client, api_key=api_key)
 
 
+_clients = ApiClient.__table__.c
+# Built once: authentication runs on every request, so it skips the ORM and reuses the compiled statement.
+_CLIENT_BY_PREFIX = select(
+    _clients.client_id, _clients.name, _clients.role, _clients.key_hash, _clients.expires_at, _clients.revoked_at
+).where(_clients.key_prefix == bindparam("prefix"))
+
+
 def authenticate_api_key(session: Session, api_key: str, *, now: datetime | None = None) -> Principal:
     """The principal of a bearer key, or AuthenticationFailed (unknown, revoked or expired key)."""
     match = _KEY_RE.match(api_key)
     client = None
     if match:
-        client = session.scalar(select(ApiClient).where(ApiClient.key_prefix == match.group(1)))
+        client = session.connection().execute(_CLIENT_BY_PREFIX, {"prefix": match.group(1)}).first()
     expected = client.key_hash if client is not None else _DUMMY_KEY_HASH
     if not hmac.compare_digest(expected, hash_api_key(api_key)) or client is None:
         raise AuthenticationFailed("The API key is not valid.")

@@ -111,9 +111,12 @@ def current_lines(session: Session) -> list[PolicyLine]:
     return [PolicyLine(row.ptype, row.as_tuple()[1:]) for row in rows]
 
 
+_CURRENT_VERSION = select(PolicyState.__table__.c.version).where(PolicyState.__table__.c.id == POLICY_STATE_ID)
+
+
 def current_version(session: Session) -> int:
-    """The stored policy version (0 when never seeded)."""
-    version = session.scalar(select(PolicyState.version).where(PolicyState.id == POLICY_STATE_ID))
+    """The stored policy version (0 when never seeded); checked on every request, so plain Core."""
+    version = session.connection().execute(_CURRENT_VERSION).scalar()
     return int(version or 0)
 
 
