@@ -1,6 +1,7 @@
 """Configuration from environment variables, with documented defaults.
 
-Every setting is read from a ``GOVSVC_*`` environment variable (see README, "Configuration").
+Every setting is read from a ``GOVSVC_*`` environment variable (see README, "Configuration"). The bind address
+(``GOVSVC_BIND``) is gunicorn's, passed by ``make run``.
 Tests and embedders pass a :class:`Settings` (or a mapping of overrides) to ``create_app``.
 """
 
@@ -31,13 +32,11 @@ class Settings:
     database_url: str = ""  # GOVSVC_DATABASE_URL: default sqlite:///<instance_dir>/govsvc.db
     secret_key: str = DEVELOPMENT_SECRET_KEY  # GOVSVC_SECRET_KEY: >= 32 chars, required in production
     log_level: str = "INFO"  # GOVSVC_LOG_LEVEL
-    bind: str = "127.0.0.1:8000"  # GOVSVC_BIND: address gunicorn listens on (make run)
     instance_dir: str = "instance"  # GOVSVC_INSTANCE_DIR: SQLite file, key files
     policy_dir: str = str(PROJECT_ROOT / "policies")  # GOVSVC_POLICY_DIR
     max_body_bytes: int = 1_048_576  # GOVSVC_MAX_BODY_BYTES: larger request bodies get 413
     sqlite_synchronous: str = "FULL"  # GOVSVC_SQLITE_SYNCHRONOUS: FULL (durable) or NORMAL
     db_pool_size: int = 5  # GOVSVC_DB_POOL_SIZE (PostgreSQL)
-    page_size_max: int = 200  # GOVSVC_PAGE_SIZE_MAX: upper bound of ?limit=
     idempotency_ttl_hours: int = 24  # GOVSVC_IDEMPOTENCY_TTL_HOURS
     extra: Mapping[str, object] = field(default_factory=dict)  # Flask config overrides (tests)
 
@@ -73,7 +72,7 @@ class Settings:
         return replace(self, **changes)
 
 
-_INT_FIELDS = {"max_body_bytes", "db_pool_size", "page_size_max", "idempotency_ttl_hours"}
+_INT_FIELDS = {"max_body_bytes", "db_pool_size", "idempotency_ttl_hours"}
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:

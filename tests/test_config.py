@@ -11,7 +11,6 @@ from govsvc.config import DEVELOPMENT_SECRET_KEY, ConfigError, Settings, setting
 def test_defaults_serve_sqlite_under_instance() -> None:
     settings = settings_from_env({})
     assert settings.environment == "development"
-    assert settings.bind == "127.0.0.1:8000"
     assert settings.resolved_database_url.startswith("sqlite:///")
     assert settings.resolved_database_url.endswith("/instance/govsvc.db")
     settings.validate()
