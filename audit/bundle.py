@@ -77,8 +77,13 @@ class BundleWriter:
     - or the one-shot ``write_bundle``.
     """
 
-    def __init__(self, out: IO[str] | Callable[[str], Any]) -> None:
-        """Wrap a text stream or a ``write(str)`` callable."""
+    def __init__(self, out: IO[str] | Callable[[str], Any], *, verbatim: bool = False) -> None:
+        """Wrap a text stream or a ``write(str)`` callable.
+
+        ``verbatim=True`` is for exports from storage: ``stored_event`` lines are written as stored and the
+        event count is not enforced, so that whatever is in the log reaches the auditor, who judges it.
+        """
+        self._verbatim = verbatim
         self._write: Callable[[str], Any] = out if callable(out) else out.write
         self._state = "start"
         self._keys = 0
@@ -199,12 +204,24 @@ class BundleWriter:
         self._count += 1
         return lh
 
+    def stored_event(self, event_json: str, leaf_hash: bytes, *, proof: Sequence[bytes] | None = None) -> None:
+        """Write an event exactly as stored (canonical JSON text and leaf hash), unchecked (verbatim mode)."""
+        self._expect("events")
+        if not self._verbatim:
+            raise BundleFormatError("stored_event needs a verbatim writer")
+        parts = ['{"type":"event","leaf_hash":"', _b64(leaf_hash), '","event":', event_json]
+        if proof is not None:
+            parts += [',"proof":', _dumps([_b64(h) for h in proof])]
+        parts.append("}")
+        self._line("".join(parts))
+        self._count += 1
+
     def range_proof(self, hashes: Sequence[bytes]) -> None:
         """Write the range proof for ``[from_seq, to_seq)`` (range mode only)."""
         self._expect("events")
         if self._proofs != PROOFS_RANGE:
             raise BundleFormatError("inclusion mode bundles have no range proof")
-        if self._count != self._to - self._from:
+        if not self._verbatim and self._count != self._to - self._from:
             raise BundleFormatError(f"{self._count} events written, header promised {self._to - self._from}")
         encoded = [_b64(h) for h in hashes]
         self._line(_dumps({"type": "range_proof", "start": self._from, "end": self._to, "hashes": encoded}))

@@ -56,6 +56,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
 
     A mapping is applied as overrides on top of the environment's settings.
     """
+    from govsvc.audit.sequencer import Sequencer
+    from govsvc.audit.service import ip_hash_key
     from govsvc.core.access import init_access_control
     from govsvc.core.content import init_content_checks
     from govsvc.core.idempotency import init_idempotency
@@ -101,6 +103,15 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     )
     app.extensions["govsvc.db"] = database
     app.extensions["govsvc.policy"] = PolicyEngine(Path(settings.policy_dir))
+    app.extensions["govsvc.audit_ip_key"] = ip_hash_key(settings.secret_key)
+    app.extensions["govsvc.sequencer"] = Sequencer(
+        database,
+        settings.secret_key,
+        settings.audit_origin,
+        checkpoint_seconds=settings.audit_checkpoint_seconds,
+    )
+    if settings.audit_sequencer == "thread":
+        _start_sequencer_with_first_request(app)
 
     # Order matters: before_request hooks run in this order, after_request hooks in reverse.
     init_request_logging(app)
@@ -114,12 +125,25 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     return app
 
 
+def _start_sequencer_with_first_request(app: APIFlask) -> None:
+    """Serving processes sequence the audit log in a background thread (CLI runs do not)."""
+    started = False
+
+    @app.before_request
+    def _start_sequencer() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            app.extensions["govsvc.sequencer"].start()
+
+
 def _register_blueprints(app: APIFlask) -> None:
+    from govsvc.audit.api import bp as audit_bp
     from govsvc.auth.api import bp as auth_bp
     from govsvc.health.api import bp as health_bp
     from govsvc.policy.api import bp as policy_bp
 
-    for blueprint in (health_bp, auth_bp, policy_bp):
+    for blueprint in (health_bp, auth_bp, policy_bp, audit_bp):
         app.register_blueprint(blueprint)
 
 

@@ -14,19 +14,28 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
+from govsvc.audit import signing
+from govsvc.audit.service import AuditContext, record
 from govsvc.auth import service as auth_service
+from govsvc.config import Settings
 from govsvc.core import migrate
 from govsvc.core.db import Database, utcnow
 from govsvc.core.errors import ServiceError
 from govsvc.policy import service as policy_service
+
+CLI_CONTEXT = AuditContext(principal_id="cli", role="system")
 
 
 def _db() -> Database:
     return current_app.extensions["govsvc.db"]
 
 
+def _settings() -> Settings:
+    return current_app.config["GOVSVC_SETTINGS"]
+
+
 def _policy_dir() -> Path:
-    return Path(current_app.config["GOVSVC_SETTINGS"].policy_dir)
+    return Path(_settings().policy_dir)
 
 
 def _known_roles() -> frozenset[str]:
@@ -92,7 +101,11 @@ def init() -> None:
     """Migrate to head and seed policies/ (what `make run` does)."""
     migrate.upgrade(_db().url, "head")
     result = policy_service.seed_policy(_db().engine, _policy_dir(), actor="cli:init")
+    with _db().transaction() as session:
+        key = signing.ensure_key(session, _settings().secret_key, _settings().audit_origin)
+        vkey = key.vkey
     click.echo(f"database at head; policy version {result.version}{' (seeded)' if result.changed else ''}")
+    click.echo(f"audit checkpoint key: {vkey}")
 
 
 policy_group = AppGroup("policy", help="The service's RBAC policy.")
@@ -120,6 +133,13 @@ def clients_create(name: str, role: str, expires_in_days: int | None) -> None:
         with _db().transaction() as session:
             issued = auth_service.create_client(
                 session, name=name, role=role, expires_at=expires_at, known_roles=_known_roles(), created_by="cli"
+            )
+            record(
+                session,
+                "credential.created",
+                object_ref=f"client:{issued.client.client_id}",
+                details={"role": role, "key_prefix": issued.client.key_prefix},
+                context=CLI_CONTEXT,
             )
     except ServiceError as error:
         _fail(error)
@@ -149,6 +169,7 @@ def clients_revoke(client_id: str) -> None:
     try:
         with _db().transaction() as session:
             auth_service.revoke_client(session, client_id)
+            record(session, "credential.revoked", object_ref=f"client:{client_id}", context=CLI_CONTEXT)
     except ServiceError as error:
         _fail(error)
         return
@@ -173,15 +194,59 @@ def admins_create(username: str, role: str, password_stdin: bool) -> None:
             user = auth_service.create_admin_user(
                 session, username=username, password=password, role=role, known_roles=_known_roles()
             )
+            record(
+                session, "admin_user.created", object_ref=f"admin:{user.username}", details={"role": role},
+                context=CLI_CONTEXT,
+            )  # fmt: skip
     except ServiceError as error:
         _fail(error)
         return
     click.echo(f"created admin user {user.username} ({user.role})")
 
 
+audit_group = AppGroup("audit", help="The tamper-evident audit log.")
+
+
+@audit_group.command("sequence")
+def audit_sequence() -> None:
+    """Place every pending event in the tree now and sign a checkpoint."""
+    placed = current_app.extensions["govsvc.sequencer"].drain()
+    click.echo(f"sequenced {placed} events")
+
+
+@audit_group.command("rotate-key")
+def audit_rotate_key() -> None:
+    """Retire the checkpoint signing key (it stays published) and start signing with a new one."""
+    with _db().transaction() as session:
+        old, new = signing.rotate_key(session, _settings().secret_key, _settings().audit_origin)
+        record(
+            session,
+            "key.rotated",
+            object_ref=f"audit-signing-key:kid{signing.key_id_hex(new.vkey)}",
+            details={"retired": f"kid{signing.key_id_hex(old.vkey)}" if old else None},
+            context=CLI_CONTEXT,
+        )
+        vkey = new.vkey
+    click.echo(f"new audit checkpoint key: {vkey}")
+
+
+@audit_group.command("verify")
+@click.option("--from", "seq_from", type=click.IntRange(min=0), default=None)
+@click.option("--to", "seq_to", type=click.IntRange(min=0), default=None)
+def audit_verify(seq_from: int | None, seq_to: int | None) -> None:
+    """Verify the stored log against its latest signed checkpoint (exit 1 on findings)."""
+    from govsvc.audit.export import verify_stored_log
+
+    report = verify_stored_log(_db(), seq_from, seq_to)
+    for finding in report.sorted_findings():
+        click.echo(f"{finding.kind} at seq {finding.seq}: {finding.message}")
+    click.echo(f"{'OK' if report.ok else 'FAILED'}: {report.event_count} events, tree size {report.tree_size}")
+    sys.exit(0 if report.ok else 1)
+
+
 def register_commands(app: Flask) -> None:
     """Attach the commands to an app's CLI."""
-    for command in (db_group, seed, init, policy_group, clients_group, admins_group):
+    for command in (db_group, seed, init, policy_group, clients_group, admins_group, audit_group):
         app.cli.add_command(command)
 
 

@@ -38,6 +38,11 @@ class Settings:
     sqlite_synchronous: str = "FULL"  # GOVSVC_SQLITE_SYNCHRONOUS: FULL (durable) or NORMAL
     db_pool_size: int = 5  # GOVSVC_DB_POOL_SIZE (PostgreSQL)
     idempotency_ttl_hours: int = 24  # GOVSVC_IDEMPOTENCY_TTL_HOURS
+    audit_origin: str = "govsvc.local/audit"  # GOVSVC_AUDIT_ORIGIN: first line of every signed checkpoint
+    audit_sequencer: str = "thread"  # GOVSVC_AUDIT_SEQUENCER: thread (in each process) | off (run it elsewhere)
+    audit_checkpoint_seconds: int = 2  # GOVSVC_AUDIT_CHECKPOINT_SECONDS: at most this long between checkpoints
+    audit_anomaly_subjects_per_hour: int = 500  # GOVSVC_AUDIT_ANOMALY_SUBJECTS_PER_HOUR
+    audit_retention_days: int = 1095  # GOVSVC_AUDIT_RETENTION_DAYS: at least 3 years
     extra: Mapping[str, object] = field(default_factory=dict)  # Flask config overrides (tests)
 
     @property
@@ -61,6 +66,14 @@ class Settings:
             raise ConfigError("GOVSVC_SQLITE_SYNCHRONOUS must be FULL or NORMAL")
         if self.max_body_bytes < 1024:
             raise ConfigError("GOVSVC_MAX_BODY_BYTES must be at least 1024")
+        if self.audit_sequencer not in ("thread", "off"):
+            raise ConfigError("GOVSVC_AUDIT_SEQUENCER must be thread or off")
+        if not 1 <= self.audit_checkpoint_seconds <= 60:
+            raise ConfigError("GOVSVC_AUDIT_CHECKPOINT_SECONDS must be between 1 and 60")
+        if self.audit_retention_days < MIN_AUDIT_RETENTION_DAYS:
+            raise ConfigError(f"GOVSVC_AUDIT_RETENTION_DAYS must be at least {MIN_AUDIT_RETENTION_DAYS} (3 years)")
+        if not self.audit_origin or any(ch.isspace() for ch in self.audit_origin):
+            raise ConfigError("GOVSVC_AUDIT_ORIGIN must be a non-empty line without spaces")
         if self.is_production:
             if not self.secret_key or self.secret_key == DEVELOPMENT_SECRET_KEY:
                 raise ConfigError("production requires GOVSVC_SECRET_KEY to be set to a random value")
@@ -72,7 +85,15 @@ class Settings:
         return replace(self, **changes)
 
 
-_INT_FIELDS = {"max_body_bytes", "db_pool_size", "idempotency_ttl_hours"}
+_INT_FIELDS = {
+    "max_body_bytes",
+    "db_pool_size",
+    "idempotency_ttl_hours",
+    "audit_checkpoint_seconds",
+    "audit_anomaly_subjects_per_hour",
+    "audit_retention_days",
+}
+MIN_AUDIT_RETENTION_DAYS = 1095
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,5 +1,6 @@
 """Every table of the service, imported in one place for Alembic and tests."""
 
+from govsvc.audit.models import AuditCheckpoint, AuditEvent, AuditLeaf, AuditSigningKey, AuditTreeNode
 from govsvc.auth.models import AdminUser, ApiClient
 from govsvc.core.db import Base
 from govsvc.core.models import IdempotencyRecord
@@ -7,4 +8,16 @@ from govsvc.policy.models import CasbinRule, PolicyState
 
 metadata = Base.metadata
 
-__all__ = ["AdminUser", "ApiClient", "CasbinRule", "IdempotencyRecord", "PolicyState", "metadata"]
+__all__ = [
+    "AdminUser",
+    "ApiClient",
+    "AuditCheckpoint",
+    "AuditEvent",
+    "AuditLeaf",
+    "AuditSigningKey",
+    "AuditTreeNode",
+    "CasbinRule",
+    "IdempotencyRecord",
+    "PolicyState",
+    "metadata",
+]

@@ -18,16 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
 
 from govsvc import create_app
+from govsvc.audit.signing import ensure_key
 from govsvc.auth.service import create_client
 from govsvc.config import PROJECT_ROOT, Settings
 from govsvc.core import migrate
+from govsvc.core.db import Database
 from govsvc.policy.service import load_policy_file, roles_of, seed_policy
 from tests.support.postgres import DEFAULT_BINDIR, PostgresCluster, binaries_available
 
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
+TEST_AUDIT_ORIGIN = "govsvc.test/audit"
 POLICY_DIR = PROJECT_ROOT / "policies"
 KNOWN_ROLES = frozenset(roles_of(load_policy_file(POLICY_DIR)))
 _database_numbers = itertools.count(1)
@@ -60,12 +62,15 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 
 
 def _prepare(url: str) -> None:
+    """What `govsvc init` does: migrate, seed the policy, create the audit signing key."""
     migrate.upgrade(url)
-    engine = create_engine(url)
+    database = Database(url)
     try:
-        seed_policy(engine, POLICY_DIR, actor="tests")
+        seed_policy(database.engine, POLICY_DIR, actor="tests")
+        with database.transaction() as session:
+            ensure_key(session, TEST_SECRET_KEY, TEST_AUDIT_ORIGIN)
     finally:
-        engine.dispose()
+        database.dispose()
 
 
 @dataclass
@@ -123,6 +128,8 @@ def make_settings(database_url: str, instance_dir: Path, **overrides: object) ->
         instance_dir=str(instance_dir),
         policy_dir=str(POLICY_DIR),
         log_level="INFO",
+        audit_origin=TEST_AUDIT_ORIGIN,
+        audit_sequencer="off",  # tests drive the sequencer (app.extensions["govsvc.sequencer"].drain())
     ).with_overrides(**overrides)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from openapi_spec_validator import validate
 
 
@@ -20,7 +22,7 @@ def test_every_api_route_is_documented_with_problem_errors(app, client) -> None:
     for rule in app.url_map.iter_rules():
         if rule.endpoint in ("static", "openapi.spec"):
             continue
-        path = rule.rule.replace("<string:", "{").replace(">", "}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method) in documented, (path, method)
     create = spec["paths"]["/v1/clients"]["post"]

@@ -9,6 +9,7 @@ from apiflask.fields import AwareDateTime, List, Nested, String
 from apiflask.validators import Length
 from flask import url_for
 
+from govsvc.audit.service import record
 from govsvc.auth import service
 from govsvc.auth.models import ApiClient
 from govsvc.core.access import current_principal, get_policy_engine, requires
@@ -113,6 +114,12 @@ def create_client(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, 
         known_roles=get_policy_engine().roles,
         created_by=current_principal().principal_id,
     )
+    record(
+        get_session(),
+        "credential.created",
+        object_ref=f"client:{issued.client.client_id}",
+        details={"role": issued.client.role, "key_prefix": issued.client.key_prefix},
+    )
     document = client_document(issued.client) | {"api_key": issued.api_key}
     return document, 201, {"Location": url_for("auth.get_client", client_id=issued.client.client_id)}
 
@@ -146,4 +153,6 @@ def get_client(client_id: str) -> dict[str, Any]:
 @bp.doc(summary="Revoke an API client's key, effective immediately", security=SECURITY, responses=[200, *ERRORS])
 @requires("clients", "revoke")
 def revoke_client(client_id: str) -> dict[str, Any]:
-    return client_document(service.revoke_client(get_session(), client_id))
+    client = service.revoke_client(get_session(), client_id)
+    record(get_session(), "credential.revoked", object_ref=f"client:{client.client_id}")
+    return client_document(client)

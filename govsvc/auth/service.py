@@ -67,7 +67,8 @@ def generate_api_key() -> tuple[str, str]:
 
 
 def _new_client_id() -> str:
-    return "cl_" + secrets.token_hex(8)
+    # base32 letters and 2-7: never a long run of digits, so no id can be mistaken for a phone number
+    return "cl_" + "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(16))
 
 
 def create_client(

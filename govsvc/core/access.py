@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 
+from govsvc.audit.service import AuditContext, hash_ip, record, reset_context, set_context
 from govsvc.auth.service import Principal, authenticate_api_key
-from govsvc.core.db import get_session
+from govsvc.core.db import get_db, get_session
 from govsvc.core.errors import AuthenticationFailed
 from govsvc.core.problems import problem_response
 from govsvc.policy.service import PolicyEngine
@@ -34,7 +35,7 @@ def requires(resource: str, action: str) -> Callable[[F], F]:
 
 
 def public(view: F) -> F:
-    """Mark a view as open to unauthenticated callers (health checks only)."""
+    """Mark a view as open to unauthenticated callers (health checks, published public keys)."""
     setattr(view, _PUBLIC_ATTR, True)
     return view
 
@@ -76,8 +77,42 @@ def _bearer_token() -> str | None:
     return token.strip()
 
 
+def _audit_context(principal: Principal | None) -> AuditContext:
+    return AuditContext(
+        principal_id=principal.principal_id if principal else None,
+        role=principal.role if principal else None,
+        client_id=principal.client_id if principal else None,
+        ip_hash=hash_ip(request.remote_addr, current_app.extensions["govsvc.audit_ip_key"]),
+        request_id=g.get("request_id"),
+    )
+
+
+def _record_refusal(action: str, outcome: str, reason_code: str, object_ref: str | None = None) -> None:
+    """Audit a refused request in its own transaction (the request's own is rolled back first)."""
+    get_session().rollback()  # release SQLite's write lock before the audit transaction takes it
+    with get_db().transaction() as session:
+        record(session, action, outcome=outcome, reason_code=reason_code, object_ref=object_ref)
+
+
+def _reason_code(detail: str) -> str:
+    for word in ("revoked", "expired"):
+        if word in detail:
+            return f"key_{word}"
+    return "invalid_credentials"
+
+
 def init_access_control(app: Flask) -> None:
-    """Authenticate and authorise every request before its view runs."""
+    """Authenticate and authorise every request before its view runs; set who acts for the audit log."""
+
+    @app.before_request
+    def _set_anonymous_context() -> None:
+        g.audit_context_token = set_context(_audit_context(None))
+
+    @app.teardown_request
+    def _reset_context(_error: BaseException | None) -> None:
+        token = g.pop("audit_context_token", None)
+        if token is not None:
+            reset_context(token)
 
     @app.before_request
     def _guard() -> Response | None:
@@ -99,19 +134,23 @@ def init_access_control(app: Flask) -> None:
                 raise AuthenticationFailed("The Authorization header must use the Bearer scheme.")
             principal = authenticate_api_key(session, token)
         except AuthenticationFailed as error:
+            _record_refusal("auth.failed", "failure", _reason_code(error.detail))
             return problem_response(
                 "invalid-credentials",
                 error.detail,
                 headers={"WWW-Authenticate": 'Bearer realm="govsvc", error="invalid_token"'},
             )
         g.principal = principal
+        set_context(_audit_context(principal))
         permission = route_permission(view)
         if permission is None:
+            _record_refusal("access.denied", "denied", "no_route_policy", object_ref=f"route:{request.endpoint}")
             return problem_response("forbidden", "This route has no access policy; it is denied to everyone.")
         engine = get_policy_engine()
         engine.ensure_current(session)
         if not engine.is_allowed(principal.role, *permission):
             resource, action = permission
+            _record_refusal("access.denied", "denied", "no_role", object_ref=f"{resource}:{action}")
             return problem_response(
                 "forbidden",
                 f"The role {principal.role!r} may not {action} {resource}.",

@@ -18,6 +18,8 @@ from typing import Any
 
 from flask import Flask, g, has_request_context, request
 
+from govsvc.core.pii_guard import pii_kind
+
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _CREDENTIAL_PATTERNS = [
@@ -107,7 +109,11 @@ def configure_logging(level: str) -> None:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """A random request id (never one that could be mistaken for a phone number)."""
+    while True:
+        candidate = uuid.uuid4().hex
+        if pii_kind(candidate) is None:
+            return candidate
 
 
 def init_request_logging(app: Flask) -> None:
@@ -117,7 +123,8 @@ def init_request_logging(app: Flask) -> None:
     @app.before_request
     def _assign_request_id() -> None:
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = incoming if _REQUEST_ID_RE.match(incoming) else new_request_id()
+        acceptable = _REQUEST_ID_RE.match(incoming) and pii_kind(incoming) is None
+        g.request_id = incoming if acceptable else new_request_id()
         g.request_started = datetime.now(UTC)
 
     @app.after_request

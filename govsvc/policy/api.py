@@ -7,6 +7,7 @@ from typing import Any
 from apiflask import APIBlueprint, Schema
 from apiflask.fields import Integer, List, String
 
+from govsvc.audit.service import record
 from govsvc.core.access import current_principal, get_policy_engine, requires
 from govsvc.core.db import get_session
 from govsvc.policy import service
@@ -55,4 +56,8 @@ def get_policy() -> dict[str, Any]:
 )
 @requires("policy", "reload")
 def reload_policy() -> dict[str, int]:
-    return {"version": service.bump_version(get_session(), actor=current_principal().principal_id)}
+    version = service.bump_version(get_session(), actor=current_principal().principal_id)
+    record(
+        get_session(), "config.changed", object_ref="policy:rbac", reason_code="reload", details={"version": version}
+    )
+    return {"version": version}

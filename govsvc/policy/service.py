@@ -22,6 +22,7 @@ from casbin_sqlalchemy_adapter import Adapter
 from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.orm import Session
 
+from govsvc.audit.service import AuditContext, record
 from govsvc.core.db import utcnow
 from govsvc.core.errors import ValidationFailed
 from govsvc.policy.models import CasbinRule, PolicyState
@@ -180,6 +181,15 @@ def seed_policy(engine: Engine, policy_dir: Path, *, replace: bool = False, acto
         if (stored and not replace) or (not added and not removed and version > 0):
             return SeedResult(False, version, [], [])
         version = write_policy(connection, model_text, lines, actor=actor)
+        record(
+            session,
+            "config.changed",
+            object_ref="policy:rbac",
+            reason_code="seed",
+            details={"version": version, "lines_added": len(added), "lines_removed": len(removed)},
+            context=AuditContext(principal_id=actor, role="system"),
+        )
+        session.flush()
         return SeedResult(True, version, added, removed)
 
 

@@ -1,0 +1,253 @@
+"""The sequencer: the single writer that places recorded events in the Merkle tree and signs checkpoints.
+
+Requests only INSERT their events (no hash chain to wait on). The sequencer, in batches, gives each pending
+event the next sequence number, stores its canonical JSON and leaf hash, stores every complete subtree hash
+(so proofs are a handful of primary-key reads), and signs a C2SP checkpoint at most every few seconds while
+events arrive. Several processes may run a sequencer: a PostgreSQL advisory lock (SQLite: the write lock) lets
+one integrate at a time, and each re-reads the tree size inside its transaction, so none double-counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from sqlalchemy import exists, func, insert, select, tuple_
+from sqlalchemy.orm import Session
+
+from audit.canonical import canonical_json
+from audit.merkle import EMPTY_ROOT, leaf_hash, node_hash
+from audit.note import sign_checkpoint
+from govsvc.audit.models import AuditCheckpoint, AuditEvent, AuditLeaf, AuditTreeNode
+from govsvc.audit.service import canonical_event
+from govsvc.audit.signing import SignerCache
+from govsvc.core.db import Database, utcnow
+
+logger = logging.getLogger("govsvc.audit.sequencer")
+ADVISORY_LOCK_KEY = 0x676F7673  # "govs"
+# Event ids are allocated at INSERT but become visible at COMMIT, so on PostgreSQL an event can appear after
+# higher ids were placed ("straggler"). New events are found above the highest placed id; stragglers by a sweep
+# of the ids below it, every few seconds, down to the highest placed id of STRAGGLER_WINDOW_SECONDS ago (a
+# transaction open longer than that is beyond any request timeout). The first sweep after start covers all ids.
+STRAGGLER_WINDOW_SECONDS = 60.0
+SWEEP_EVERY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Node:
+    """A complete aligned subtree: 2**level leaves starting at index * 2**level."""
+
+    level: int
+    index: int
+    hash: bytes
+
+
+def frontier_nodes(size: int) -> list[tuple[int, int]]:
+    """(level, index) of the perfect subtrees that make up a tree of ``size`` leaves, left to right."""
+    nodes = []
+    start = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            nodes.append((level, start >> level))
+            start += 1 << level
+    return nodes
+
+
+def fetch_nodes(session: Session, wanted: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """Hashes of the given (level, index) nodes: level 0 from the leaves, higher levels from the node table."""
+    found: dict[tuple[int, int], bytes] = {}
+    leaves = [index for level, index in wanted if level == 0]
+    inner = [(level, index) for level, index in wanted if level > 0]
+    for offset in range(0, len(leaves), 500):
+        chunk = leaves[offset : offset + 500]
+        for seq, digest in session.execute(
+            select(AuditLeaf.seq, AuditLeaf.leaf_hash).where(AuditLeaf.seq.in_(chunk))
+        ).all():
+            found[(0, seq)] = bytes(digest)
+    for offset in range(0, len(inner), 500):
+        chunk = inner[offset : offset + 500]
+        rows = session.execute(
+            select(AuditTreeNode.level, AuditTreeNode.node_index, AuditTreeNode.hash).where(
+                tuple_(AuditTreeNode.level, AuditTreeNode.node_index).in_(chunk)
+            )
+        ).all()
+        for level, index, digest in rows:
+            found[(level, index)] = bytes(digest)
+    missing = [node for node in wanted if node not in found]
+    if missing:
+        raise RuntimeError(f"audit tree nodes missing from storage: {missing[:5]}")
+    return found
+
+
+def tree_size(session: Session) -> int:
+    """Leaves in the tree (sequence numbers are 0 .. size-1)."""
+    highest = session.scalar(select(func.max(AuditLeaf.seq)))
+    return 0 if highest is None else int(highest) + 1
+
+
+def root_of(frontier: list[Node]) -> bytes:
+    """The RFC 6962 root of a tree given its frontier (the right-to-left fold of its perfect subtrees)."""
+    if not frontier:
+        return EMPTY_ROOT
+    root = frontier[-1].hash
+    for node in reversed(frontier[:-1]):
+        root = node_hash(node.hash, root)
+    return root
+
+
+class Sequencer:
+    """Integrates pending events; ``run_once`` is one batch, ``start`` runs it in a daemon thread."""
+
+    def __init__(
+        self,
+        database: Database,
+        secret_key: str,
+        origin: str,
+        *,
+        checkpoint_seconds: float = 2.0,
+        batch_size: int = 5000,
+        interval_seconds: float = 0.2,
+    ) -> None:
+        self.database = database
+        self.origin = origin
+        self.checkpoint_seconds = checkpoint_seconds
+        self.batch_size = batch_size
+        self.interval_seconds = interval_seconds
+        self.signers = SignerCache(secret_key)
+        self._size = -1
+        self._frontier: list[Node] = []
+        self._last_checkpoint = 0.0
+        self._watermarks: deque[tuple[float, int]] = deque()
+        self._floor = 0
+        self._highest_pk = 0
+        self._last_sweep = float("-inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- integration -------------------------------------------------------------------------------------------
+
+    def _take_lock(self, session: Session) -> bool:
+        if self.database.is_sqlite:
+            return True  # the write transaction (BEGIN IMMEDIATE) already excludes other writers
+        return bool(session.execute(select(func.pg_try_advisory_xact_lock(ADVISORY_LOCK_KEY))).scalar())
+
+    def _sync_frontier(self, session: Session, size: int) -> None:
+        if size == self._size:
+            return  # nobody else integrated since our last batch
+        wanted = frontier_nodes(size)
+        hashes = fetch_nodes(session, wanted)
+        self._frontier = [Node(level, index, hashes[(level, index)]) for level, index in wanted]
+        self._size = size
+        self._highest_pk = int(session.scalar(select(func.max(AuditLeaf.event_pk))) or 0)
+
+    def _pending(self, session: Session, *, sweep: bool) -> list[AuditEvent]:
+        placed = exists().where(AuditLeaf.event_pk == AuditEvent.id)
+        events: list[AuditEvent] = []
+        now = time.monotonic()
+        if sweep or now - self._last_sweep >= SWEEP_EVERY_SECONDS:
+            self._last_sweep = now
+            stragglers = select(AuditEvent).where(
+                AuditEvent.id > self._floor, AuditEvent.id <= self._highest_pk, ~placed
+            )
+            events = list(session.scalars(stragglers.order_by(AuditEvent.id).limit(self.batch_size)))
+        room = self.batch_size - len(events)
+        if room > 0:
+            fresh = select(AuditEvent).where(AuditEvent.id > self._highest_pk, ~placed).order_by(AuditEvent.id)
+            events += session.scalars(fresh.limit(room))
+        return events
+
+    def _advance_floor(self) -> None:
+        now = time.monotonic()
+        self._watermarks.append((now, self._highest_pk))
+        while self._watermarks and now - self._watermarks[0][0] > STRAGGLER_WINDOW_SECONDS:
+            self._floor = self._watermarks.popleft()[1]
+
+    def run_once(self, *, force_checkpoint: bool = False, sweep: bool = False) -> int:
+        """Integrate one batch of pending events; returns how many were placed.
+
+        ``sweep`` also looks for stragglers now (otherwise every few seconds).
+        """
+        with self._lock, self.database.transaction(write=True) as session:
+            if not self._take_lock(session):
+                return 0
+            size = tree_size(session)
+            self._sync_frontier(session, size)
+            events = self._pending(session, sweep=sweep)
+            leaves, nodes = [], []
+            frontier = list(self._frontier)
+            for offset, event in enumerate(events):
+                seq = size + offset
+                body = canonical_json(canonical_event(event, seq))
+                digest = leaf_hash(body)
+                leaves.append({"seq": seq, "event_pk": event.id, "event_json": body.decode(), "leaf_hash": digest})
+                frontier.append(Node(0, seq, digest))
+                while len(frontier) >= 2 and frontier[-1].level == frontier[-2].level:
+                    right, left = frontier.pop(), frontier.pop()
+                    merged = Node(left.level + 1, left.index >> 1, node_hash(left.hash, right.hash))
+                    nodes.append({"level": merged.level, "node_index": merged.index, "hash": merged.hash})
+                    frontier.append(merged)
+                self._highest_pk = max(self._highest_pk, event.id)
+            if leaves:
+                session.execute(insert(AuditLeaf), leaves)
+            if nodes:
+                session.execute(insert(AuditTreeNode), nodes)
+            new_size = size + len(leaves)
+            self._maybe_checkpoint(session, new_size, frontier, force=force_checkpoint)
+        # committed: adopt the new state
+        self._frontier, self._size = frontier, new_size
+        self._advance_floor()
+        return len(leaves)
+
+    def _maybe_checkpoint(self, session: Session, size: int, frontier: list[Node], *, force: bool) -> None:
+        if size == 0:
+            return
+        latest = session.scalar(select(func.max(AuditCheckpoint.tree_size)))
+        if latest is not None and latest >= size:
+            return
+        due = time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
+        if not (force or due):
+            return
+        root = root_of(frontier)
+        signer = self.signers.signer(session)
+        note = sign_checkpoint(self.origin, size, root, signer.skey)
+        session.add(
+            AuditCheckpoint(tree_size=size, root_hash=root, note=note, key_name=signer.name, created_at=utcnow())
+        )
+        self._last_checkpoint = time.monotonic()
+
+    def drain(self, *, checkpoint: bool = True) -> int:
+        """Integrate everything pending now (and sign a checkpoint of the result); for tests, CLI and shutdown."""
+        total = 0
+        while True:
+            placed = self.run_once(force_checkpoint=checkpoint, sweep=total == 0)
+            total += placed
+            if placed < self.batch_size:
+                return total
+
+    # -- background thread -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="govsvc-audit-sequencer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                placed = self.run_once()
+            except Exception:  # keep sequencing after a transient failure (database restart...)
+                logger.exception("audit sequencer batch failed")
+                placed = 0
+            if placed < self.batch_size:
+                self._stop.wait(self.interval_seconds)

@@ -1,0 +1,301 @@
+"""The one audit API of the service: ``record()`` an event, and query what was recorded.
+
+``record`` adds the event to the caller's transaction, so an event exists exactly when the change it describes
+was committed, and an acknowledged request's events are durable. The sequencer (``govsvc.audit.sequencer``)
+later gives each event its sequence number and places it in the Merkle tree.
+
+Events never hold raw personal data: subjects are pseudonymous references and IP addresses are keyed hashes.
+``record`` refuses any field that looks like an e-mail address, a phone number, an identity or card number.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, func, select
+from sqlalchemy.orm import Session
+
+from govsvc.audit.models import AuditEvent, AuditLeaf
+from govsvc.core.db import utcnow
+from govsvc.core.errors import NotFoundError
+from govsvc.core.pii_guard import pii_kind
+
+OUTCOMES = frozenset({"success", "failure", "denied", "allow", "deny", "error"})
+_ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,79}$")
+
+
+class AuditPIIError(ValueError):
+    """A field of an audit event looks like raw personal data; pseudonymise it first."""
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Who is acting, set by the HTTP layer (or a job) for the events recorded while it acts."""
+
+    principal_id: str | None = None
+    role: str | None = None
+    client_id: str | None = None
+    ip_hash: str | None = None
+    request_id: str | None = None
+
+
+SYSTEM_CONTEXT = AuditContext(principal_id="system", role="system")
+_current_context: contextvars.ContextVar[AuditContext] = contextvars.ContextVar(
+    "govsvc_audit_context", default=SYSTEM_CONTEXT
+)
+
+
+def set_context(context: AuditContext) -> contextvars.Token[AuditContext]:
+    """Make ``context`` the actor of events recorded in this thread/task until reset."""
+    return _current_context.set(context)
+
+
+def reset_context(token: contextvars.Token[AuditContext]) -> None:
+    _current_context.reset(token)
+
+
+def current_context() -> AuditContext:
+    return _current_context.get()
+
+
+def hash_ip(ip_address: str | None, key: bytes) -> str | None:
+    """A keyed, non-reversible reference to an IP address (HMAC-SHA256, 128 bits)."""
+    if not ip_address:
+        return None
+    return hmac.new(key, ip_address.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def ip_hash_key(secret_key: str) -> bytes:
+    """The IP-hashing key, derived from the service secret (never the secret itself)."""
+    return hmac.new(secret_key.encode(), b"govsvc audit ip hash v1", hashlib.sha256).digest()
+
+
+def _check_no_pii(name: str, value: str) -> None:
+    kind = pii_kind(value)
+    if kind is not None:
+        raise AuditPIIError(f"audit field {name!r} looks like a raw {kind}; record a pseudonymous reference")
+
+
+def _check_details(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        _check_no_pii(path, value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"audit details keys must be strings ({path})")
+            _check_no_pii(f"{path}.{key}", key)
+            _check_details(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_details(item, f"{path}[{index}]")
+    elif isinstance(value, float):
+        raise ValueError(f"audit details hold no floats ({path}); use integers or strings")
+    elif value is not None and not isinstance(value, bool | int):
+        raise ValueError(f"unsupported audit details value at {path}: {type(value).__name__}")
+
+
+def record(
+    session: Session,
+    action: str,
+    *,
+    outcome: str = "success",
+    subject_ref: str | None = None,
+    object_ref: str | None = None,
+    purpose: str | None = None,
+    data_categories: Sequence[str] = (),
+    reason_code: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    context: AuditContext | None = None,
+    time: datetime | None = None,
+) -> str:
+    """Record an audit event in the caller's transaction; returns its event id.
+
+    ``action`` is a dotted name (``consent.withdrawn``); ``subject_ref`` a pseudonymous subject id.
+    Raises ValueError (AuditPIIError) for malformed events or anything resembling raw personal data.
+    """
+    context = context or current_context()
+    if not _ACTION_RE.match(action) or len(action) > 80:
+        raise ValueError(f"audit action must be a dotted lower-case name, not {action!r}")
+    if outcome not in OUTCOMES:
+        raise ValueError(f"audit outcome must be one of {sorted(OUTCOMES)}")
+    for name, value in (("purpose", purpose), ("reason_code", reason_code)):
+        if value is not None and not _TOKEN_RE.match(value):
+            raise ValueError(f"audit {name} must be a short lower-case token, not {value!r}")
+    categories = list(data_categories)
+    for category in categories:
+        if not _TOKEN_RE.match(category):
+            raise ValueError(f"audit data category must be a lower-case token, not {category!r}")
+    for name, value in (
+        ("subject_ref", subject_ref),
+        ("object_ref", object_ref),
+        ("actor.principal", context.principal_id),
+        ("request_id", context.request_id),
+    ):
+        if value is not None:
+            _check_no_pii(name, value)
+    if subject_ref is not None and len(subject_ref) > 128:
+        raise ValueError("audit subject_ref is longer than 128 characters")
+    if object_ref is not None and len(object_ref) > 200:
+        raise ValueError("audit object_ref is longer than 200 characters")
+    if details:
+        _check_details(details, "details")
+    event_id = uuid.uuid4().hex
+    session.add(
+        AuditEvent(
+            event_id=event_id,
+            time=time or utcnow(),
+            actor_principal=context.principal_id,
+            actor_role=context.role,
+            actor_client=context.client_id,
+            actor_ip_hash=context.ip_hash,
+            action=action,
+            subject_ref=subject_ref,
+            object_ref=object_ref,
+            purpose=purpose,
+            data_categories=json.dumps(categories) if categories else None,
+            outcome=outcome,
+            reason_code=reason_code,
+            request_id=context.request_id,
+            details=json.dumps(details, sort_keys=True, separators=(",", ":")) if details else None,
+        )
+    )
+    return event_id
+
+
+def format_time(value: datetime) -> str:
+    """UTC ISO 8601 with microseconds and ``Z``: the one textual form of audit times."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_event(row: AuditEvent, seq: int) -> dict[str, Any]:
+    """The event as committed to the tree (its leaf is SHA-256(0x00 || canonical JSON of this))."""
+    return {
+        "seq": seq,
+        "event_id": row.event_id,
+        "time": format_time(row.time),
+        "actor": {
+            "principal": row.actor_principal,
+            "role": row.actor_role,
+            "client": row.actor_client,
+            "ip_hash": row.actor_ip_hash,
+        },
+        "action": row.action,
+        "subject_ref": row.subject_ref,
+        "object_ref": row.object_ref,
+        "purpose": row.purpose,
+        "data_categories": json.loads(row.data_categories) if row.data_categories else [],
+        "outcome": row.outcome,
+        "reason_code": row.reason_code,
+        "request_id": row.request_id,
+        "details": json.loads(row.details) if row.details else {},
+    }
+
+
+@dataclass
+class EventFilter:
+    """Criteria of an auditor's search; every given criterion must hold."""
+
+    time_from: datetime | None = None
+    time_to: datetime | None = None
+    actor: str | None = None
+    subject: str | None = None
+    action: str | None = None  # exact, or a prefix ending in ".*" (consent.*)
+    outcome: str | None = None
+    seq_from: int | None = None
+    seq_to: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_seq_range_only(self) -> bool:
+        """True when nothing but a sequence range is asked (the export can then use a range proof)."""
+        return not any((self.time_from, self.time_to, self.actor, self.subject, self.action, self.outcome))
+
+    def as_dict(self) -> dict[str, Any]:
+        values = {
+            "time_from": format_time(self.time_from) if self.time_from else None,
+            "time_to": format_time(self.time_to) if self.time_to else None,
+            "actor": self.actor,
+            "subject": self.subject,
+            "action": self.action,
+            "outcome": self.outcome,
+            "seq_from": self.seq_from,
+            "seq_to": self.seq_to,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+
+def _apply_filter(query: Select[Any], criteria: EventFilter) -> Select[Any]:
+    conditions = []
+    if criteria.time_from is not None:
+        conditions.append(AuditEvent.time >= criteria.time_from)
+    if criteria.time_to is not None:
+        conditions.append(AuditEvent.time < criteria.time_to)
+    if criteria.actor is not None:
+        conditions.append(AuditEvent.actor_principal == criteria.actor)
+    if criteria.subject is not None:
+        conditions.append(AuditEvent.subject_ref == criteria.subject)
+    if criteria.action is not None:
+        if criteria.action.endswith(".*"):
+            conditions.append(AuditEvent.action.startswith(criteria.action[:-1], autoescape=True))
+        else:
+            conditions.append(AuditEvent.action == criteria.action)
+    if criteria.outcome is not None:
+        conditions.append(AuditEvent.outcome == criteria.outcome)
+    if criteria.seq_from is not None:
+        conditions.append(AuditLeaf.seq >= criteria.seq_from)
+    if criteria.seq_to is not None:
+        conditions.append(AuditLeaf.seq < criteria.seq_to)
+    return query.where(and_(*conditions)) if conditions else query
+
+
+def search(
+    session: Session, criteria: EventFilter, *, after_seq: int | None = None, limit: int = 100
+) -> list[tuple[AuditLeaf, AuditEvent]]:
+    """Sequenced events matching the criteria, in sequence order (``limit + 1`` rows at most)."""
+    query = select(AuditLeaf, AuditEvent).join(AuditEvent, AuditEvent.id == AuditLeaf.event_pk)
+    query = _apply_filter(query, criteria)
+    if after_seq is not None:
+        query = query.where(AuditLeaf.seq > after_seq)
+    return list(session.execute(query.order_by(AuditLeaf.seq).limit(limit + 1)).all())
+
+
+def iter_leaves(session: Session, criteria: EventFilter, *, chunk: int = 2000) -> Iterable[AuditLeaf]:
+    """Every matching leaf in sequence order, fetched in chunks (bounded memory)."""
+    after: int | None = None
+    while True:
+        query = select(AuditLeaf).join(AuditEvent, AuditEvent.id == AuditLeaf.event_pk)
+        query = _apply_filter(query, criteria)
+        if after is not None:
+            query = query.where(AuditLeaf.seq > after)
+        rows = list(session.scalars(query.order_by(AuditLeaf.seq).limit(chunk)))
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = rows[-1].seq
+        session.expunge_all()
+
+
+def get_event(session: Session, seq: int) -> tuple[AuditLeaf, AuditEvent]:
+    row = session.execute(
+        select(AuditLeaf, AuditEvent).join(AuditEvent, AuditEvent.id == AuditLeaf.event_pk).where(AuditLeaf.seq == seq)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"No audit event has sequence number {seq} (it may not be sequenced yet).")
+    return row[0], row[1]
+
+
+def pending_count(session: Session) -> int:
+    """Events recorded but not yet placed in the tree."""
+    total = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+    placed = session.scalar(select(func.count()).select_from(AuditLeaf)) or 0
+    return int(total) - int(placed)

@@ -1,0 +1,107 @@
+"""Checkpoint signing keys: Ed25519, generated at init, rotatable, old public keys kept published.
+
+The private key is stored in the database wrapped with AES-256-GCM under a key derived (HKDF-SHA256) from
+``GOVSVC_SECRET_KEY``, so every instance sharing the database can sign and a database dump alone reveals nothing.
+Changing the secret key therefore requires rotating the signing key first (the old one cannot be unwrapped).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from audit.note import Signer, generate_signer, parse_skey, parse_vkey
+from govsvc.audit.models import AuditSigningKey
+from govsvc.core.db import utcnow
+
+_WRAP_INFO = b"govsvc audit signing key wrap v1"
+_NONCE_BYTES = 12
+
+
+class SigningKeyUnavailable(RuntimeError):
+    """No usable signing key (none created, or it cannot be unwrapped with this secret key)."""
+
+
+def _wrapping_key(secret_key: str) -> AESGCM:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_WRAP_INFO).derive(secret_key.encode())
+    return AESGCM(key)
+
+
+def wrap_private_key(skey: str, secret_key: str, vkey: str) -> bytes:
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + _wrapping_key(secret_key).encrypt(nonce, skey.encode(), vkey.encode())
+
+
+def unwrap_private_key(wrapped: bytes, secret_key: str, vkey: str) -> str:
+    try:
+        return _wrapping_key(secret_key).decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], vkey.encode()).decode()
+    except InvalidTag:
+        raise SigningKeyUnavailable(
+            "the audit signing key cannot be unwrapped: was GOVSVC_SECRET_KEY changed? rotate the key first"
+        ) from None
+
+
+def active_key(session: Session) -> AuditSigningKey | None:
+    """The key that signs new checkpoints (the newest one not retired)."""
+    return session.scalar(
+        select(AuditSigningKey).where(AuditSigningKey.retired_at.is_(None)).order_by(AuditSigningKey.pk.desc())
+    )
+
+
+def create_key(session: Session, secret_key: str, origin: str) -> AuditSigningKey:
+    """Generate a new signing key named after the log's origin and make it the active one."""
+    skey, vkey = generate_signer(origin)
+    key = AuditSigningKey(
+        key_name=origin, vkey=vkey, wrapped_private_key=wrap_private_key(skey, secret_key, vkey), created_at=utcnow()
+    )
+    session.add(key)
+    session.flush()
+    return key
+
+
+def ensure_key(session: Session, secret_key: str, origin: str) -> AuditSigningKey:
+    """The active key, created at first use (``govsvc init`` calls this)."""
+    return active_key(session) or create_key(session, secret_key, origin)
+
+
+def rotate_key(session: Session, secret_key: str, origin: str) -> tuple[AuditSigningKey | None, AuditSigningKey]:
+    """Retire the active key (its public key stays published) and create a new one."""
+    old = active_key(session)
+    if old is not None:
+        old.retired_at = utcnow()
+    return old, create_key(session, secret_key, origin)
+
+
+def published_keys(session: Session) -> list[AuditSigningKey]:
+    """Every key that ever signed, oldest first: verifiers need the retired ones for old checkpoints."""
+    return list(session.scalars(select(AuditSigningKey).order_by(AuditSigningKey.pk)))
+
+
+def key_id_hex(vkey: str) -> str:
+    return f"{parse_vkey(vkey).key_id:08x}"
+
+
+class SignerCache:
+    """Unwraps the active signer once per key, thread-safely."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._secret_key = secret_key
+        self._lock = threading.Lock()
+        self._cached: tuple[int, Signer] | None = None
+
+    def signer(self, session: Session) -> Signer:
+        key = active_key(session)
+        if key is None:
+            raise SigningKeyUnavailable("no audit signing key: run `govsvc init` (or `govsvc audit rotate-key`)")
+        with self._lock:
+            if self._cached is None or self._cached[0] != key.pk:
+                skey = unwrap_private_key(key.wrapped_private_key, self._secret_key, key.vkey)
+                self._cached = (key.pk, parse_skey(skey))
+            return self._cached[1]

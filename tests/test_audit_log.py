@@ -1,0 +1,328 @@
+"""The audit log: append-only storage, sequencing into a Merkle tree, signed checkpoints and proofs."""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import DatabaseError
+
+from audit import merkle
+from audit.note import verify_note
+from govsvc.audit.models import APPEND_ONLY_TABLES, AuditCheckpoint, AuditEvent, AuditLeaf
+from govsvc.audit.sequencer import Sequencer
+from govsvc.audit.service import AuditContext, AuditPIIError, record
+from tests.conftest import TEST_AUDIT_ORIGIN, TEST_SECRET_KEY
+from tests.support.asserts import assert_problem
+from tests.support.audit import ACTOR, drain, record_events
+
+
+def _b64(text_: str) -> bytes:
+    return base64.b64decode(text_)
+
+
+@pytest.fixture
+def auditor(auth_headers) -> dict[str, str]:
+    return auth_headers("auditor")
+
+
+def _leaves(app) -> list[bytes]:
+    with app.extensions["govsvc.db"].transaction(write=False) as session:
+        return [bytes(h) for h in session.scalars(select(AuditLeaf.leaf_hash).order_by(AuditLeaf.seq))]
+
+
+def test_recorded_events_are_sequenced_and_checkpointed(app, client, auditor) -> None:
+    record_events(app, 10)
+    drain(app)
+    leaves = _leaves(app)
+    checkpoint = client.get("/v1/audit/checkpoints/latest", headers=auditor).get_json()
+    assert checkpoint["tree_size"] == len(leaves) >= 10
+    assert _b64(checkpoint["root_hash"]) == merkle.root_from_leaf_hashes(leaves)
+    keys = [key["vkey"] for key in client.get("/v1/audit/keys").get_json()["keys"]]
+    verified = verify_note(checkpoint["note"], keys)
+    assert verified.origin == TEST_AUDIT_ORIGIN and verified.size == len(leaves)
+    events = client.get("/v1/audit/events?action=data.read&limit=100", headers=auditor).get_json()["items"]
+    assert [item["event"]["subject_ref"] for item in events] == [f"sub_{i}" for i in range(10)]
+    first = events[0]
+    assert first["event"]["actor"]["principal"] == "client:cl_test"
+    assert set(first["event"]) >= {"seq", "time", "actor", "action", "subject_ref", "object_ref", "purpose",
+                                   "data_categories", "outcome", "reason_code", "request_id"}  # fmt: skip
+    assert first["event"]["time"].endswith("Z")
+    assert _b64(first["leaf_hash"]) == merkle.event_leaf_hash(first["event"])
+
+
+def test_events_of_a_failed_request_are_rolled_back_with_it(app) -> None:
+    database = app.extensions["govsvc.db"]
+    with pytest.raises(RuntimeError), database.transaction() as session:
+        record(session, "data.read", subject_ref="sub_x", context=ACTOR)
+        raise RuntimeError("the change failed")
+    with database.transaction(write=False) as session:
+        assert session.scalar(select(func.count()).where(AuditEvent.subject_ref == "sub_x")) == 0
+
+
+@pytest.mark.parametrize("table", APPEND_ONLY_TABLES)
+@pytest.mark.parametrize("statement", ["UPDATE {table} SET {column} = {column}", "DELETE FROM {table}"])
+def test_database_triggers_make_audit_tables_append_only(app, database, table: str, statement: str) -> None:
+    record_events(app, 3)
+    drain(app)
+    column = {"audit_events": "action", "audit_leaves": "seq", "audit_tree_nodes": "level"}.get(table, "tree_size")
+    engine = create_engine(database.url)
+    try:
+        with pytest.raises(DatabaseError, match="append-only"), engine.begin() as connection:
+            connection.execute(text(statement.format(table=table, column=column)))
+        if engine.dialect.name == "postgresql":
+            with pytest.raises(DatabaseError, match="append-only"), engine.begin() as connection:
+                connection.execute(text(f"TRUNCATE {table} CASCADE"))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"subject_ref": "alice@example.com"}, "email"),
+        ({"subject_ref": "13812345678"}, "phone"),
+        ({"object_ref": "customer +86 138 1234 5678"}, "phone"),
+        ({"object_ref": "id 11010519491231002X"}, "identity"),
+        ({"details": {"card": "6222 0212 3456 7890 128"}}, "card"),
+        ({"details": {"note": ["ok", "bob@example.org"]}}, "email"),
+    ],
+)
+def test_record_refuses_raw_personal_data(app, fields: dict, message: str) -> None:
+    with app.extensions["govsvc.db"].transaction() as session, pytest.raises(AuditPIIError, match=message):
+        record(session, "data.read", context=ACTOR, **fields)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"action": "Read"},
+        {"action": "data"},
+        {"action": "data.read", "outcome": "maybe"},
+        {"action": "data.read", "purpose": "Marketing Emails"},
+        {"action": "data.read", "data_categories": ["Contact Info"]},
+        {"action": "data.read", "details": {"ratio": 0.5}},
+    ],
+)
+def test_record_refuses_malformed_events(app, kwargs: dict) -> None:
+    with app.extensions["govsvc.db"].transaction() as session, pytest.raises(ValueError):
+        record(session, context=ACTOR, **kwargs)
+
+
+def test_no_raw_personal_data_reaches_an_audit_row(app, client, auth_headers, database) -> None:
+    """Drive the API with personal data in every place a caller can put it, then scan the audit tables."""
+    email, phone, id_number = "wang.fang@example.cn", "13812345678", "110105194912310021"
+    admin = auth_headers("admin")
+    client.post(
+        "/v1/clients",
+        json={"name": f"{email} {phone} {id_number}", "role": "app"},
+        headers={**admin, "X-Request-Id": phone, "Idempotency-Key": email},
+    )
+    client.get("/v1/me", headers={"Authorization": f"Bearer {email}", "X-Request-Id": id_number})
+    client.get(f"/v1/clients/{email}", headers=admin)
+    client.get(f"/v1/audit/reports/subjects/{id_number}", headers=auth_headers("auditor"))
+    client.get("/v1/clients", headers={**auth_headers("app"), "X-Request-Id": email})
+    drain(app)
+    engine = create_engine(database.url)
+    try:
+        with engine.connect() as connection:
+            dumped = " ".join(
+                str(row) for table in APPEND_ONLY_TABLES for row in connection.execute(text(f"SELECT * FROM {table}"))
+            )
+            actions = set(connection.execute(text("SELECT action FROM audit_events")).scalars())
+    finally:
+        engine.dispose()
+    assert {"credential.created", "auth.failed", "access.denied"} <= actions
+    for value in (email, phone, id_number, "wang.fang"):
+        assert value not in dumped
+
+
+def test_refused_requests_are_audited_with_a_hashed_ip(app, client, auth_headers) -> None:
+    client.get(
+        "/v1/me",
+        headers={"Authorization": "Bearer gsk_aaaaaaaa_" + "A" * 43},
+        environ_base={"REMOTE_ADDR": "203.0.113.7"},
+    )
+    client.get("/v1/clients", headers=auth_headers("app"))
+    with app.extensions["govsvc.db"].transaction(write=False) as session:
+        failed = session.scalar(select(AuditEvent).where(AuditEvent.action == "auth.failed"))
+        denied = session.scalar(select(AuditEvent).where(AuditEvent.action == "access.denied"))
+    assert failed.outcome == "failure" and failed.reason_code == "invalid_credentials"
+    assert failed.actor_ip_hash and "203.0.113.7" not in failed.actor_ip_hash and len(failed.actor_ip_hash) == 32
+    assert denied.outcome == "denied" and denied.object_ref == "clients:read" and denied.actor_role == "app"
+
+
+def test_inclusion_proofs_verify_against_the_signed_root(app, client, auditor) -> None:
+    record_events(app, 37)
+    drain(app)
+    checkpoint = client.get("/v1/audit/checkpoints/latest", headers=auditor).get_json()
+    size, root = checkpoint["tree_size"], _b64(checkpoint["root_hash"])
+    for seq in (0, 1, 16, size - 2, size - 1):
+        proof = client.get(f"/v1/audit/proofs/inclusion?seq={seq}", headers=auditor).get_json()
+        assert proof["tree_size"] == size
+        merkle.verify_inclusion(_b64(proof["leaf_hash"]), seq, size, [_b64(h) for h in proof["proof"]], root)
+    bad = client.get(f"/v1/audit/proofs/inclusion?seq={size}&tree_size={size}", headers=auditor)
+    assert bad.status_code in (404, 422)
+    assert_problem(client.get("/v1/audit/proofs/inclusion?seq=0&tree_size=99999", headers=auditor), 404, "not-found")
+    assert_problem(client.get("/v1/audit/proofs/inclusion?seq=-1", headers=auditor), 422, "validation-error")
+
+
+def test_consistency_proofs_between_checkpoints(app, client, auditor) -> None:
+    record_events(app, 5)
+    drain(app)
+    first = client.get("/v1/audit/checkpoints/latest", headers=auditor).get_json()
+    record_events(app, 11, subject_prefix="later_")
+    drain(app)
+    second = client.get("/v1/audit/checkpoints/latest", headers=auditor).get_json()
+    assert second["tree_size"] > first["tree_size"]
+    proof = client.get(f"/v1/audit/proofs/consistency?first={first['tree_size']}", headers=auditor).get_json()
+    merkle.verify_consistency(
+        first["tree_size"], second["tree_size"], _b64(first["root_hash"]), _b64(second["root_hash"]),
+        [_b64(h) for h in proof["proof"]],
+    )  # fmt: skip
+    assert_problem(client.get("/v1/audit/proofs/consistency?first=0", headers=auditor), 422, "validation-error")
+    assert_problem(client.get("/v1/audit/proofs/consistency?first=3", headers=auditor), 404, "not-found")
+
+
+def test_two_sequencers_on_one_database_place_each_event_once(app, database) -> None:
+    record_events(app, 300)
+    others = [
+        Sequencer(app.extensions["govsvc.db"], TEST_SECRET_KEY, TEST_AUDIT_ORIGIN, batch_size=40) for _ in range(2)
+    ]
+    errors: list[BaseException] = []
+
+    def run(sequencer: Sequencer) -> None:
+        try:
+            for _ in range(20):
+                sequencer.run_once(force_checkpoint=True)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in others]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    drain(app)
+    assert errors == []
+    with app.extensions["govsvc.db"].transaction(write=False) as session:
+        seqs = list(session.scalars(select(AuditLeaf.seq).order_by(AuditLeaf.seq)))
+        events = session.scalar(select(func.count()).select_from(AuditEvent))
+        checkpoints = list(session.scalars(select(AuditCheckpoint)))
+    assert seqs == list(range(events))
+    leaves = _leaves(app)
+    for checkpoint in checkpoints:
+        assert bytes(checkpoint.root_hash) == merkle.root_from_leaf_hashes(leaves[: checkpoint.tree_size])
+
+
+def test_a_restarted_sequencer_continues_the_same_tree(app) -> None:
+    record_events(app, 13)
+    drain(app)
+    restarted = Sequencer(app.extensions["govsvc.db"], TEST_SECRET_KEY, TEST_AUDIT_ORIGIN)
+    record_events(app, 6, subject_prefix="after_")
+    restarted.drain()
+    leaves = _leaves(app)
+    with app.extensions["govsvc.db"].transaction(write=False) as session:
+        latest = session.scalar(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc()))
+    assert latest.tree_size == len(leaves)
+    assert bytes(latest.root_hash) == merkle.root_from_leaf_hashes(leaves)
+
+
+def test_a_straggler_committed_after_higher_ids_is_still_sequenced(app, database) -> None:
+    """On PostgreSQL an event id can become visible after higher ids were sequenced."""
+    db = app.extensions["govsvc.db"]
+    slow = db.new_session(write=True)
+    record(slow, "data.read", subject_ref="sub_straggler", context=ACTOR)
+    slow.flush()  # id allocated, not committed
+    if database.backend == "postgresql":
+        record_events(app, 3, subject_prefix="fast_")
+        drain(app)
+    slow.commit()
+    slow.close()
+    drain(app)
+    with db.transaction(write=False) as session:
+        placed = session.scalar(
+            select(func.count()).select_from(AuditLeaf).join(AuditEvent, AuditEvent.id == AuditLeaf.event_pk)
+            .where(AuditEvent.subject_ref == "sub_straggler")
+        )  # fmt: skip
+    assert placed == 1
+
+
+def test_signing_keys_rotate_and_old_keys_stay_published(app, client, auth_headers, auditor) -> None:
+    record_events(app, 3)
+    drain(app)
+    before = client.get("/v1/audit/checkpoints/latest", headers=auditor).get_json()
+    rotated = client.post("/v1/audit/keys:rotate", headers=auth_headers("admin"))
+    assert rotated.status_code == 201
+    assert_problem(client.post("/v1/audit/keys:rotate", headers=auditor), 403, "forbidden")
+    record_events(app, 3, subject_prefix="new_")
+    drain(app)
+    after = client.get("/v1/audit/checkpoints/latest", headers=auditor).get_json()
+    keys = client.get("/v1/audit/keys").get_json()["keys"]
+    assert len(keys) == 2 and [key["active"] for key in keys] == [False, True]
+    old_key, new_key = keys[0]["vkey"], keys[1]["vkey"]
+    assert rotated.get_json()["vkey"] == new_key
+    verify_note(before["note"], [old_key])
+    verify_note(after["note"], [new_key])
+    with pytest.raises(ValueError):
+        verify_note(after["note"], [old_key])
+
+
+def test_audit_routes_are_guarded_by_role(client, auth_headers) -> None:
+    assert_problem(client.get("/v1/audit/events"), 401, "unauthenticated")
+    assert_problem(client.get("/v1/audit/events", headers=auth_headers("app")), 403, "forbidden")
+    assert_problem(client.get("/v1/audit/export", headers=auth_headers("compliance_officer")), 403, "forbidden")
+    assert client.get("/v1/audit/events", headers=auth_headers("dpo")).status_code == 200
+
+
+def test_search_filters_and_pagination(app, client, auditor) -> None:
+    record_events(app, 5, subject_prefix="a_", action="data.read")
+    record_events(app, 4, subject_prefix="b_", action="data.unmasked", outcome="success", purpose="support")
+    with app.extensions["govsvc.db"].transaction() as session:
+        record(session, "policy.deny", outcome="deny", subject_ref="a_1", reason_code="no_consent",
+               context=AuditContext(principal_id="client:cl_other", role="app"))  # fmt: skip
+    drain(app)
+
+    def seqs(query: str) -> list[dict]:
+        return client.get(f"/v1/audit/events?{query}", headers=auditor).get_json()["items"]
+
+    assert len(seqs("action=data.unmasked")) == 4
+    assert len(seqs("action=data.*")) == 9
+    assert [i["event"]["action"] for i in seqs("subject=a_1")] == ["data.read", "policy.deny"]
+    assert len(seqs("actor=client:cl_other")) == 1
+    assert len(seqs("outcome=deny")) == 1
+    walked, cursor = [], None
+    while True:
+        body = client.get("/v1/audit/events?action=data.*&limit=4" + (f"&cursor={cursor}" if cursor else ""),
+                          headers=auditor).get_json()  # fmt: skip
+        walked += [item["seq"] for item in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert len(walked) == len(set(walked)) == 9 and walked == sorted(walked)
+    for query in ("action=Bad", "outcome=perhaps", "time_from=yesterday", "seq_from=-1"):
+        assert_problem(client.get(f"/v1/audit/events?{query}", headers=auditor), 422, "validation-error")
+    assert_problem(client.get("/v1/audit/events/999999", headers=auditor), 404, "not-found")
+
+
+def test_access_reports_and_anomalies(app, client, auditor) -> None:
+    record_events(app, 30, subject_prefix="s_")
+    with app.extensions["govsvc.db"].transaction() as session:
+        support = AuditContext(principal_id="client:cl_support", role="support_agent")
+        record(session, "data.read", subject_ref="s_3", context=support)
+        record(session, "data.unmasked", subject_ref="s_3", context=support)
+    drain(app)
+    subject = client.get("/v1/audit/reports/subjects/s_3", headers=auditor).get_json()
+    principals = {(row["principal"], row["action"]) for row in subject["accesses"]}
+    assert principals == {("client:cl_test", "data.read"), ("client:cl_support", "data.read"),
+                          ("client:cl_support", "data.unmasked")}  # fmt: skip
+    activity = client.get("/v1/audit/reports/principals/client:cl_test", headers=auditor).get_json()
+    assert activity["distinct_subjects"] == 30
+    flagged = client.get("/v1/audit/reports/anomalies?threshold=20", headers=auditor).get_json()
+    assert [row["principal"] for row in flagged["anomalies"]] == ["client:cl_test"]
+    assert flagged["anomalies"][0]["distinct_subjects"] == 30
+    assert client.get("/v1/audit/reports/anomalies?threshold=30", headers=auditor).get_json()["anomalies"] == []
+    default = client.get("/v1/audit/reports/anomalies", headers=auditor).get_json()
+    assert default["threshold"] == app.config["GOVSVC_SETTINGS"].audit_anomaly_subjects_per_hour
