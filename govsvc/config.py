@@ -42,7 +42,6 @@ class Settings:
     audit_sequencer: str = "thread"  # GOVSVC_AUDIT_SEQUENCER: thread (in each process) | off (run it elsewhere)
     audit_checkpoint_seconds: int = 2  # GOVSVC_AUDIT_CHECKPOINT_SECONDS: at most this long between checkpoints
     audit_anomaly_subjects_per_hour: int = 500  # GOVSVC_AUDIT_ANOMALY_SUBJECTS_PER_HOUR
-    audit_retention_days: int = 1095  # GOVSVC_AUDIT_RETENTION_DAYS: at least 3 years
     extra: Mapping[str, object] = field(default_factory=dict)  # Flask config overrides (tests)
 
     @property
@@ -70,8 +69,6 @@ class Settings:
             raise ConfigError("GOVSVC_AUDIT_SEQUENCER must be thread or off")
         if not 1 <= self.audit_checkpoint_seconds <= 60:
             raise ConfigError("GOVSVC_AUDIT_CHECKPOINT_SECONDS must be between 1 and 60")
-        if self.audit_retention_days < MIN_AUDIT_RETENTION_DAYS:
-            raise ConfigError(f"GOVSVC_AUDIT_RETENTION_DAYS must be at least {MIN_AUDIT_RETENTION_DAYS} (3 years)")
         if not self.audit_origin or any(ch.isspace() for ch in self.audit_origin):
             raise ConfigError("GOVSVC_AUDIT_ORIGIN must be a non-empty line without spaces")
         if self.is_production:
@@ -91,9 +88,7 @@ _INT_FIELDS = {
     "idempotency_ttl_hours",
     "audit_checkpoint_seconds",
     "audit_anomaly_subjects_per_hour",
-    "audit_retention_days",
 }
-MIN_AUDIT_RETENTION_DAYS = 1095
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, text
+from collections.abc import Callable
+
+from sqlalchemy import Connection, create_engine, text
 
 from govsvc.audit.models import APPEND_ONLY_TABLES
 from govsvc.audit.service import AuditContext, record
@@ -22,8 +24,9 @@ def drain(app) -> int:
     return app.extensions["govsvc.sequencer"].drain()
 
 
-def tamper(database_url: str, *statements: str) -> None:
-    """Run statements with the append-only triggers out of the way (a database superuser's power)."""
+def tamper(database_url: str, *statements: str | Callable[[Connection], object]) -> None:
+    """Run statements (SQL text or callables taking the connection) with the append-only triggers out of the
+    way, as a database superuser could."""
     engine = create_engine(database_url)
     try:
         with engine.begin() as connection:
@@ -34,6 +37,9 @@ def tamper(database_url: str, *statements: str) -> None:
                     connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_update"))
                     connection.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_delete"))
             for statement in statements:
-                connection.execute(text(statement))
+                if callable(statement):
+                    statement(connection)
+                else:
+                    connection.execute(text(statement))
     finally:
         engine.dispose()

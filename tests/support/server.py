@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -61,7 +62,7 @@ class GunicornServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
              "--threads", "2", "--worker-class", "gthread", "wsgi:app"],
-            cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=log,
+            cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -73,6 +74,12 @@ class GunicornServer:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("gunicorn did not start in 30 s")
+
+    def kill(self) -> None:
+        """SIGKILL the master and every worker at once (a crash, not a shutdown)."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=15)
 
     def __exit__(self, *_exc: object) -> None:
         if self.process and self.process.poll() is None:
