@@ -75,6 +75,16 @@ def db_current() -> None:
         click.echo(f"current: {migrate.current_revision(connection)}  head: {migrate.head_revision()}")
 
 
+@db_group.command("app-role-sql")
+@click.option("--role", default="govsvc_app", show_default=True)
+def db_app_role_sql(role: str) -> None:
+    """Print the PostgreSQL GRANTs for a separate application role (INSERT/SELECT only on the audit log)."""
+    from govsvc.core.roles import app_role_grants
+
+    for statement in app_role_grants(role):
+        click.echo(statement + ";")
+
+
 @click.command("seed")
 @with_appcontext
 @click.option("--replace", is_flag=True, help="Re-apply policies/ over the stored policy (shows the diff).")
