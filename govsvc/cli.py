@@ -228,14 +228,7 @@ def audit_sequence() -> None:
 def audit_rotate_key() -> None:
     """Retire the checkpoint signing key (it stays published) and start signing with a new one."""
     with _db().transaction() as session:
-        old, new = signing.rotate_key(session, _settings().secret_key, _settings().audit_origin)
-        record(
-            session,
-            "key.rotated",
-            object_ref=f"audit-signing-key:kid{signing.key_id_hex(new.vkey)}",
-            details={"retired": f"kid{signing.key_id_hex(old.vkey)}" if old else None},
-            context=CLI_CONTEXT,
-        )
+        new = signing.rotate_key(session, _settings().secret_key, _settings().audit_origin, context=CLI_CONTEXT)
         vkey = new.vkey
     click.echo(f"new audit checkpoint key: {vkey}")
 

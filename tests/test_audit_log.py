@@ -16,7 +16,7 @@ from govsvc.audit.sequencer import Sequencer
 from govsvc.audit.service import AuditContext, AuditPIIError, record
 from tests.conftest import TEST_AUDIT_ORIGIN, TEST_SECRET_KEY
 from tests.support.asserts import assert_problem
-from tests.support.audit import ACTOR, drain, record_events
+from tests.support.audit import ACTOR, drain, record_events, tamper
 
 
 def _b64(text_: str) -> bytes:
@@ -326,3 +326,20 @@ def test_access_reports_and_anomalies(app, client, auditor) -> None:
     assert client.get("/v1/audit/reports/anomalies?threshold=30", headers=auditor).get_json()["anomalies"] == []
     default = client.get("/v1/audit/reports/anomalies", headers=auditor).get_json()
     assert default["threshold"] == app.config["GOVSVC_SETTINGS"].audit_anomaly_subjects_per_hour
+
+
+def test_cli_sequences_verifies_and_rotates(app, database) -> None:
+    record_events(app, 4)
+    runner = app.test_cli_runner()
+    sequenced = runner.invoke(args=["audit", "sequence"])
+    assert sequenced.exit_code == 0 and "sequenced" in sequenced.output
+    verified = runner.invoke(args=["audit", "verify"])
+    assert verified.exit_code == 0 and verified.output.startswith("OK"), verified.output
+    rotated = runner.invoke(args=["audit", "rotate-key"])
+    assert rotated.exit_code == 0 and TEST_AUDIT_ORIGIN in rotated.output
+    with app.extensions["govsvc.db"].transaction(write=False) as session:
+        event = session.scalar(select(AuditEvent).where(AuditEvent.action == "key.rotated"))
+    assert event.actor_principal == "cli" and event.object_ref.startswith("audit-signing-key:kid")
+    tamper(database.url, "DELETE FROM audit_leaves WHERE seq = 2")
+    failed = runner.invoke(args=["audit", "verify"])
+    assert failed.exit_code == 1 and "deleted at seq 2" in failed.output

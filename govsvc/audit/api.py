@@ -283,14 +283,7 @@ def list_keys() -> dict[str, Any]:
 @bp.doc(summary="Rotate the checkpoint signing key", security=SECURITY, responses=[201, 401, 403])
 @requires("audit_keys", "rotate")
 def rotate_key() -> tuple[dict[str, Any], int]:
-    session = get_session()
-    old, new = signing.rotate_key(session, _settings().secret_key, _settings().audit_origin)
-    record(
-        session,
-        "key.rotated",
-        object_ref=f"audit-signing-key:kid{signing.key_id_hex(new.vkey)}",
-        details={"retired": f"kid{signing.key_id_hex(old.vkey)}" if old else None},
-    )
+    new = signing.rotate_key(get_session(), _settings().secret_key, _settings().audit_origin)
     document = {
         "vkey": new.vkey,
         "key_id": signing.key_id_hex(new.vkey),

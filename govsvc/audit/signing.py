@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from audit.note import Signer, generate_signer, parse_skey, parse_vkey
 from govsvc.audit.models import AuditSigningKey
+from govsvc.audit.service import AuditContext, record
 from govsvc.core.db import utcnow
 
 _WRAP_INFO = b"govsvc audit signing key wrap v1"
@@ -71,12 +72,22 @@ def ensure_key(session: Session, secret_key: str, origin: str) -> AuditSigningKe
     return active_key(session) or create_key(session, secret_key, origin)
 
 
-def rotate_key(session: Session, secret_key: str, origin: str) -> tuple[AuditSigningKey | None, AuditSigningKey]:
-    """Retire the active key (its public key stays published) and create a new one."""
+def rotate_key(
+    session: Session, secret_key: str, origin: str, *, context: AuditContext | None = None
+) -> AuditSigningKey:
+    """Retire the active key (its public key stays published), create a new one, and audit the rotation."""
     old = active_key(session)
     if old is not None:
         old.retired_at = utcnow()
-    return old, create_key(session, secret_key, origin)
+    new = create_key(session, secret_key, origin)
+    record(
+        session,
+        "key.rotated",
+        object_ref=f"audit-signing-key:kid{key_id_hex(new.vkey)}",
+        details={"retired": f"kid{key_id_hex(old.vkey)}" if old else None},
+        context=context,
+    )
+    return new
 
 
 def published_keys(session: Session) -> list[AuditSigningKey]:
