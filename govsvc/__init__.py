@@ -65,6 +65,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     from govsvc.core.problems import register_error_handlers
     from govsvc.core.transactions import init_request_transactions
     from govsvc.policy.service import PolicyEngine
+    from govsvc.taxonomy.service import TaxonomyCache
 
     if config is None:
         settings = settings_from_env()
@@ -103,6 +104,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     )
     app.extensions["govsvc.db"] = database
     app.extensions["govsvc.policy"] = PolicyEngine(Path(settings.policy_dir))
+    app.extensions["govsvc.taxonomy"] = TaxonomyCache()
     app.extensions["govsvc.audit_ip_key"] = ip_hash_key(settings.secret_key)
     app.extensions["govsvc.sequencer"] = Sequencer(
         database,
@@ -142,8 +144,9 @@ def _register_blueprints(app: APIFlask) -> None:
     from govsvc.auth.api import bp as auth_bp
     from govsvc.health.api import bp as health_bp
     from govsvc.policy.api import bp as policy_bp
+    from govsvc.taxonomy.api import bp as taxonomy_bp
 
-    for blueprint in (health_bp, auth_bp, policy_bp, audit_bp):
+    for blueprint in (health_bp, auth_bp, policy_bp, audit_bp, taxonomy_bp):
         app.register_blueprint(blueprint)
 
 

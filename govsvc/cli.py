@@ -17,6 +17,7 @@ from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from govsvc.audit import signing
 from govsvc.audit.service import AuditContext, record
 from govsvc.auth import service as auth_service
+from govsvc.bootstrap import seed_all
 from govsvc.config import Settings
 from govsvc.core import migrate
 from govsvc.core.db import Database, utcnow
@@ -89,20 +90,19 @@ def db_app_role_sql(role: str) -> None:
 @with_appcontext
 @click.option("--replace", is_flag=True, help="Re-apply policies/ over the stored policy (shows the diff).")
 def seed(replace: bool) -> None:
-    """Load policies/ into the database (only when it has none, unless --replace)."""
+    """Load policies/ into the database (only what it lacks, unless --replace)."""
     try:
-        result = policy_service.seed_policy(_db().engine, _policy_dir(), replace=replace, actor="cli:seed")
+        report = seed_all(_db(), _settings(), replace=replace, actor="cli:seed")
     except ServiceError as error:
         _fail(error)
         return
-    if not result.changed:
-        click.echo(f"policy unchanged (version {result.version})")
-        return
+    result = report.policy
     for line in result.added:
         click.echo("+ " + ", ".join(line.as_row()))
     for line in result.removed:
         click.echo("- " + ", ".join(line.as_row()))
-    click.echo(f"policy version {result.version}")
+    click.echo(f"policy version {result.version}{'' if result.changed else ' (unchanged)'}")
+    click.echo(f"taxonomy {'version ' + str(report.taxonomy_version) if report.taxonomy_version else 'unchanged'}")
 
 
 @click.command("init")
@@ -110,12 +110,16 @@ def seed(replace: bool) -> None:
 def init() -> None:
     """Migrate to head and seed policies/ (what `make run` does)."""
     migrate.upgrade(_db().url, "head")
-    result = policy_service.seed_policy(_db().engine, _policy_dir(), actor="cli:init")
-    with _db().transaction() as session:
-        key = signing.ensure_key(session, _settings().secret_key, _settings().audit_origin)
-        vkey = key.vkey
+    try:
+        report = seed_all(_db(), _settings(), actor="cli:init")
+    except ServiceError as error:
+        _fail(error)
+        return
+    result = report.policy
     click.echo(f"database at head; policy version {result.version}{' (seeded)' if result.changed else ''}")
-    click.echo(f"audit checkpoint key: {vkey}")
+    if report.taxonomy_version:
+        click.echo(f"taxonomy version {report.taxonomy_version} (seeded)")
+    click.echo(f"audit checkpoint key: {report.audit_vkey}")
 
 
 policy_group = AppGroup("policy", help="The service's RBAC policy.")

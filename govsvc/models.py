@@ -5,6 +5,7 @@ from govsvc.auth.models import AdminUser, ApiClient
 from govsvc.core.db import Base
 from govsvc.core.models import IdempotencyRecord
 from govsvc.policy.models import CasbinRule, PolicyState
+from govsvc.taxonomy.models import TaxonomyVersion
 
 metadata = Base.metadata
 
@@ -19,5 +20,6 @@ __all__ = [
     "CasbinRule",
     "IdempotencyRecord",
     "PolicyState",
+    "TaxonomyVersion",
     "metadata",
 ]

@@ -13,6 +13,7 @@ import itertools
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from govsvc import create_app
-from govsvc.audit.signing import ensure_key
 from govsvc.auth.service import create_client
+from govsvc.bootstrap import seed_all
 from govsvc.config import PROJECT_ROOT, Settings
 from govsvc.core import migrate
 from govsvc.core.db import Database
-from govsvc.policy.service import load_policy_file, roles_of, seed_policy
+from govsvc.policy.service import load_policy_file, roles_of
 from tests.support.postgres import DEFAULT_BINDIR, PostgresCluster, binaries_available
 
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
@@ -62,13 +63,11 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 
 
 def _prepare(url: str) -> None:
-    """What `govsvc init` does: migrate, seed the policy, create the audit signing key."""
+    """What `govsvc init` does: migrate, seed the policy and taxonomy, create the audit signing key."""
     migrate.upgrade(url)
     database = Database(url)
     try:
-        seed_policy(database.engine, POLICY_DIR, actor="tests")
-        with database.transaction() as session:
-            ensure_key(session, TEST_SECRET_KEY, TEST_AUDIT_ORIGIN)
+        seed_all(database, make_settings(url, Path(tempfile.gettempdir())), actor="tests")
     finally:
         database.dispose()
 

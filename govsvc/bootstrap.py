@@ -1,0 +1,39 @@
+"""Loading ``policies/`` into a database: the RBAC policy, the taxonomy, and the audit signing key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from govsvc.audit.service import AuditContext, record
+from govsvc.audit.signing import ensure_key
+from govsvc.config import Settings
+from govsvc.core.db import Database
+from govsvc.policy.service import SeedResult, seed_policy
+from govsvc.taxonomy.service import seed_taxonomy
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    policy: SeedResult
+    taxonomy_version: int | None  # None: unchanged
+    audit_vkey: str
+
+
+def seed_all(database: Database, settings: Settings, *, replace: bool = False, actor: str = "cli") -> SeedReport:
+    """Seed what the database lacks (``replace``: re-apply the files where they differ); audited."""
+    policy_dir = Path(settings.policy_dir)
+    policy = seed_policy(database.engine, policy_dir, replace=replace, actor=actor)
+    with database.transaction() as session:
+        taxonomy_version = seed_taxonomy(session, policy_dir, replace=replace, actor=actor)
+        if taxonomy_version is not None:
+            record(
+                session,
+                "config.changed",
+                object_ref="taxonomy",
+                reason_code="seed",
+                details={"version": taxonomy_version},
+                context=AuditContext(principal_id=actor, role="system"),
+            )
+        vkey = ensure_key(session, settings.secret_key, settings.audit_origin).vkey
+    return SeedReport(policy, taxonomy_version, vkey)
