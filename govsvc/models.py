@@ -2,9 +2,11 @@
 
 from govsvc.audit.models import AuditCheckpoint, AuditEvent, AuditLeaf, AuditSigningKey, AuditTreeNode
 from govsvc.auth.models import AdminUser, ApiClient
+from govsvc.consent.models import ConsentEvent, ConsentState
 from govsvc.core.db import Base
 from govsvc.core.models import IdempotencyRecord
 from govsvc.policy.models import CasbinRule, PolicyState
+from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.taxonomy.models import TaxonomyVersion
 
 metadata = Base.metadata
@@ -18,8 +20,12 @@ __all__ = [
     "AuditSigningKey",
     "AuditTreeNode",
     "CasbinRule",
+    "ConsentEvent",
+    "ConsentState",
     "IdempotencyRecord",
     "PolicyState",
+    "Subject",
+    "SubjectIdentifier",
     "TaxonomyVersion",
     "metadata",
 ]

@@ -1,0 +1,313 @@
+"""The consent ledger: giving and withdrawing, separate consent, guardians, GPC, history, and the projection."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import DatabaseError
+
+from govsvc.consent.models import ConsentEvent, ConsentState
+from govsvc.consent.service import ConsentAct, ConsentItem, ContradictionError, fold, record_act
+from govsvc.core.errors import ServiceError
+from govsvc.subjects.service import IdentifierInput, create_subject
+from tests.support.asserts import assert_problem
+
+NOTICE = {"id": "privacy-notice", "version": "2026-11", "sha256": hashlib.sha256(b"notice").hexdigest(),
+          "language": "zh-CN"}  # fmt: skip
+
+
+@pytest.fixture
+def app_key(auth_headers) -> dict[str, str]:
+    return auth_headers("app")
+
+
+def _subject(client, headers, jurisdictions=("pipl",), birth_date=None, email="li.lei@example.cn") -> str:
+    body = {"identifiers": [{"kind": "email", "value": email}], "jurisdictions": list(jurisdictions)}
+    if birth_date:
+        body["birth_date"] = birth_date
+    response = client.post("/v1/subjects", json=body, headers=headers)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["subject_id"]
+
+
+def _act(client, headers, subject_id, event, items, **extra):
+    extra_headers = extra.pop("_headers", {})
+    body = {"subject": {"subject_id": subject_id}, "event": event, "items": items, "channel": "app"} | extra
+    return client.post("/v1/consents", json=body, headers={**headers, **extra_headers})
+
+
+def _give(client, headers, subject_id, items, consent_type="express", **extra):
+    return _act(client, headers, subject_id, "given", items, consent_type=consent_type, notice=NOTICE, **extra)
+
+
+def _states(client, headers, subject_id) -> dict[tuple[str, str], str]:
+    rows = client.get(f"/v1/subjects/{subject_id}/consents", headers=headers).get_json()["consents"]
+    return {(row["purpose"], row["scope"]): row["status"] for row in rows}
+
+
+def test_give_then_withdraw_with_the_same_call_and_no_reason(client, app_key) -> None:
+    subject = _subject(client, app_key)
+    given_ = _give(client, app_key, subject, [{"purpose": "marketing.communications.email"}])
+    assert given_.status_code == 201, given_.get_json()
+    event = given_.get_json()["events"][0]
+    assert event["event"] == "given" and event["purpose_version"] == 1 and event["notice_version"] == "2026-11"
+    withdrawn = _act(client, app_key, subject, "withdrawn", [{"purpose": "marketing.communications.email"}])
+    assert withdrawn.status_code == 201, withdrawn.get_json()
+    assert _states(client, app_key, subject) == {("marketing.communications.email", ""): "withdrawn"}
+
+
+def test_the_subject_can_be_named_by_any_identifier(client, app_key) -> None:
+    subject = _subject(client, app_key)
+    response = client.post(
+        "/v1/consents",
+        json={
+            "subject": {"kind": "email", "value": "LI.LEI@example.cn"},
+            "event": "given",
+            "consent_type": "express",
+            "notice": NOTICE,
+            "channel": "web",
+            "items": [{"purpose": "marketing.communications.sms"}],
+        },
+        headers=app_key,
+    )
+    assert response.status_code == 201 and response.get_json()["subject_id"] == subject
+
+
+@pytest.mark.parametrize("event", ["withdrawn", "renewed", "expired"])
+def test_events_that_contradict_the_ledger_are_refused(client, app_key, event: str) -> None:
+    subject = _subject(client, app_key)
+    body = assert_problem(
+        _act(
+            client,
+            app_key,
+            subject,
+            event,
+            [{"purpose": "personalize.profiling"}],
+            consent_type="express",
+            notice=NOTICE,
+        ),
+        409,
+        "conflict",
+    )
+    assert "nothing was given" in body["detail"] and body["reason"] == "contradicts_ledger"
+    assert _states(client, app_key, subject) == {}
+
+
+def test_unknown_purposes_versions_scopes_and_channels_are_422_listing_what_is_known(client, app_key) -> None:
+    subject = _subject(client, app_key)
+    body = assert_problem(_give(client, app_key, subject, [{"purpose": "world.domination"}]), 422, "validation-error")
+    assert "marketing.communications.email" in body["errors"][0]["message"]
+    body = assert_problem(
+        _give(client, app_key, subject, [{"purpose": "personalize.profiling", "purpose_version": 9}]),
+        422,
+        "validation-error",
+    )
+    assert "current version 1" in body["errors"][0]["message"]
+    body = assert_problem(
+        _give(client, app_key, subject, [{"purpose": "personalize.profiling", "scope": "xb:US"}]),
+        422,
+        "validation-error",
+    )
+    assert "category:user.behavior" in body["errors"][0]["message"]
+    body = assert_problem(
+        _give(client, app_key, subject, [{"purpose": "personalize.profiling"}], channel="fax"), 422, "validation-error"
+    )
+    assert "wechat" in body["errors"][0]["message"]
+    missing_notice = _act(
+        client, app_key, subject, "given", [{"purpose": "personalize.profiling"}], consent_type="express"
+    )
+    assert assert_problem(missing_notice, 422, "validation-error")["errors"][0]["field"] == "notice"
+    unknown_subject = client.post(
+        "/v1/consents",
+        json={
+            "subject": {"kind": "email", "value": "who@x.cn"},
+            "event": "withdrawn",
+            "items": [{"purpose": "personalize.profiling"}],
+            "channel": "app",
+        },
+        headers=app_key,
+    )
+    assert_problem(unknown_subject, 404, "not-found")
+
+
+def test_bundled_separate_consent_is_refused(client, app_key) -> None:
+    subject = _subject(client, app_key)
+    bundled = _give(
+        client,
+        app_key,
+        subject,
+        [{"purpose": "marketing.communications.email"}, {"purpose": "marketing.location_offers"}],
+        consent_type="separate",
+    )
+    assert assert_problem(bundled, 422, "validation-error")["reason"] == "separate_consent_required"
+    not_separate = _give(client, app_key, subject, [{"purpose": "marketing.location_offers"}], consent_type="express")
+    assert assert_problem(not_separate, 422, "validation-error")["reason"] == "separate_consent_required"
+    alone = _give(client, app_key, subject, [{"purpose": "marketing.location_offers"}], consent_type="separate")
+    assert alone.status_code == 201
+    sensitive = _give(
+        client,
+        app_key,
+        subject,
+        [{"purpose": "marketing.location_offers", "scope": "category:user.location.precise"}],
+        consent_type="separate",
+    )
+    assert sensitive.status_code == 201
+    several = _give(
+        client,
+        app_key,
+        subject,
+        [{"purpose": "marketing.communications.email"}, {"purpose": "marketing.communications.sms"}],
+    )
+    assert several.status_code == 201  # ordinary purposes may share one act
+
+
+def test_gdpr_special_categories_need_explicit_consent(client, app_key) -> None:
+    subject = _subject(client, app_key, jurisdictions=["gdpr:de"])
+    implied = _give(client, app_key, subject, [{"purpose": "third_party_sharing.insurance_referral"}])
+    assert assert_problem(implied, 422, "validation-error")["reason"] == "explicit_consent_required"
+    explicit = _give(
+        client, app_key, subject, [{"purpose": "third_party_sharing.insurance_referral"}], consent_type="explicit"
+    )
+    assert explicit.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("jurisdictions", "age", "guardian_needed"),
+    [
+        (["pipl"], 13, True),
+        (["pipl"], 14, False),
+        (["gdpr:de"], 15, True),
+        (["gdpr:fr"], 15, False),
+        (["gdpr"], 15, True),
+        (["gdpr:fr", "pipl"], 14, True),
+        (["gdpr:fr", "pipl"], 15, False),
+        (["gdpr:de", "pipl"], 15, True),
+        (["ccpa"], 10, False),
+    ],
+)
+def test_guardian_consent_for_minors_by_jurisdiction(client, app_key, jurisdictions, age, guardian_needed) -> None:
+    today = date.today()
+    born = today.replace(year=today.year - age) if (today.month, today.day) != (2, 29) else date(today.year - age, 3, 1)
+    subject = _subject(client, app_key, jurisdictions=jurisdictions, birth_date=born.isoformat())
+    by_child = _give(client, app_key, subject, [{"purpose": "marketing.communications.email"}])
+    if guardian_needed:
+        assert assert_problem(by_child, 422, "validation-error")["reason"] == "guardian_consent_required"
+        by_guardian = _give(
+            client,
+            app_key,
+            subject,
+            [{"purpose": "marketing.communications.email"}],
+            actor="guardian",
+            consent_type="guardian",
+        )
+        assert by_guardian.status_code == 201, by_guardian.get_json()
+    else:
+        assert by_child.status_code == 201, by_child.get_json()
+
+
+def test_sec_gpc_records_an_opt_out_of_sale_and_share(client, app_key) -> None:
+    subject = _subject(client, app_key, jurisdictions=["ccpa"])
+    response = _give(
+        client, app_key, subject, [{"purpose": "marketing.communications.email"}], _headers={"Sec-GPC": "1"}
+    )
+    body = response.get_json()
+    assert response.status_code == 201 and body["gpc_opt_out"] is True
+    opt_out = [e for e in body["events"] if e["source"] == "gpc"]
+    assert {e["purpose"] for e in opt_out} == {"third_party_sharing.sale_share", "marketing.location_offers"}
+    assert all(e["event"] == "refused" and e["consent_type"] == "opt_out_signal" for e in opt_out)
+    assert _states(client, app_key, subject)[("third_party_sharing.sale_share", "")] == "refused"
+
+
+def test_history_is_append_only_and_paginated(client, app_key, database) -> None:
+    subject = _subject(client, app_key)
+    for event in ("given", "withdrawn", "given", "withdrawn", "given"):
+        extra = {"consent_type": "express", "notice": NOTICE} if event == "given" else {}
+        assert (
+            _act(client, app_key, subject, event, [{"purpose": "marketing.communications.sms"}], **extra).status_code
+            == 201
+        )
+    first = client.get(f"/v1/subjects/{subject}/consents/history?limit=2", headers=app_key).get_json()
+    second = client.get(
+        f"/v1/subjects/{subject}/consents/history?limit=10&cursor={first['next_cursor']}", headers=app_key
+    ).get_json()
+    assert [e["event"] for e in first["items"] + second["items"]] == [
+        "given",
+        "withdrawn",
+        "given",
+        "withdrawn",
+        "given",
+    ]
+    engine = create_engine(database.url)
+    try:
+        for statement in ("UPDATE consent_events SET event_type = 'given'", "DELETE FROM consent_events"):
+            with pytest.raises(DatabaseError, match="append-only"), engine.begin() as connection:
+                connection.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def test_consent_events_are_audited_without_personal_data(app, client, app_key) -> None:
+    subject = _subject(client, app_key)
+    _give(client, app_key, subject, [{"purpose": "marketing.communications.email"}])
+    from govsvc.audit.models import AuditEvent
+
+    with app.extensions["govsvc.db"].transaction(write=False) as session:
+        event = session.scalar(select(AuditEvent).where(AuditEvent.action == "consent.given"))
+    assert event.subject_ref == subject and event.purpose == "marketing.communications.email"
+    assert "li.lei" not in str(vars(event))
+
+
+def test_only_roles_with_consent_rights_write(client, auth_headers) -> None:
+    subject = _subject(client, auth_headers("app"))
+    denied = _give(client, auth_headers("analyst"), subject, [{"purpose": "personalize.profiling"}])
+    assert_problem(denied, 403, "forbidden")
+
+
+# -- the projection always equals the fold of the events ---------------------------------------------------------
+
+PURPOSES = ["marketing.communications.email", "marketing.communications.sms", "personalize.profiling"]
+ACTS = st.lists(st.tuples(st.sampled_from(["given", "refused", "withdrawn", "expired", "renewed"]),
+                          st.lists(st.sampled_from(PURPOSES), min_size=1, max_size=3, unique=True)),
+                min_size=1, max_size=12)  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(acts=ACTS)
+def test_the_projection_always_equals_the_fold_of_the_events(app, acts) -> None:
+    database = app.extensions["govsvc.db"]
+    keys = app.extensions["govsvc.field_keys"]
+    cache = app.extensions["govsvc.taxonomy"]
+    with database.transaction() as session:
+        subject = create_subject(
+            session,
+            keys,
+            identifiers=[IdentifierInput("device_id", f"d-{id(acts)}-{len(acts)}")],
+            jurisdictions=["gdpr:fr"],
+            known_jurisdictions=["gdpr", "pipl", "ccpa"],
+        )
+    for event_type, purposes in acts:
+        act = ConsentAct(event_type=event_type, items=[ConsentItem(p) for p in purposes], channel="web",
+                         consent_type="express", notice_id="n", notice_version="1", notice_sha256="0" * 64,
+                         language="fr")  # fmt: skip
+        try:
+            with database.transaction() as session:
+                record_act(session, keys, cache.current(session), session.merge(subject), act, recorded_by="test")
+        except ContradictionError:
+            pass  # refused as a whole: nothing of the act is written
+        except ServiceError as error:
+            raise AssertionError(error.detail) from error
+    with database.transaction(write=False) as session:
+        events = list(
+            session.scalars(select(ConsentEvent).where(ConsentEvent.subject_pk == subject.pk).order_by(ConsentEvent.pk))
+        )
+        stored = {
+            (row.subject_pk, row.purpose_key, row.scope): (row.status, row.last_event_pk)
+            for row in session.scalars(select(ConsentState).where(ConsentState.subject_pk == subject.pk))
+        }
+    expected = {key: (value.status, value.last_event_pk) for key, value in fold(events).items()}
+    assert stored == expected
