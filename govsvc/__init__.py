@@ -65,6 +65,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     from govsvc.core.problems import register_error_handlers
     from govsvc.core.transactions import init_request_transactions
     from govsvc.crypto.service import FieldKeys
+    from govsvc.decisions.service import DecisionEngine
     from govsvc.policy.service import PolicyEngine
     from govsvc.taxonomy.service import TaxonomyCache
 
@@ -107,6 +108,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     app.extensions["govsvc.policy"] = PolicyEngine(Path(settings.policy_dir))
     app.extensions["govsvc.taxonomy"] = TaxonomyCache()
     app.extensions["govsvc.field_keys"] = FieldKeys(settings.secret_key)
+    app.extensions["govsvc.decisions"] = DecisionEngine(
+        app.extensions["govsvc.field_keys"], app.extensions["govsvc.policy"], app.extensions["govsvc.taxonomy"]
+    )
     app.extensions["govsvc.audit_ip_key"] = ip_hash_key(settings.secret_key)
     app.extensions["govsvc.sequencer"] = Sequencer(
         database,
@@ -145,12 +149,13 @@ def _register_blueprints(app: APIFlask) -> None:
     from govsvc.audit.api import bp as audit_bp
     from govsvc.auth.api import bp as auth_bp
     from govsvc.consent.api import bp as consent_bp
+    from govsvc.decisions.api import bp as decisions_bp
     from govsvc.health.api import bp as health_bp
     from govsvc.policy.api import bp as policy_bp
     from govsvc.subjects.api import bp as subjects_bp
     from govsvc.taxonomy.api import bp as taxonomy_bp
 
-    blueprints = (health_bp, auth_bp, policy_bp, audit_bp, taxonomy_bp, subjects_bp, consent_bp)
+    blueprints = (health_bp, auth_bp, policy_bp, audit_bp, taxonomy_bp, subjects_bp, consent_bp, decisions_bp)
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
 

@@ -28,6 +28,7 @@ from govsvc.core.errors import ValidationFailed
 from govsvc.policy.models import CasbinRule, PolicyState
 
 MODEL_FILE = "model.conf"
+DATA_PREFIX = "data:"
 POLICY_FILE = "policy.csv"
 POLICY_STATE_ID = 1
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_.:-")
@@ -204,6 +205,8 @@ class PolicyEngine:
         self._version: int | None = None
         self._cache: dict[tuple[str, str, str], bool] = {}
         self._roles: frozenset[str] = frozenset()
+        self._data_index: dict[tuple[str, str], frozenset[str]] = {}
+        self._implicit_roles: dict[str, frozenset[str]] = {}
 
     @property
     def loaded(self) -> bool:
@@ -233,9 +236,36 @@ class PolicyEngine:
         adapter = Adapter(session.connection(), db_class=CasbinRule, create_all_models=False)
         enforcer = casbin.FastEnforcer(_model(self._model_text), adapter, cache_key_order=[1, 2])
         enforcer.enable_auto_save(False)
-        roles = roles_of(current_lines(session))
+        lines = current_lines(session)
+        roles = roles_of(lines)
+        data_index: dict[tuple[str, str], set[str]] = {}
+        for line in lines:
+            if line.ptype == "p" and line.values[1].startswith(DATA_PREFIX):
+                role, resource, action = line.values
+                data_index.setdefault((role, action), set()).add(resource.removeprefix(DATA_PREFIX))
+        implicit = {role: frozenset({role, *enforcer.get_implicit_roles_for_user(role)}) for role in roles}
         with self._lock:
             self._enforcer, self._version, self._cache, self._roles = enforcer, version, {}, frozenset(roles)
+            self._data_index = {key: frozenset(value) for key, value in data_index.items()}
+            self._implicit_roles = implicit
+
+    def data_allowed(self, roles: Iterable[str], category: str, action: str) -> bool:
+        """May any of ``roles`` (with the roles they inherit) do ``action`` on data of ``category``?
+
+        Data lines are ``p, <role>, data:<category>, <action>``; a category covers its sub-categories.
+        """
+        index, implicit = self._data_index, self._implicit_roles
+        for role in roles:
+            for effective in implicit.get(role, (role,)):
+                granted = index.get((effective, action))
+                if not granted:
+                    continue
+                probe = category
+                while probe:
+                    if probe in granted:
+                        return True
+                    probe = probe.rpartition(".")[0]
+        return False
 
     def is_allowed(self, role: str, resource: str, action: str) -> bool:
         """True when the loaded policy allows it; False when no policy is loaded (deny by default)."""

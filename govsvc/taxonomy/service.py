@@ -26,7 +26,8 @@ from govsvc.core.errors import ValidationFailed
 from govsvc.taxonomy.models import TaxonomyVersion
 
 TAXONOMY_DIR = "taxonomy"
-FILES = ("data_categories.yaml", "purposes.yaml", "channels.yaml", "jurisdictions.yaml")
+FILES = ("data_categories.yaml", "purposes.yaml", "channels.yaml", "jurisdictions.yaml", "obligations.yaml")
+OBLIGATION_RE = re.compile(r"^(show|tokenize|withhold|mask:[a-z][a-z0-9_]*)$")
 LEVELS = ("L1", "L2", "L3")
 FLAGS = frozenset({"pipl_sensitive", "gdpr_art9", "ccpa_spi", "minor_derived"})
 REGIMES = ("gdpr", "pipl", "ccpa")
@@ -102,6 +103,25 @@ class Taxonomy:
     channels: Mapping[str, Mapping[str, str]]
     jurisdictions: Mapping[str, Mapping[str, Any]]
     document: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    fields: Mapping[str, str] = field(default_factory=dict)  # CRM field -> category
+    obligations: Mapping[str, Any] = field(default_factory=dict)
+
+    def obligation(self, role: str, category: str) -> str:
+        """What a caller in ``role`` must do with data of ``category`` when allowed."""
+        found = self.category(category)
+        level = found.level if found else "L3"
+        probe = found.key if found else category
+        overrides = self.obligations.get("categories", {})
+        while probe:
+            rule = overrides.get(probe)
+            if rule:
+                if role in rule:
+                    return str(rule[role])
+                if "default" in rule:
+                    return str(rule["default"])
+            probe = probe.rpartition(".")[0]
+        by_role = self.obligations.get("roles", {}).get(role) or self.obligations.get("default", {})
+        return str(by_role.get(level, "withhold"))
 
     def category(self, key: str) -> DataCategory | None:
         """The category, or the nearest defined ancestor of an undefined sub-category (user.contact.x)."""
@@ -176,6 +196,20 @@ def parse_document(document: Mapping[str, Any], version: int = 0) -> Taxonomy:
             if name.endswith("_age") and not (isinstance(value, int) and 0 < value < 21):
                 _errors_for(errors, f"jurisdictions.{regime}.{name}", "an age between 1 and 20")
 
+    fields: dict[str, str] = {}
+    for index, raw in enumerate(document.get("fields") or []):
+        where = f"fields[{index}]"
+        key = raw.get("key") if isinstance(raw, dict) else None
+        if not isinstance(key, str) or not _KEY_RE.match(key) or key in fields:
+            _errors_for(errors, f"{where}.key", "a unique lower-case key is required")
+            continue
+        if raw.get("category") not in categories:
+            _errors_for(errors, f"{where}.category", f"unknown category {raw.get('category')!r}")
+            continue
+        fields[key] = raw["category"]
+    obligations = document.get("obligations") or {}
+    _check_obligations(obligations, categories, errors)
+
     purposes: dict[str, Purpose] = {}
     for index, raw in enumerate(_list(document, "purposes", errors)):
         purpose = _parse_purpose(raw, f"purposes[{index}]", categories, errors)
@@ -186,7 +220,28 @@ def parse_document(document: Mapping[str, Any], version: int = 0) -> Taxonomy:
         purposes[purpose.key] = purpose
     if errors:
         raise ValidationFailed("The taxonomy is invalid.", errors=errors)
-    return Taxonomy(version, categories, purposes, channels, jurisdictions, document)
+    return Taxonomy(version, categories, purposes, channels, jurisdictions, document, fields, obligations)
+
+
+def _check_obligations(obligations: Any, categories: Mapping[str, DataCategory], errors: list[dict[str, Any]]) -> None:
+    if not isinstance(obligations, dict) or not isinstance(obligations.get("default"), dict):
+        _errors_for(errors, "obligations.default", "an obligation per level (L1, L2, L3) is required")
+        return
+    tables = [("obligations.default", obligations["default"])]
+    tables += [(f"obligations.roles.{role}", rule) for role, rule in (obligations.get("roles") or {}).items()]
+    for where, rule in tables:
+        if not isinstance(rule, dict) or set(rule) != set(LEVELS):
+            _errors_for(errors, where, "an obligation for each of L1, L2, L3")
+            continue
+        for level, value in rule.items():
+            if not OBLIGATION_RE.match(str(value)):
+                _errors_for(errors, f"{where}.{level}", "show, tokenize, withhold or mask:<profile>")
+    for key, rule in (obligations.get("categories") or {}).items():
+        if key not in categories:
+            _errors_for(errors, f"obligations.categories.{key}", "unknown category")
+        for value in (rule or {}).values():
+            if not OBLIGATION_RE.match(str(value)):
+                _errors_for(errors, f"obligations.categories.{key}", "show, tokenize, withhold or mask:<profile>")
 
 
 def _list(document: Mapping[str, Any], name: str, errors: list[dict[str, Any]]) -> list[Any]:

@@ -1,0 +1,153 @@
+"""HTTP layer of the decision API: one decision, or up to 1,000 in a batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import APIBlueprint, Schema
+from apiflask.fields import AwareDateTime, Dict, Integer, List, Nested, String
+from apiflask.validators import Length, OneOf, Range, Regexp
+from flask import current_app
+
+from govsvc.core.access import current_principal, get_policy_engine, requires
+from govsvc.core.db import get_session
+from govsvc.core.errors import PermissionDenied, ServiceError, ValidationFailed
+from govsvc.core.problems import problem_body
+from govsvc.core.schemas import StrictInteger, StrictSchema
+from govsvc.decisions.service import ACTIONS, DecisionEngine, DecisionRequest
+from govsvc.subjects.api import SubjectRefSchema
+
+bp = APIBlueprint("decisions", __name__, url_prefix="/v1", tag="Decisions")
+SECURITY = "BearerAuth"
+ERRORS = [400, 401, 403, 404, 413, 415, 422]
+MAX_BATCH = 1000
+
+
+def decision_engine() -> DecisionEngine:
+    return current_app.extensions["govsvc.decisions"]
+
+
+class ActingForSchema(StrictSchema):
+    user_ref = String(load_default=None, validate=Length(max=80), metadata={"description": "pseudonymous end-user id"})
+    roles = List(String(validate=Length(min=1, max=64)), required=True, validate=Length(min=1, max=10))
+
+
+class DecisionInSchema(StrictSchema):
+    subject = Nested(SubjectRefSchema, required=True)
+    action = String(required=True, validate=OneOf(list(ACTIONS)))
+    purpose = String(required=True, validate=Length(min=1, max=80))
+    purpose_version = StrictInteger(load_default=None, validate=Range(min=1))
+    data_categories = List(String(validate=Length(min=1, max=120)), load_default=list, validate=Length(max=100))
+    fields = List(String(validate=Length(min=1, max=80)), load_default=list, validate=Length(max=100))
+    recipient = String(load_default=None, validate=Length(max=80))
+    destination_country = String(load_default=None, validate=Regexp(r"^[A-Z]{2}$", error="ISO 3166 alpha-2"))
+    acting_for = Nested(ActingForSchema, load_default=None)
+
+
+class BatchInSchema(StrictSchema):
+    checks = List(Nested(DecisionInSchema), required=True, validate=Length(min=1, max=MAX_BATCH))
+
+
+class ReasonSchema(Schema):
+    code = String(required=True)
+    detail = String(required=True)
+    category = String(allow_none=True)
+    regime = String(allow_none=True)
+
+
+class DecisionSchema(Schema):
+    decision_id = String(required=True)
+    decision = String(required=True, metadata={"description": "allow or deny"})
+    reasons = List(Nested(ReasonSchema), required=True)
+    obligations = Dict(
+        keys=String(),
+        values=String(),
+        required=True,
+        metadata={"description": "per field or category: show, mask:<profile>, tokenize, withhold"},
+    )
+    subject_id = String(required=True)
+    purpose = String(required=True)
+    purpose_version = Integer(required=True)
+    policy_version = Integer(required=True)
+    taxonomy_version = Integer(required=True)
+    evaluated_at = AwareDateTime(required=True)
+
+
+class BatchItemSchema(Schema):
+    index = Integer(required=True)
+    decision = Nested(DecisionSchema, allow_none=True)
+    error = Dict(allow_none=True, metadata={"description": "a problem document when this check could not be made"})
+
+
+class BatchOutSchema(Schema):
+    results = List(Nested(BatchItemSchema), required=True)
+
+
+def _request(body: dict[str, Any]) -> DecisionRequest:
+    principal = current_principal()
+    roles: tuple[str, ...] = (principal.role,)
+    acting = body["acting_for"]
+    if acting is not None:
+        engine = get_policy_engine()
+        if not engine.is_allowed(principal.role, "decisions", "act_for"):
+            raise PermissionDenied(f"The role {principal.role!r} may not decide on behalf of end users.")
+        unknown = [role for role in acting["roles"] if role not in engine.roles]
+        if unknown:
+            raise ValidationFailed(
+                "Unknown roles.",
+                errors=[{"field": "acting_for.roles", "message": f"known roles: {', '.join(sorted(engine.roles))}"}],
+            )
+        roles = tuple(acting["roles"])
+    return DecisionRequest(
+        subject=body["subject"],
+        action=body["action"],
+        purpose=body["purpose"],
+        roles=roles,
+        principal_id=principal.principal_id,
+        purpose_version=body["purpose_version"],
+        data_categories=tuple(body["data_categories"]),
+        fields=tuple(body["fields"]),
+        recipient=body["recipient"],
+        destination_country=body["destination_country"],
+    )
+
+
+@bp.post("/decisions")
+@bp.input(DecisionInSchema, arg_name="body")
+@bp.output(DecisionSchema)
+@bp.doc(
+    summary="May this principal do this action on these fields of this person, for this purpose?",
+    description="Deny by default, with reason codes; when allowed, an obligation per field or category. A change "
+    "of consent or policy applies to the very next decision on every instance.",
+    security=SECURITY,
+    responses=[200, *ERRORS],
+)
+@requires("decisions", "create")
+def decide(body: dict[str, Any]) -> dict[str, Any]:
+    return decision_engine().decide(get_session(), _request(body)).as_dict()
+
+
+@bp.post("/decisions:batch")
+@bp.input(BatchInSchema, arg_name="body")
+@bp.output(BatchOutSchema)
+@bp.doc(summary=f"Up to {MAX_BATCH} decisions in one call", security=SECURITY, responses=[200, *ERRORS])
+@requires("decisions", "create")
+def decide_batch(body: dict[str, Any]) -> dict[str, Any]:
+    results: list[dict[str, Any] | None] = [None] * len(body["checks"])
+    requests = []
+    for index, check in enumerate(body["checks"]):
+        try:
+            requests.append((index, _request(check)))
+        except ServiceError as error:
+            results[index] = {"index": index, "decision": None, "error": _problem(error)}
+    outcomes = decision_engine().decide_each(get_session(), [request for _, request in requests])
+    for (index, _), outcome in zip(requests, outcomes, strict=True):
+        if isinstance(outcome, ServiceError):
+            results[index] = {"index": index, "decision": None, "error": _problem(outcome)}
+        else:
+            results[index] = {"index": index, "decision": outcome.as_dict(), "error": None}
+    return {"results": results}
+
+
+def _problem(error: ServiceError) -> dict[str, Any]:
+    return problem_body(error.slug, error.detail, errors=error.errors, **error.extensions)

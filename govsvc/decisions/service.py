@@ -1,0 +1,509 @@
+"""The policy decision: may this principal do this action on these fields of this person, for this purpose?
+
+The answer combines who asks (casbin RBAC over data categories), what the person agreed to (consent and its
+lawful basis, per regime), how sensitive the data is, and restrictions (legal hold, restricted processing,
+recipients and cross-border destinations). It denies by default and says why with machine-readable reason codes;
+when it allows, it says per field what the caller must do (show, mask, tokenize, withhold).
+
+Freshness: each decision reads the subject row (one indexed query that also returns the policy and taxonomy
+versions). Consent states are cached per subject under the subject's ``consent_version``, which every consent
+write bumps in its transaction, so a withdrawal applies to the very next decision on every instance.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session
+
+from govsvc.audit.service import record
+from govsvc.consent import requirements
+from govsvc.consent.models import ConsentState
+from govsvc.core.db import utcnow
+from govsvc.core.errors import NotFoundError, ServiceError, ValidationFailed
+from govsvc.crypto.service import FieldKeys
+from govsvc.policy.models import PolicyState
+from govsvc.policy.service import POLICY_STATE_ID, PolicyEngine
+from govsvc.subjects.models import Subject, SubjectIdentifier
+from govsvc.subjects.service import age_on, normalise
+from govsvc.taxonomy.models import TaxonomyVersion
+from govsvc.taxonomy.service import Purpose, Taxonomy, TaxonomyCache
+
+ACTIONS = ("read", "write", "use", "share", "export", "delete")
+_PERMISSIVENESS = {"show": 0, "mask": 1, "tokenize": 2, "withhold": 3}
+CACHE_SUBJECTS = 200_000
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    subject: Mapping[str, Any]  # {"subject_id"} or {"kind", "value", "system"}
+    action: str
+    purpose: str
+    roles: tuple[str, ...]
+    principal_id: str
+    purpose_version: int | None = None
+    data_categories: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+    recipient: str | None = None
+    destination_country: str | None = None
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    detail: str
+    category: str | None = None
+    regime: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "detail": self.detail, "category": self.category, "regime": self.regime}
+
+
+@dataclass
+class Decision:
+    decision_id: str
+    allowed: bool
+    reasons: list[Reason]
+    obligations: dict[str, str]
+    subject_id: str
+    purpose: str
+    purpose_version: int
+    policy_version: int
+    taxonomy_version: int
+    evaluated_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id,
+            "decision": "allow" if self.allowed else "deny",
+            "reasons": [reason.as_dict() for reason in self.reasons],
+            "obligations": self.obligations,
+            "subject_id": self.subject_id,
+            "purpose": self.purpose,
+            "purpose_version": self.purpose_version,
+            "policy_version": self.policy_version,
+            "taxonomy_version": self.taxonomy_version,
+            "evaluated_at": self.evaluated_at,
+        }
+
+
+@dataclass(frozen=True)
+class ConsentView:
+    status: str
+    purpose_version: int
+    consent_type: str | None
+    actor: str
+    source: str
+    valid_until: datetime | None
+
+
+@dataclass
+class SubjectView:
+    pk: int
+    subject_id: str
+    jurisdictions: tuple[str, ...]
+    birth_date_enc: bytes | None
+    restricted: bool
+    legal_hold: bool
+    consent_version: int
+    states: dict[tuple[str, str], ConsentView] = field(default_factory=dict)
+    age: int | None = None
+
+
+_s, _i = Subject.__table__.c, SubjectIdentifier.__table__.c
+_VERSIONS = (
+    select(PolicyState.__table__.c.version).where(PolicyState.__table__.c.id == POLICY_STATE_ID).scalar_subquery(),
+    select(func.max(TaxonomyVersion.__table__.c.version)).scalar_subquery(),
+)
+_SUBJECT_COLUMNS = (
+    _s.pk,
+    _s.subject_id,
+    _s.jurisdictions,
+    _s.birth_date_enc,
+    _s.restricted,
+    _s.legal_hold,
+    _s.consent_version,
+)
+_BY_ID = select(*_SUBJECT_COLUMNS, *_VERSIONS).where(_s.subject_id == bindparam("subject_id"))
+_BY_IDENTIFIER = (
+    select(*_SUBJECT_COLUMNS, *_VERSIONS)
+    .join_from(Subject.__table__, SubjectIdentifier.__table__, _i.subject_pk == _s.pk)
+    .where(_i.kind == bindparam("kind"), _i.system == bindparam("system"), _i.blind_index == bindparam("blind_index"))
+)
+_c = ConsentState.__table__.c
+_STATES = select(
+    _c.subject_pk,
+    _c.purpose_key,
+    _c.scope,
+    _c.status,
+    _c.purpose_version,
+    _c.consent_type,
+    _c.actor,
+    _c.source,
+    _c.valid_until,
+).where(_c.subject_pk.in_(bindparam("pks", expanding=True)))
+
+
+class DecisionEngine:
+    """Evaluates decisions; one per app, shared by threads."""
+
+    def __init__(self, keys: FieldKeys, policy: PolicyEngine, taxonomy: TaxonomyCache) -> None:
+        self.keys = keys
+        self.policy = policy
+        self.taxonomy = taxonomy
+        self._lock = threading.Lock()
+        self._consents: OrderedDict[int, tuple[int, dict[tuple[str, str], ConsentView]]] = OrderedDict()
+        self._births: dict[bytes, date] = {}
+
+    # -- loading -----------------------------------------------------------------------------------------------
+
+    def _lookup(self, session: Session, reference: Mapping[str, Any]) -> tuple[SubjectView, int, int]:
+        connection = session.connection()
+        if reference.get("subject_id"):
+            row = connection.execute(_BY_ID, {"subject_id": str(reference["subject_id"])}).first()
+        else:
+            kind, system = str(reference.get("kind") or ""), str(reference.get("system") or "")
+            normalised = normalise(kind, str(reference.get("value") or ""))
+            row = connection.execute(
+                _BY_IDENTIFIER,
+                {"kind": kind, "system": system, "blind_index": self.keys.blind_index(kind, system, normalised)},
+            ).first()
+        if row is None:
+            raise NotFoundError("No such subject: register it first (POST /v1/subjects).")
+        view = SubjectView(row[0], row[1], tuple(json.loads(row[2])), row[3], bool(row[4]), bool(row[5]), row[6])
+        return view, int(row[7] or 0), int(row[8] or 0)
+
+    def _load_states(self, session: Session, views: Sequence[SubjectView]) -> None:
+        missing = []
+        for view in views:
+            cached = self._consents.get(view.pk)
+            if cached is not None and cached[0] == view.consent_version:
+                view.states = cached[1]
+            else:
+                missing.append(view)
+        if missing:
+            states: dict[int, dict[tuple[str, str], ConsentView]] = {view.pk: {} for view in missing}
+            for row in session.connection().execute(_STATES, {"pks": list(states)}):
+                states[row[0]][(row[1], row[2])] = ConsentView(row[3], row[4], row[5], row[6], row[7], row[8])
+            with self._lock:
+                for view in missing:
+                    view.states = states[view.pk]
+                    self._consents[view.pk] = (view.consent_version, view.states)
+                    self._consents.move_to_end(view.pk)
+                while len(self._consents) > CACHE_SUBJECTS:
+                    self._consents.popitem(last=False)
+
+    def _age(self, view: SubjectView, today: date) -> int | None:
+        if view.birth_date_enc is None:
+            return None
+        key = bytes(view.birth_date_enc)
+        birth = self._births.get(key)
+        if birth is None:
+            birth = date.fromisoformat(self.keys.decrypt(key, f"{view.subject_id}|birth_date"))
+            if len(self._births) > CACHE_SUBJECTS:
+                self._births.clear()
+            self._births[key] = birth
+        return age_on(birth, today)
+
+    def _current(self, session: Session, policy_version: int, taxonomy_version: int) -> Taxonomy:
+        if self.policy.version != policy_version:
+            self.policy.ensure_current(session)
+        cached = self.taxonomy.cached()
+        if cached is None or cached.version != taxonomy_version:
+            return self.taxonomy.current(session)
+        return cached
+
+    # -- deciding ----------------------------------------------------------------------------------------------
+
+    def decide(self, session: Session, request: DecisionRequest, *, now: datetime | None = None) -> Decision:
+        """One decision (and its audit event when it denies or touches L3 data)."""
+        return self.decide_many(session, [request], now=now)[0]
+
+    def decide_many(
+        self, session: Session, requests: Sequence[DecisionRequest], *, now: datetime | None = None
+    ) -> list[Decision]:
+        """Several decisions in one transaction; the first invalid request raises."""
+        results = self.decide_each(session, requests, now=now)
+        for result in results:
+            if isinstance(result, ServiceError):
+                raise result
+        return results  # type: ignore[return-value]
+
+    def decide_each(
+        self, session: Session, requests: Sequence[DecisionRequest], *, now: datetime | None = None
+    ) -> list[Decision | ServiceError]:
+        """A decision or the error of each request; subjects and consent states are fetched once each."""
+        now = now or utcnow()
+        today = now.date()
+        views: dict[str, SubjectView | ServiceError] = {}
+        versions: tuple[int, int] | None = None
+        for request in requests:
+            key = json.dumps(dict(request.subject), sort_keys=True)
+            if key in views:
+                continue
+            try:
+                view, policy_version, taxonomy_version = self._lookup(session, request.subject)
+            except ServiceError as error:
+                views[key] = error
+                continue
+            views[key] = view
+            versions = (policy_version, taxonomy_version)
+        subjects = {v.pk: v for v in views.values() if isinstance(v, SubjectView)}
+        self._load_states(session, list(subjects.values()))
+        taxonomy = self._current(session, *versions) if versions else None
+        results: list[Decision | ServiceError] = []
+        for request in requests:
+            view = views[json.dumps(dict(request.subject), sort_keys=True)]
+            if isinstance(view, ServiceError):
+                results.append(view)
+                continue
+            assert taxonomy is not None
+            view.age = self._age(view, today)
+            try:
+                results.append(self._evaluate(session, taxonomy, request, view, now))
+            except ServiceError as error:
+                results.append(error)
+        return results
+
+    def _evaluate(
+        self, session: Session, taxonomy: Taxonomy, request: DecisionRequest, subject: SubjectView, now: datetime
+    ) -> Decision:
+        purpose = _purpose(taxonomy, self.taxonomy, request)
+        categories = _categories(taxonomy, request)
+        reasons: list[Reason] = []
+        for category in dict.fromkeys(categories.values()):
+            if not self.policy.data_allowed(request.roles, category, request.action):
+                reasons.append(
+                    Reason("no_role", f"{'/'.join(request.roles)} may not {request.action} {category}", category)
+                )
+            if not any(taxonomy.covers(c, category) for c in purpose.data_categories):
+                reasons.append(Reason("category_not_in_purpose", f"{purpose.key} does not cover {category}", category))
+        reasons += _restrictions(request, subject)
+        reasons += _disclosures(request, purpose)
+        reasons += _consent_reasons(taxonomy, self.taxonomy, request, purpose, subject, categories.values(), now)
+        allowed = not reasons
+        obligations = (
+            {name: _obligation(taxonomy, request.roles, category) for name, category in categories.items()}
+            if allowed
+            else {name: "withhold" for name in categories}
+        )
+        sensitive = any((taxonomy.category(c) or _L3).level == "L3" for c in categories.values())
+        decision_id = uuid.uuid4().hex
+        if not allowed or sensitive:
+            decision_id = record(
+                session,
+                "policy.allow" if allowed else "policy.deny",
+                outcome="allow" if allowed else "deny",
+                subject_ref=subject.subject_id,
+                object_ref=f"action:{request.action}",
+                purpose=purpose.key,
+                data_categories=sorted(set(categories.values())),
+                reason_code=reasons[0].code if reasons else None,
+                details={"reasons": sorted({r.code for r in reasons}), "roles": list(request.roles)},
+            )
+        return Decision(
+            decision_id=decision_id,
+            allowed=allowed,
+            reasons=reasons,
+            obligations=obligations,
+            subject_id=subject.subject_id,
+            purpose=purpose.key,
+            purpose_version=purpose.version,
+            policy_version=self.policy.version or 0,
+            taxonomy_version=taxonomy.version,
+            evaluated_at=now,
+        )
+
+
+class _Level:
+    level = "L3"
+
+
+_L3 = _Level()
+
+
+def _purpose(taxonomy: Taxonomy, cache: TaxonomyCache, request: DecisionRequest) -> Purpose:
+    purpose = taxonomy.purposes.get(request.purpose)
+    if purpose is None:
+        raise ValidationFailed(
+            "Unknown purpose.",
+            errors=[{"field": "purpose", "message": f"known purposes: {', '.join(sorted(taxonomy.purposes))}"}],
+        )
+    if request.purpose_version is None or request.purpose_version == purpose.version:
+        return purpose
+    older = cache.purpose_version(purpose.key, request.purpose_version)
+    if older is None:
+        raise ValidationFailed(
+            "Unknown purpose version.",
+            errors=[{"field": "purpose_version", "message": f"versions 1 to {purpose.version} exist"}],
+        )
+    return older
+
+
+def _categories(taxonomy: Taxonomy, request: DecisionRequest) -> dict[str, str]:
+    """What is asked about, by the name the caller used (a field or a category) -> category key."""
+    asked: dict[str, str] = {}
+    errors = []
+    for name in request.fields:
+        category = taxonomy.fields.get(name)
+        if category is None:
+            errors.append(
+                {"field": "fields", "message": f"unknown field {name!r}; known: {', '.join(sorted(taxonomy.fields))}"}
+            )
+        else:
+            asked[name] = category
+    for category in request.data_categories:
+        if category not in taxonomy.categories:
+            errors.append({"field": "data_categories", "message": f"unknown category {category!r}; see /v1/taxonomy"})
+        else:
+            asked[category] = category
+    if not asked and not errors:
+        errors.append({"field": "data_categories", "message": "name at least one data category or field"})
+    if errors:
+        raise ValidationFailed("The decision request names unknown data.", errors=errors)
+    return asked
+
+
+def _restrictions(request: DecisionRequest, subject: SubjectView) -> list[Reason]:
+    reasons = []
+    if subject.legal_hold and not ("legal" in request.roles and request.action in ("read", "export")):
+        reasons.append(Reason("legal_hold", "the subject's data is under legal hold: legal may read it only"))
+    if subject.restricted and not (request.action == "read" and {"legal", "dpo"} & set(request.roles)):
+        reasons.append(Reason("restricted", "processing of the subject's data is restricted (storage only)"))
+    return reasons
+
+
+def _disclosures(request: DecisionRequest, purpose: Purpose) -> list[Reason]:
+    reasons = []
+    recipients = {r.key for r in purpose.recipients}
+    if request.recipient is not None and request.recipient not in recipients:
+        reasons.append(
+            Reason("recipient_not_disclosed", f"{request.recipient} is not a disclosed recipient of {purpose.key}")
+        )
+    if request.destination_country is not None:
+        transfers = [x for x in purpose.cross_border if x.country == request.destination_country]
+        if request.recipient is not None:
+            transfers = [x for x in transfers if x.recipient == request.recipient]
+        if not transfers:
+            reasons.append(
+                Reason(
+                    "xb_mechanism_required",
+                    f"no transfer mechanism on file for {request.destination_country} under {purpose.key}",
+                )
+            )
+    return reasons
+
+
+def _relevant(item: requirements.SeparateItem, request: DecisionRequest, categories: Iterable[str]) -> bool:
+    kind, _, value = item.scope.partition(":")
+    if not item.scope:
+        return True
+    if kind == "category":
+        return any(c == value or c.startswith(value + ".") or value.startswith(c + ".") for c in categories)
+    if kind == "recipient":
+        return request.recipient == value
+    return request.destination_country == value
+
+
+def _consent_reasons(
+    taxonomy: Taxonomy,
+    cache: TaxonomyCache,
+    request: DecisionRequest,
+    purpose: Purpose,
+    subject: SubjectView,
+    categories: Iterable[str],
+    now: datetime,
+) -> list[Reason]:
+    categories = list(categories)
+    regimes = requirements.regimes_of(subject.jurisdictions)
+    reasons: list[Reason] = []
+    main = subject.states.get((purpose.key, ""))
+    if requirements.consent_is_the_basis(purpose, regimes):
+        regime = (
+            "pipl" if "pipl" in regimes and purpose.lawful_basis["pipl"] in requirements.PIPL_CONSENT_BASES else "gdpr"
+        )
+        reasons += _state_reasons(main, purpose, cache, now, regime)
+        if main is not None and main.status == "given":
+            if requirements.needs_guardian(taxonomy, subject.jurisdictions, subject.age) and main.actor != "guardian":
+                reasons.append(
+                    Reason(
+                        "guardian_consent_required", "the subject is a minor: a guardian must consent", regime=regime
+                    )
+                )
+            if requirements.needs_explicit(
+                taxonomy, purpose, regimes
+            ) and main.consent_type not in requirements.EXPLICIT_TYPES | {"guardian"}:
+                reasons.append(
+                    Reason("explicit_consent_missing", "special-category data needs explicit consent", regime="gdpr")
+                )
+        for item in requirements.separate_items(taxonomy, purpose, regimes):
+            if not item.scope or not _relevant(item, request, categories):
+                continue
+            state = subject.states.get((purpose.key, item.scope))
+            if state is None or state.status != "given" or _expired(state, now):
+                reasons.append(
+                    Reason(item.missing_reason, f"separate consent to {item.scope} is missing", regime="pipl")
+                )
+    if "ccpa" in regimes:
+        reasons += _ccpa_reasons(taxonomy, purpose, subject, main, now)
+    return reasons
+
+
+def _expired(state: ConsentView, now: datetime) -> bool:
+    return state.valid_until is not None and state.valid_until <= now
+
+
+def _state_reasons(
+    state: ConsentView | None, purpose: Purpose, cache: TaxonomyCache, now: datetime, regime: str
+) -> list[Reason]:
+    if state is None or state.status == "refused":
+        return [Reason("no_consent", f"no consent to {purpose.key}", regime=regime)]
+    if state.status == "withdrawn":
+        return [Reason("consent_withdrawn", f"consent to {purpose.key} was withdrawn", regime=regime)]
+    if state.status == "expired" or _expired(state, now):
+        return [Reason("consent_expired", f"consent to {purpose.key} has expired", regime=regime)]
+    consented = cache.purpose_version(purpose.key, state.purpose_version)
+    if consented is None or not purpose.scope() <= consented.scope():
+        return [
+            Reason(
+                "reconsent_required",
+                f"consent was given for version {state.purpose_version}; version {purpose.version} goes further",
+                regime=regime,
+            )
+        ]
+    return []
+
+
+def _ccpa_reasons(
+    taxonomy: Taxonomy, purpose: Purpose, subject: SubjectView, state: ConsentView | None, now: datetime
+) -> list[Reason]:
+    basis = purpose.lawful_basis["ccpa"]
+    if basis == "notice":
+        return []
+    given = state is not None and state.status == "given" and not _expired(state, now)
+    minor = requirements.ccpa_minor_rule(taxonomy, subject.age)
+    if basis == "opt_out":
+        if state is not None and state.status in ("refused", "withdrawn"):
+            code = "opted_out_gpc" if state.source == "gpc" else "opted_out"
+            return [Reason(code, "the consumer opted out of sale/share", regime="ccpa")]
+        if minor == "parental" and not (given and state is not None and state.actor == "guardian"):
+            return [Reason("parental_authorization_required", "under 13: a parent must authorise", regime="ccpa")]
+        if minor == "opt_in" and not given:
+            return [Reason("minor_opt_in_required", "13 to 15: the consumer must opt in", regime="ccpa")]
+        return []
+    if not given:  # opt_in
+        return [Reason("no_consent", f"{purpose.key} needs an opt-in", regime="ccpa")]
+    return []
+
+
+def _obligation(taxonomy: Taxonomy, roles: Sequence[str], category: str) -> str:
+    options = [taxonomy.obligation(role, category) for role in roles] or ["withhold"]
+    return min(options, key=lambda value: _PERMISSIVENESS[value.split(":")[0]])
