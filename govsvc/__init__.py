@@ -149,13 +149,16 @@ def _register_blueprints(app: APIFlask) -> None:
     from govsvc.audit.api import bp as audit_bp
     from govsvc.auth.api import bp as auth_bp
     from govsvc.consent.api import bp as consent_bp
+    from govsvc.consent.api import wellknown_bp
     from govsvc.decisions.api import bp as decisions_bp
     from govsvc.health.api import bp as health_bp
     from govsvc.policy.api import bp as policy_bp
     from govsvc.subjects.api import bp as subjects_bp
     from govsvc.taxonomy.api import bp as taxonomy_bp
 
-    blueprints = (health_bp, auth_bp, policy_bp, audit_bp, taxonomy_bp, subjects_bp, consent_bp, decisions_bp)
+    blueprints = (
+        health_bp, auth_bp, policy_bp, audit_bp, taxonomy_bp, subjects_bp, consent_bp, wellknown_bp, decisions_bp,
+    )  # fmt: skip
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from govsvc.audit.service import AuditContext, record
 from govsvc.audit.signing import ensure_key
 from govsvc.config import Settings
+from govsvc.consent import receipts
 from govsvc.core.db import Database
 from govsvc.policy.service import SeedResult, seed_policy
 from govsvc.taxonomy.service import seed_taxonomy
@@ -36,4 +37,5 @@ def seed_all(database: Database, settings: Settings, *, replace: bool = False, a
                 context=AuditContext(principal_id=actor, role="system"),
             )
         vkey = ensure_key(session, settings.secret_key, settings.audit_origin).vkey
+        receipts.ensure_key(session, settings.secret_key)
     return SeedReport(policy, taxonomy_version, vkey)

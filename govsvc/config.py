@@ -38,6 +38,7 @@ class Settings:
     sqlite_synchronous: str = "FULL"  # GOVSVC_SQLITE_SYNCHRONOUS: FULL (durable) or NORMAL
     db_pool_size: int = 5  # GOVSVC_DB_POOL_SIZE (PostgreSQL)
     idempotency_ttl_hours: int = 24  # GOVSVC_IDEMPOTENCY_TTL_HOURS
+    controller_name: str = "govsvc data controller"  # GOVSVC_CONTROLLER_NAME: named in consent receipts
     audit_origin: str = "govsvc.local/audit"  # GOVSVC_AUDIT_ORIGIN: first line of every signed checkpoint
     audit_sequencer: str = "thread"  # GOVSVC_AUDIT_SEQUENCER: thread (in each process) | off (run it elsewhere)
     audit_checkpoint_seconds: int = 2  # GOVSVC_AUDIT_CHECKPOINT_SECONDS: at most this long between checkpoints

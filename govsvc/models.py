@@ -2,7 +2,7 @@
 
 from govsvc.audit.models import AuditCheckpoint, AuditEvent, AuditLeaf, AuditSigningKey, AuditTreeNode
 from govsvc.auth.models import AdminUser, ApiClient
-from govsvc.consent.models import ConsentEvent, ConsentState
+from govsvc.consent.models import ConsentEvent, ConsentState, ReceiptSigningKey
 from govsvc.core.db import Base
 from govsvc.core.models import IdempotencyRecord
 from govsvc.policy.models import CasbinRule, PolicyState
@@ -24,6 +24,7 @@ __all__ = [
     "ConsentState",
     "IdempotencyRecord",
     "PolicyState",
+    "ReceiptSigningKey",
     "Subject",
     "SubjectIdentifier",
     "TaxonomyVersion",

@@ -311,3 +311,41 @@ def test_the_projection_always_equals_the_fold_of_the_events(app, acts) -> None:
         }
     expected = {key: (value.status, value.last_event_pk) for key, value in fold(events).items()}
     assert stored == expected
+
+
+# -- signed receipts ----------------------------------------------------------------------------------------------
+
+
+def test_receipts_are_signed_verifiable_offline_and_tamper_evident(client, app_key) -> None:
+    import base64
+    import json as json_
+
+    from govsvc.consent.receipts import ReceiptInvalid, verify_receipt
+
+    subject = _subject(client, app_key)
+    response = _give(client, app_key, subject, [{"purpose": "marketing.communications.email"}])
+    receipt = response.get_json()["receipts"][0]
+    jwks = client.get("/.well-known/govsvc/consent-receipt-keys").get_json()  # public, no credentials
+    assert jwks["keys"][0]["kty"] == "OKP" and jwks["keys"][0]["crv"] == "Ed25519"
+    claims = verify_receipt(receipt, jwks)
+    assert claims["pii_principal_id"] == subject
+    assert claims["purposes"][0]["purpose"] == "marketing.communications.email"
+    assert claims["privacy_notice"]["sha256"] == NOTICE["sha256"] and claims["event"]["event_type"] == "given"
+    assert "li.lei" not in json_.dumps(claims)
+
+    header, payload, signature = receipt.split(".")
+    decoded = json_.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    for field, value in (("pii_principal_id", "sub_someoneelse1234"), ("record_id", "0" * 32)):
+        forged = dict(decoded, **{field: value})
+        forged_payload = base64.urlsafe_b64encode(json_.dumps(forged).encode()).decode().rstrip("=")
+        with pytest.raises(ReceiptInvalid):
+            verify_receipt(f"{header}.{forged_payload}.{signature}", jwks)
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    with pytest.raises(ReceiptInvalid):
+        verify_receipt(f"{header}.{payload}.{flipped}", jwks)
+    with pytest.raises(ReceiptInvalid):
+        verify_receipt(receipt, {"keys": []})
+    event_id = response.get_json()["events"][0]["event_id"]
+    again = client.get(f"/v1/consents/{event_id}/receipt", headers=app_key).get_json()["receipt"]
+    assert verify_receipt(again, jwks)["record_id"] == event_id
+    assert_problem(client.get("/v1/consents/nope/receipt", headers=app_key), 404, "not-found")

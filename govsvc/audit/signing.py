@@ -7,13 +7,8 @@ Changing the secret key therefore requires rotating the signing key first (the o
 
 from __future__ import annotations
 
-import os
 import threading
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,29 +16,23 @@ from audit.note import Signer, generate_signer, parse_skey, parse_vkey
 from govsvc.audit.models import AuditSigningKey
 from govsvc.audit.service import AuditContext, record
 from govsvc.core.db import utcnow
+from govsvc.crypto.service import DecryptionFailed, KeyWrapper
 
-_WRAP_INFO = b"govsvc audit signing key wrap v1"
-_NONCE_BYTES = 12
+_WRAP_LABEL = "govsvc audit signing key wrap v1"
 
 
 class SigningKeyUnavailable(RuntimeError):
     """No usable signing key (none created, or it cannot be unwrapped with this secret key)."""
 
 
-def _wrapping_key(secret_key: str) -> AESGCM:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_WRAP_INFO).derive(secret_key.encode())
-    return AESGCM(key)
-
-
 def wrap_private_key(skey: str, secret_key: str, vkey: str) -> bytes:
-    nonce = os.urandom(_NONCE_BYTES)
-    return nonce + _wrapping_key(secret_key).encrypt(nonce, skey.encode(), vkey.encode())
+    return KeyWrapper(secret_key, _WRAP_LABEL).wrap(skey, vkey)
 
 
 def unwrap_private_key(wrapped: bytes, secret_key: str, vkey: str) -> str:
     try:
-        return _wrapping_key(secret_key).decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], vkey.encode()).decode()
-    except InvalidTag:
+        return KeyWrapper(secret_key, _WRAP_LABEL).unwrap(wrapped, vkey)
+    except DecryptionFailed:
         raise SigningKeyUnavailable(
             "the audit signing key cannot be unwrapped: was GOVSVC_SECRET_KEY changed? rotate the key first"
         ) from None

@@ -5,22 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import APIBlueprint, Schema
-from apiflask.fields import AwareDateTime, Boolean, Integer, List, Nested, String
+from apiflask.fields import AwareDateTime, Boolean, Dict, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf, Range, Regexp
-from flask import request
+from flask import current_app, request
 
-from govsvc.consent import service
+from govsvc.consent import receipts, service
 from govsvc.consent.models import ConsentEvent
-from govsvc.core.access import current_principal, requires
+from govsvc.core.access import current_principal, public, requires
 from govsvc.core.db import get_session
 from govsvc.core.idempotency import idempotent
 from govsvc.core.pagination import cursor_int, page
 from govsvc.core.schemas import PageQuerySchema, StrictInteger, StrictSchema
 from govsvc.subjects import service as subjects
 from govsvc.subjects.api import SubjectRefSchema, field_keys
+from govsvc.subjects.models import Subject
 from govsvc.taxonomy.api import taxonomy_cache
 
 bp = APIBlueprint("consent", __name__, url_prefix="/v1", tag="Consent")
+wellknown_bp = APIBlueprint("wellknown", __name__, tag="Well-known")
 SECURITY = "BearerAuth"
 ERRORS = [400, 401, 403, 404, 409, 413, 415, 422]
 
@@ -76,6 +78,15 @@ class ActResultSchema(Schema):
     subject_id = String(required=True)
     events = List(Nested(ConsentEventSchema), required=True)
     gpc_opt_out = Boolean(required=True, metadata={"description": "a Sec-GPC: 1 header also recorded an opt-out"})
+    receipts = List(String(), required=True, metadata={"description": "signed receipts (JWS), one per act"})
+
+
+class ReceiptSchema(Schema):
+    receipt = String(required=True, metadata={"description": "compact JWS (EdDSA); verify with the published JWKS"})
+
+
+class JwksSchema(Schema):
+    keys = List(Dict(), required=True)
 
 
 class StateSchema(Schema):
@@ -152,14 +163,47 @@ def record_consent(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     )
     principal = current_principal().principal_id
     events = service.record_act(session, field_keys(), taxonomy, subject, act, recorded_by=principal)
+    receipts = [_receipt(session, taxonomy, subject, events)]
     gpc = request.headers.get("Sec-GPC", "").strip() == "1"
     if gpc:
         given = {item.purpose for item in act.items} if act.event_type == "given" else set()
         opt_out = service.gpc_opt_out_act(taxonomy, act.channel, exclude=given)
         if opt_out is not None:
-            events += service.record_act(session, field_keys(), taxonomy, subject, opt_out, recorded_by=principal)
-    result = {"subject_id": subject.subject_id, "events": [event_document(e) for e in events], "gpc_opt_out": gpc}
+            gpc_events = service.record_act(session, field_keys(), taxonomy, subject, opt_out, recorded_by=principal)
+            receipts.append(_receipt(session, taxonomy, subject, gpc_events))
+            events += gpc_events
+    result = {
+        "subject_id": subject.subject_id,
+        "events": [event_document(e) for e in events],
+        "gpc_opt_out": gpc,
+        "receipts": receipts,
+    }
     return result, 201
+
+
+def _receipt(session: Any, taxonomy: Any, subject: Any, events: list[ConsentEvent]) -> str:
+    settings = current_app.config["GOVSVC_SETTINGS"]
+    claims = receipts.receipt_claims(taxonomy, taxonomy_cache(), subject, events, settings.controller_name)
+    return receipts.sign(session, settings.secret_key, claims)
+
+
+@bp.get("/consents/<string:event_id>/receipt")
+@bp.output(ReceiptSchema)
+@bp.doc(summary="A signed receipt of one consent event", security=SECURITY, responses=[200, *ERRORS])
+@requires("consents", "read")
+def get_receipt(event_id: str) -> dict[str, str]:
+    session = get_session()
+    event = service.get_event(session, event_id)
+    subject = session.get(Subject, event.subject_pk)
+    return {"receipt": _receipt(session, taxonomy_cache().current(session), subject, [event])}
+
+
+@wellknown_bp.get("/.well-known/govsvc/consent-receipt-keys")
+@wellknown_bp.output(JwksSchema)
+@wellknown_bp.doc(summary="Public keys (JWKS) that verify consent receipts, current and retired")
+@public
+def receipt_keys() -> dict[str, Any]:
+    return receipts.jwks(get_session())
 
 
 @bp.get("/subjects/<string:subject_id>/consents")

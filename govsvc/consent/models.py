@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from govsvc.core.db import Base, UTCDateTime, utcnow
@@ -54,3 +54,16 @@ class ConsentState(Base):
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_event_pk: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReceiptSigningKey(Base):
+    """An Ed25519 key that signs consent receipts (JWS); public part published as a JWK, private part wrapped."""
+
+    __tablename__ = "receipt_signing_keys"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kid: Mapped[str] = mapped_column(String(32), unique=True)
+    public_key: Mapped[str] = mapped_column(String(64))  # base64url, 32 bytes
+    wrapped_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

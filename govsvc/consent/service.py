@@ -19,7 +19,7 @@ from govsvc.audit.service import record
 from govsvc.consent import requirements
 from govsvc.consent.models import ConsentEvent, ConsentState
 from govsvc.core.db import utcnow
-from govsvc.core.errors import ConflictError, ValidationFailed
+from govsvc.core.errors import ConflictError, NotFoundError, ValidationFailed
 from govsvc.crypto.service import FieldKeys
 from govsvc.subjects.models import Subject
 from govsvc.subjects.service import age_on, birth_date_of, jurisdictions_of
@@ -305,6 +305,13 @@ def _store_state(
     row.last_event_pk, row.updated_at = value.last_event_pk, now
     session.flush()
     return row
+
+
+def get_event(session: Session, event_id: str) -> ConsentEvent:
+    event = session.scalar(select(ConsentEvent).where(ConsentEvent.event_id == event_id))
+    if event is None:
+        raise NotFoundError("No such consent event.")
+    return event
 
 
 def current_states(session: Session, subject: Subject) -> list[ConsentState]:

@@ -29,6 +29,24 @@ def derive_key(secret_key: str, label: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label.encode()).derive(secret_key.encode())
 
 
+class KeyWrapper:
+    """Wraps private keys for storage: AES-256-GCM under a key derived from the service secret and a label."""
+
+    def __init__(self, secret_key: str, label: str) -> None:
+        self._aead = AESGCM(derive_key(secret_key, label))
+
+    def wrap(self, secret: str, associated: str) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + self._aead.encrypt(nonce, secret.encode(), associated.encode())
+
+    def unwrap(self, wrapped: bytes, associated: str) -> str:
+        """The secret; DecryptionFailed when the secret key changed or the record was altered."""
+        try:
+            return self._aead.decrypt(wrapped[:_NONCE], wrapped[_NONCE:], associated.encode()).decode()
+        except InvalidTag:
+            raise DecryptionFailed("the wrapped key cannot be unwrapped with this secret key") from None
+
+
 class FieldKeys:
     """The blind-index and encryption keys of identifier values."""
 
