@@ -1,8 +1,8 @@
 """The consent ledger: append-only events, and a projection that always equals their fold.
 
 Giving and withdrawing use the same call with the same authentication; withdrawing needs no reason. Events that
-contradict the ledger (withdrawing what was never given) are refused. A subject's ``consent_version`` is bumped in
-the same transaction, so a decision made after the commit, on any instance, sees the change.
+contradict the ledger (withdrawing what was never given) are refused. Decisions read the projection directly, so
+a decision made after the commit, on any instance, sees the change.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.service import record
@@ -229,7 +229,7 @@ def record_act(
     recorded_by: str | None,
     today: date | None = None,
 ) -> list[ConsentEvent]:
-    """Validate an act, append its events, update the projection and the subject's consent version, audit it."""
+    """Validate an act, append its events, update the projection, audit it."""
     age = age_on(birth_date_of(keys, subject), today or utcnow().date())
     purposes = _check_act(taxonomy, act, subject, age)
     states = _locked_states(session, subject)
@@ -276,7 +276,6 @@ def record_act(
             reason_code=act.source if act.source != "api" else None,
             details={"scope": item.scope, "channel": act.channel, "actor": act.actor, "version": purpose.version},
         )
-    session.execute(update(Subject).where(Subject.pk == subject.pk).values(consent_version=Subject.consent_version + 1))
     return events
 
 

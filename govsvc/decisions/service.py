@@ -5,36 +5,30 @@ lawful basis, per regime), how sensitive the data is, and restrictions (legal ho
 recipients and cross-border destinations). It denies by default and says why with machine-readable reason codes;
 when it allows, it says per field what the caller must do (show, mask, tokenize, withhold).
 
-Freshness: each decision reads the subject row (one indexed query that also returns the policy and taxonomy
-versions). Consent states are cached per subject under the subject's ``consent_version``, which every consent
-write bumps in its transaction, so a withdrawal applies to the very next decision on every instance.
+Freshness: each decision reads the subject and all its consent states in one indexed query, which also returns
+the policy and taxonomy versions (``govsvc.decisions.lookup``), so a withdrawal or a policy change applies to the
+very next decision on every instance; only parsed policy and taxonomy are cached, keyed by their versions.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.service import record
 from govsvc.consent import requirements
-from govsvc.consent.models import ConsentState
 from govsvc.core.db import utcnow
 from govsvc.core.errors import NotFoundError, ServiceError, ValidationFailed
 from govsvc.crypto.service import FieldKeys
-from govsvc.policy.models import PolicyState
-from govsvc.policy.service import POLICY_STATE_ID, PolicyEngine
-from govsvc.subjects.models import Subject, SubjectIdentifier
+from govsvc.decisions import lookup
+from govsvc.decisions.lookup import ConsentView, SubjectView
+from govsvc.policy.service import PolicyEngine
 from govsvc.subjects.service import age_on, normalise
-from govsvc.taxonomy.models import TaxonomyVersion
 from govsvc.taxonomy.service import Purpose, Taxonomy, TaxonomyCache
 
 ACTIONS = ("read", "write", "use", "share", "export", "delete")
@@ -95,63 +89,6 @@ class Decision:
         }
 
 
-@dataclass(frozen=True)
-class ConsentView:
-    status: str
-    purpose_version: int
-    consent_type: str | None
-    actor: str
-    source: str
-    valid_until: datetime | None
-
-
-@dataclass
-class SubjectView:
-    pk: int
-    subject_id: str
-    jurisdictions: tuple[str, ...]
-    birth_date_enc: bytes | None
-    restricted: bool
-    legal_hold: bool
-    consent_version: int
-    states: dict[tuple[str, str], ConsentView] = field(default_factory=dict)
-    age: int | None = None
-
-
-_s, _i = Subject.__table__.c, SubjectIdentifier.__table__.c
-_VERSIONS = (
-    select(PolicyState.__table__.c.version).where(PolicyState.__table__.c.id == POLICY_STATE_ID).scalar_subquery(),
-    select(func.max(TaxonomyVersion.__table__.c.version)).scalar_subquery(),
-)
-_SUBJECT_COLUMNS = (
-    _s.pk,
-    _s.subject_id,
-    _s.jurisdictions,
-    _s.birth_date_enc,
-    _s.restricted,
-    _s.legal_hold,
-    _s.consent_version,
-)
-_BY_ID = select(*_SUBJECT_COLUMNS, *_VERSIONS).where(_s.subject_id == bindparam("subject_id"))
-_BY_IDENTIFIER = (
-    select(*_SUBJECT_COLUMNS, *_VERSIONS)
-    .join_from(Subject.__table__, SubjectIdentifier.__table__, _i.subject_pk == _s.pk)
-    .where(_i.kind == bindparam("kind"), _i.system == bindparam("system"), _i.blind_index == bindparam("blind_index"))
-)
-_c = ConsentState.__table__.c
-_STATES = select(
-    _c.subject_pk,
-    _c.purpose_key,
-    _c.scope,
-    _c.status,
-    _c.purpose_version,
-    _c.consent_type,
-    _c.actor,
-    _c.source,
-    _c.valid_until,
-).where(_c.subject_pk.in_(bindparam("pks", expanding=True)))
-
-
 class DecisionEngine:
     """Evaluates decisions; one per app, shared by threads."""
 
@@ -159,47 +96,17 @@ class DecisionEngine:
         self.keys = keys
         self.policy = policy
         self.taxonomy = taxonomy
-        self._lock = threading.Lock()
-        self._consents: OrderedDict[int, tuple[int, dict[tuple[str, str], ConsentView]]] = OrderedDict()
         self._births: dict[bytes, date] = {}
 
     # -- loading -----------------------------------------------------------------------------------------------
 
-    def _lookup(self, session: Session, reference: Mapping[str, Any]) -> tuple[SubjectView, int, int]:
-        connection = session.connection()
+    def _key(self, reference: Mapping[str, Any]) -> tuple[str, ...]:
+        """``(subject_id,)`` or ``(kind, system, blind_index)``; ValidationFailed for a malformed identifier."""
         if reference.get("subject_id"):
-            row = connection.execute(_BY_ID, {"subject_id": str(reference["subject_id"])}).first()
-        else:
-            kind, system = str(reference.get("kind") or ""), str(reference.get("system") or "")
-            normalised = normalise(kind, str(reference.get("value") or ""))
-            row = connection.execute(
-                _BY_IDENTIFIER,
-                {"kind": kind, "system": system, "blind_index": self.keys.blind_index(kind, system, normalised)},
-            ).first()
-        if row is None:
-            raise NotFoundError("No such subject: register it first (POST /v1/subjects).")
-        view = SubjectView(row[0], row[1], tuple(json.loads(row[2])), row[3], bool(row[4]), bool(row[5]), row[6])
-        return view, int(row[7] or 0), int(row[8] or 0)
-
-    def _load_states(self, session: Session, views: Sequence[SubjectView]) -> None:
-        missing = []
-        for view in views:
-            cached = self._consents.get(view.pk)
-            if cached is not None and cached[0] == view.consent_version:
-                view.states = cached[1]
-            else:
-                missing.append(view)
-        if missing:
-            states: dict[int, dict[tuple[str, str], ConsentView]] = {view.pk: {} for view in missing}
-            for row in session.connection().execute(_STATES, {"pks": list(states)}):
-                states[row[0]][(row[1], row[2])] = ConsentView(row[3], row[4], row[5], row[6], row[7], row[8])
-            with self._lock:
-                for view in missing:
-                    view.states = states[view.pk]
-                    self._consents[view.pk] = (view.consent_version, view.states)
-                    self._consents.move_to_end(view.pk)
-                while len(self._consents) > CACHE_SUBJECTS:
-                    self._consents.popitem(last=False)
+            return (str(reference["subject_id"]),)
+        kind, system = str(reference.get("kind") or ""), str(reference.get("system") or "")
+        normalised = normalise(kind, str(reference.get("value") or ""))
+        return (kind, system, self.keys.blind_index(kind, system, normalised))
 
     def _age(self, view: SubjectView, today: date) -> int | None:
         if view.birth_date_enc is None:
@@ -240,32 +147,33 @@ class DecisionEngine:
     def decide_each(
         self, session: Session, requests: Sequence[DecisionRequest], *, now: datetime | None = None
     ) -> list[Decision | ServiceError]:
-        """A decision or the error of each request; subjects and consent states are fetched once each."""
+        """A decision or the error of each request; all subjects are read in one round trip per 500."""
         now = now or utcnow()
         today = now.date()
-        views: dict[str, SubjectView | ServiceError] = {}
-        versions: tuple[int, int] | None = None
+        keys: list[tuple[str, ...] | ServiceError] = []
         for request in requests:
-            key = json.dumps(dict(request.subject), sort_keys=True)
-            if key in views:
-                continue
             try:
-                view, policy_version, taxonomy_version = self._lookup(session, request.subject)
+                keys.append(self._key(request.subject))
             except ServiceError as error:
-                views[key] = error
-                continue
-            views[key] = view
-            versions = (policy_version, taxonomy_version)
-        subjects = {v.pk: v for v in views.values() if isinstance(v, SubjectView)}
-        self._load_states(session, list(subjects.values()))
-        taxonomy = self._current(session, *versions) if versions else None
+                keys.append(error)
+        wanted = [key for key in keys if isinstance(key, tuple)]
+        snapshot = lookup.load(
+            session, [key[0] for key in wanted if len(key) == 1], [key for key in wanted if len(key) == 3]
+        )
+        taxonomy = (
+            self._current(session, int(snapshot.policy_version or 0), int(snapshot.taxonomy_version or 0))
+            if snapshot.subjects
+            else None
+        )
         results: list[Decision | ServiceError] = []
-        for request in requests:
-            view = views[json.dumps(dict(request.subject), sort_keys=True)]
-            if isinstance(view, ServiceError):
-                results.append(view)
+        for request, key in zip(requests, keys, strict=True):
+            view = snapshot.subjects.get(key) if isinstance(key, tuple) else None
+            if isinstance(key, ServiceError):
+                results.append(key)
                 continue
-            assert taxonomy is not None
+            if view is None or taxonomy is None:
+                results.append(NotFoundError("No such subject: register it first (POST /v1/subjects)."))
+                continue
             view.age = self._age(view, today)
             try:
                 results.append(self._evaluate(session, taxonomy, request, view, now))

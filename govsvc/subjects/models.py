@@ -22,7 +22,6 @@ class Subject(Base):
     guardian_pk: Mapped[int | None] = mapped_column(ForeignKey("subjects.pk"))
     restricted: Mapped[bool] = mapped_column(Boolean, default=False)  # processing restricted (GDPR Art 18)
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
-    consent_version: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every consent event
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

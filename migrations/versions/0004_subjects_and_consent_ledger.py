@@ -43,7 +43,6 @@ def upgrade() -> None:
         sa.Column("guardian_pk", sa.Integer(), nullable=True),
         sa.Column("restricted", sa.Boolean(), nullable=False),
         sa.Column("legal_hold", sa.Boolean(), nullable=False),
-        sa.Column("consent_version", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["guardian_pk"], ["subjects.pk"], name=op.f("fk_subjects_guardian_pk_subjects")),
