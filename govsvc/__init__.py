@@ -157,8 +157,16 @@ def _register_blueprints(app: APIFlask) -> None:
     from govsvc.taxonomy.api import bp as taxonomy_bp
 
     blueprints = (
-        health_bp, auth_bp, policy_bp, audit_bp, taxonomy_bp, subjects_bp, consent_bp, wellknown_bp, decisions_bp,
-    )  # fmt: skip
+        health_bp,
+        auth_bp,
+        policy_bp,
+        audit_bp,
+        taxonomy_bp,
+        subjects_bp,
+        consent_bp,
+        wellknown_bp,
+        decisions_bp,
+    )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
 

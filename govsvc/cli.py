@@ -209,9 +209,12 @@ def admins_create(username: str, role: str, password_stdin: bool) -> None:
                 session, username=username, password=password, role=role, known_roles=_known_roles()
             )
             record(
-                session, "admin_user.created", object_ref=f"admin:{user.username}", details={"role": role},
+                session,
+                "admin_user.created",
+                object_ref=f"admin:{user.username}",
+                details={"role": role},
                 context=CLI_CONTEXT,
-            )  # fmt: skip
+            )
     except ServiceError as error:
         _fail(error)
         return

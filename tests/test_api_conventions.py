@@ -74,8 +74,9 @@ def test_an_empty_body_is_a_422(client, admin) -> None:
 
 def test_an_oversized_body_is_a_413_problem(client, admin) -> None:
     huge = json.dumps({"name": "x" * 2_000_000, "role": "app"})
-    assert_problem(client.post("/v1/clients", data=huge, content_type="application/json", headers=admin), 413,
-                   "payload-too-large")  # fmt: skip
+    assert_problem(
+        client.post("/v1/clients", data=huge, content_type="application/json", headers=admin), 413, "payload-too-large"
+    )
 
 
 def test_unknown_ids_and_methods(client, admin) -> None:

@@ -38,8 +38,9 @@ def test_sigkill_during_writes_loses_no_acknowledged_event(database, issue_key, 
         while not stop.is_set():
             sent += 1
             try:
-                response = http("POST", server.url + "/v1/clients", body={"name": f"w{number}-{sent}", "role": "app"},
-                                headers=admin)  # fmt: skip
+                response = http(
+                    "POST", server.url + "/v1/clients", body={"name": f"w{number}-{sent}", "role": "app"}, headers=admin
+                )
             except OSError:
                 continue  # the server is gone: not acknowledged
             if response.status == 201:

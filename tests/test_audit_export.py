@@ -93,8 +93,9 @@ def test_export_before_any_checkpoint_is_404(client, auditor, database) -> None:
 
 def test_the_verifier_without_a_trusted_key_warns(client, auditor, tmp_path, log_of_40) -> None:
     path = _export(client, auditor, tmp_path)
-    result = subprocess.run([sys.executable, "-m", "audit.verify", str(path)], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "audit.verify", str(path)], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0
     assert "NOT independently trusted" in result.stdout + result.stderr
 
@@ -175,10 +176,12 @@ def test_an_inserted_forged_event_is_found(app, client, auditor, database, tmp_p
         ).inserted_primary_key[0]
         connection.execute(
             insert(AuditLeaf).values(
-                seq=forged_seq, event_pk=pk, event_json=canonical_json(forged).decode(),
+                seq=forged_seq,
+                event_pk=pk,
+                event_json=canonical_json(forged).decode(),
                 leaf_hash=merkle.event_leaf_hash(forged),
             )
-        )  # fmt: skip
+        )
 
     tamper(
         database.url,

@@ -47,8 +47,19 @@ def test_recorded_events_are_sequenced_and_checkpointed(app, client, auditor) ->
     assert [item["event"]["subject_ref"] for item in events] == [f"sub_{i}" for i in range(10)]
     first = events[0]
     assert first["event"]["actor"]["principal"] == "client:cl_test"
-    assert set(first["event"]) >= {"seq", "time", "actor", "action", "subject_ref", "object_ref", "purpose",
-                                   "data_categories", "outcome", "reason_code", "request_id"}  # fmt: skip
+    assert set(first["event"]) >= {
+        "seq",
+        "time",
+        "actor",
+        "action",
+        "subject_ref",
+        "object_ref",
+        "purpose",
+        "data_categories",
+        "outcome",
+        "reason_code",
+        "request_id",
+    }
     assert first["event"]["time"].endswith("Z")
     assert _b64(first["leaf_hash"]) == merkle.event_leaf_hash(first["event"])
 
@@ -179,9 +190,12 @@ def test_consistency_proofs_between_checkpoints(app, client, auditor) -> None:
     assert second["tree_size"] > first["tree_size"]
     proof = client.get(f"/v1/audit/proofs/consistency?first={first['tree_size']}", headers=auditor).get_json()
     merkle.verify_consistency(
-        first["tree_size"], second["tree_size"], _b64(first["root_hash"]), _b64(second["root_hash"]),
+        first["tree_size"],
+        second["tree_size"],
+        _b64(first["root_hash"]),
+        _b64(second["root_hash"]),
         [_b64(h) for h in proof["proof"]],
-    )  # fmt: skip
+    )
     assert_problem(client.get("/v1/audit/proofs/consistency?first=0", headers=auditor), 422, "validation-error")
     assert_problem(client.get("/v1/audit/proofs/consistency?first=3", headers=auditor), 404, "not-found")
 
@@ -244,9 +258,11 @@ def test_a_straggler_committed_after_higher_ids_is_still_sequenced(app, database
     drain(app)
     with db.transaction(write=False) as session:
         placed = session.scalar(
-            select(func.count()).select_from(AuditLeaf).join(AuditEvent, AuditEvent.id == AuditLeaf.event_pk)
+            select(func.count())
+            .select_from(AuditLeaf)
+            .join(AuditEvent, AuditEvent.id == AuditLeaf.event_pk)
             .where(AuditEvent.subject_ref == "sub_straggler")
-        )  # fmt: skip
+        )
     assert placed == 1
 
 
@@ -281,8 +297,14 @@ def test_search_filters_and_pagination(app, client, auditor) -> None:
     record_events(app, 5, subject_prefix="a_", action="data.read")
     record_events(app, 4, subject_prefix="b_", action="data.unmasked", outcome="success", purpose="support")
     with app.extensions["govsvc.db"].transaction() as session:
-        record(session, "policy.deny", outcome="deny", subject_ref="a_1", reason_code="no_consent",
-               context=AuditContext(principal_id="client:cl_other", role="app"))  # fmt: skip
+        record(
+            session,
+            "policy.deny",
+            outcome="deny",
+            subject_ref="a_1",
+            reason_code="no_consent",
+            context=AuditContext(principal_id="client:cl_other", role="app"),
+        )
     drain(app)
 
     def seqs(query: str) -> list[dict]:
@@ -295,8 +317,9 @@ def test_search_filters_and_pagination(app, client, auditor) -> None:
     assert len(seqs("outcome=deny")) == 1
     walked, cursor = [], None
     while True:
-        body = client.get("/v1/audit/events?action=data.*&limit=4" + (f"&cursor={cursor}" if cursor else ""),
-                          headers=auditor).get_json()  # fmt: skip
+        body = client.get(
+            "/v1/audit/events?action=data.*&limit=4" + (f"&cursor={cursor}" if cursor else ""), headers=auditor
+        ).get_json()
         walked += [item["seq"] for item in body["items"]]
         cursor = body["next_cursor"]
         if not cursor:
@@ -316,8 +339,11 @@ def test_access_reports_and_anomalies(app, client, auditor) -> None:
     drain(app)
     subject = client.get("/v1/audit/reports/subjects/s_3", headers=auditor).get_json()
     principals = {(row["principal"], row["action"]) for row in subject["accesses"]}
-    assert principals == {("client:cl_test", "data.read"), ("client:cl_support", "data.read"),
-                          ("client:cl_support", "data.unmasked")}  # fmt: skip
+    assert principals == {
+        ("client:cl_test", "data.read"),
+        ("client:cl_support", "data.read"),
+        ("client:cl_support", "data.unmasked"),
+    }
     activity = client.get("/v1/audit/reports/principals/client:cl_test", headers=auditor).get_json()
     assert activity["distinct_subjects"] == 30
     flagged = client.get("/v1/audit/reports/anomalies?threshold=20", headers=auditor).get_json()

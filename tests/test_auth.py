@@ -98,8 +98,9 @@ def test_expired_key_is_refused(app, client, issue_key) -> None:
 
 def test_creating_a_client_validates_role_and_expiry(client, auth_headers) -> None:
     admin = auth_headers("admin")
-    body = assert_problem(client.post("/v1/clients", json={"name": "x", "role": "emperor"}, headers=admin), 422,
-                          "validation-error")  # fmt: skip
+    body = assert_problem(
+        client.post("/v1/clients", json={"name": "x", "role": "emperor"}, headers=admin), 422, "validation-error"
+    )
     assert any(error["field"] == "role" and "app" in error["message"] for error in body["errors"])
     past = (utcnow() - timedelta(days=1)).isoformat()
     body = assert_problem(

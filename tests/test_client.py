@@ -22,9 +22,15 @@ NOTICE = {"id": "pn", "version": "3", "sha256": hashlib.sha256(b"n").hexdigest()
 
 @pytest.fixture
 def server(database, tmp_path) -> Iterator[GunicornServer]:
-    env = {"GOVSVC_ENV": "production", "GOVSVC_SECRET_KEY": TEST_SECRET_KEY, "GOVSVC_DATABASE_URL": database.url,
-           "GOVSVC_INSTANCE_DIR": str(tmp_path), "GOVSVC_AUDIT_ORIGIN": TEST_AUDIT_ORIGIN,
-           "GOVSVC_AUDIT_SEQUENCER": "off", "GOVSVC_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        "GOVSVC_ENV": "production",
+        "GOVSVC_SECRET_KEY": TEST_SECRET_KEY,
+        "GOVSVC_DATABASE_URL": database.url,
+        "GOVSVC_INSTANCE_DIR": str(tmp_path),
+        "GOVSVC_AUDIT_ORIGIN": TEST_AUDIT_ORIGIN,
+        "GOVSVC_AUDIT_SEQUENCER": "off",
+        "GOVSVC_LOG_LEVEL": "WARNING",
+    }
     with GunicornServer(env, workers=1) as running:
         yield running
 
@@ -46,21 +52,27 @@ def test_decide_give_and_withdraw_through_the_client(server, client) -> None:
     by_email = {"kind": "email", "value": "mary@example.ie"}
     denied = client.decide(by_email, "read", "marketing.communications.email", fields=["email"])
     assert not denied.allowed and denied.reason_codes == ["no_consent"] and denied.apply({"email": "x"}) == {}
-    result = client.give_consent(subject, ["marketing.communications.email"], channel="web", consent_type="express",
-                                 notice=NOTICE)  # fmt: skip
+    result = client.give_consent(
+        subject, ["marketing.communications.email"], channel="web", consent_type="express", notice=NOTICE
+    )
     claims = verify_receipt(result["receipts"][0], client.receipt_keys())
     assert claims["pii_principal_id"] == subject
     allowed = client.decide(subject, "read", "marketing.communications.email", fields=["email", "name"])
     assert allowed.allowed and allowed.apply({"email": "mary@example.ie", "name": "Mary", "extra": 1}) == {
-        "email": "mary@example.ie", "name": "Mary"}  # fmt: skip
+        "email": "mary@example.ie",
+        "name": "Mary",
+    }
     client.withdraw_consent(subject, ["marketing.communications.email"], channel="web")
     assert client.decide(subject, "read", "marketing.communications.email", fields=["email"]).reason_codes == [
-        "consent_withdrawn"]  # fmt: skip
+        "consent_withdrawn"
+    ]
     assert {row["status"] for row in client.consents(subject)} == {"withdrawn"}
-    batch = client.decide_batch([
-        {"subject": subject, "action": "read", "purpose": "essential.service", "fields": ["email"]},
-        {"subject": subject, "action": "read", "purpose": "nope", "fields": ["email"]},
-    ])  # fmt: skip
+    batch = client.decide_batch(
+        [
+            {"subject": subject, "action": "read", "purpose": "essential.service", "fields": ["email"]},
+            {"subject": subject, "action": "read", "purpose": "nope", "fields": ["email"]},
+        ]
+    )
     assert batch[0].allowed and isinstance(batch[1], GovsvcError) and batch[1].status == 422
 
 
@@ -82,9 +94,19 @@ class _Flaky(BaseHTTPRequestHandler):
         type(self).calls += 1
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         status = 503 if type(self).calls <= type(self).failures else 200
-        body = json.dumps({"title": "busy"} if status == 503 else {
-            "decision_id": "d" * 32, "decision": "allow", "reasons": [], "obligations": {"email": "show"},
-            "subject_id": "sub_x", "purpose": "p", "purpose_version": 1}).encode()  # fmt: skip
+        body = json.dumps(
+            {"title": "busy"}
+            if status == 503
+            else {
+                "decision_id": "d" * 32,
+                "decision": "allow",
+                "reasons": [],
+                "obligations": {"email": "show"},
+                "subject_id": "sub_x",
+                "purpose": "p",
+                "purpose_version": 1,
+            }
+        ).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -103,7 +125,8 @@ def test_retries_on_503_then_fails_closed() -> None:
     try:
         _Flaky.calls, _Flaky.failures = 0, 2
         decision = GovsvcClient(f"http://127.0.0.1:{port}", "k", retries=2, backoff=0.01).decide(
-            "sub_x", "read", "p", fields=["email"])  # fmt: skip
+            "sub_x", "read", "p", fields=["email"]
+        )
         assert decision.allowed and _Flaky.calls == 3
         _Flaky.calls, _Flaky.failures = 0, 10
         with pytest.raises(GovsvcUnavailable):
@@ -117,8 +140,13 @@ def test_retries_on_503_then_fails_closed() -> None:
 
 def test_apply_obligations() -> None:
     record = {"name": "Wang Fang", "email": "wang@example.cn", "mobile": "13812345678", "health": "x", "id": 7}
-    obligations = {"name": "show", "email": "mask:partial", "mobile": "mask:partial", "health": "withhold",
-                   "id": "tokenize"}  # fmt: skip
+    obligations = {
+        "name": "show",
+        "email": "mask:partial",
+        "mobile": "mask:partial",
+        "health": "withhold",
+        "id": "tokenize",
+    }
     shown = apply_obligations(record, obligations)
     assert shown["name"] == "Wang Fang" and shown["email"] == "w***@example.cn" and shown["mobile"] == "138****5678"
     assert "health" not in shown and shown["id"].startswith("tok_") and shown["id"] != "7"
@@ -129,15 +157,23 @@ def test_the_flask_decorator_guards_a_view_and_filters_its_result(server, client
     app = Flask("crm")
 
     @app.get("/customers/<email>")
-    @require_decision(client, purpose="essential.service.operations.support", fields=["name", "mobile"],
-                      subject=lambda: {"kind": "email", "value": request.view_args["email"]},
-                      acting_for=lambda: {"roles": ["support_agent"]})  # fmt: skip
+    @require_decision(
+        client,
+        purpose="essential.service.operations.support",
+        fields=["name", "mobile"],
+        subject=lambda: {"kind": "email", "value": request.view_args["email"]},
+        acting_for=lambda: {"roles": ["support_agent"]},
+    )
     def customer(email: str) -> dict:
         return {"name": "Ann Lee", "mobile": "+353861234567", "health_notes": "never leaves"}
 
     @app.get("/marketing/<email>")
-    @require_decision(client, purpose="marketing.communications.email", fields=["email"],
-                      subject=lambda: {"kind": "email", "value": request.view_args["email"]})  # fmt: skip
+    @require_decision(
+        client,
+        purpose="marketing.communications.email",
+        fields=["email"],
+        subject=lambda: {"kind": "email", "value": request.view_args["email"]},
+    )
     def marketing(email: str) -> dict:
         return {"email": email}
 

@@ -17,8 +17,12 @@ from govsvc.core.errors import ServiceError
 from govsvc.subjects.service import IdentifierInput, create_subject
 from tests.support.asserts import assert_problem
 
-NOTICE = {"id": "privacy-notice", "version": "2026-11", "sha256": hashlib.sha256(b"notice").hexdigest(),
-          "language": "zh-CN"}  # fmt: skip
+NOTICE = {
+    "id": "privacy-notice",
+    "version": "2026-11",
+    "sha256": hashlib.sha256(b"notice").hexdigest(),
+    "language": "zh-CN",
+}
 
 
 @pytest.fixture
@@ -271,9 +275,14 @@ def test_only_roles_with_consent_rights_write(client, auth_headers) -> None:
 # -- the projection always equals the fold of the events ---------------------------------------------------------
 
 PURPOSES = ["marketing.communications.email", "marketing.communications.sms", "personalize.profiling"]
-ACTS = st.lists(st.tuples(st.sampled_from(["given", "refused", "withdrawn", "expired", "renewed"]),
-                          st.lists(st.sampled_from(PURPOSES), min_size=1, max_size=3, unique=True)),
-                min_size=1, max_size=12)  # fmt: skip
+ACTS = st.lists(
+    st.tuples(
+        st.sampled_from(["given", "refused", "withdrawn", "expired", "renewed"]),
+        st.lists(st.sampled_from(PURPOSES), min_size=1, max_size=3, unique=True),
+    ),
+    min_size=1,
+    max_size=12,
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -291,9 +300,16 @@ def test_the_projection_always_equals_the_fold_of_the_events(app, acts) -> None:
             known_jurisdictions=["gdpr", "pipl", "ccpa"],
         )
     for event_type, purposes in acts:
-        act = ConsentAct(event_type=event_type, items=[ConsentItem(p) for p in purposes], channel="web",
-                         consent_type="express", notice_id="n", notice_version="1", notice_sha256="0" * 64,
-                         language="fr")  # fmt: skip
+        act = ConsentAct(
+            event_type=event_type,
+            items=[ConsentItem(p) for p in purposes],
+            channel="web",
+            consent_type="express",
+            notice_id="n",
+            notice_version="1",
+            notice_sha256="0" * 64,
+            language="fr",
+        )
         try:
             with database.transaction() as session:
                 record_act(session, keys, cache.current(session), session.merge(subject), act, recorded_by="test")

@@ -27,8 +27,13 @@ def _subject(client, headers, jurisdictions=("pipl",), birth_date=None, email="z
 
 
 def _consent(client, headers, subject, event, purpose, scope="", consent_type="express", actor="subject", extra=None):
-    body = {"subject": {"subject_id": subject}, "event": event, "channel": "app", "actor": actor,
-            "items": [{"purpose": purpose, "scope": scope}]}  # fmt: skip
+    body = {
+        "subject": {"subject_id": subject},
+        "event": event,
+        "channel": "app",
+        "actor": actor,
+        "items": [{"purpose": purpose, "scope": scope}],
+    }
     if event == "given":
         body |= {"consent_type": consent_type, "notice": NOTICE}
     response = client.post("/v1/consents", json=body, headers={**headers, **(extra or {})})
@@ -108,16 +113,21 @@ def test_pipl_separate_consent_per_sensitive_item_recipient_and_destination(clie
     share = {"action": "share", "fields": ["name", "health_notes"], "recipient": "insurer", "destination_country": "SG"}
     _consent(client, app_key, subject, "given", purpose, consent_type="separate")
     assert _codes(_decide(client, app_key, subject, purpose, **share)) == {
-        "separate_consent_missing", "xb_separate_consent_missing"}  # fmt: skip
+        "separate_consent_missing",
+        "xb_separate_consent_missing",
+    }
     for scope in ("category:user.health_and_medical", "recipient:insurer", "xb:SG"):
         _consent(client, app_key, subject, "given", purpose, scope=scope, consent_type="separate")
     decision = _decide(client, app_key, subject, purpose, **share)
     assert decision["decision"] == "allow", decision
     assert decision["obligations"]["health_notes"] == "withhold"  # the app role never sees health data in clear
     assert _codes(_decide(client, app_key, subject, purpose, **{**share, "recipient": "databroker"})) == {
-        "recipient_not_disclosed", "xb_mechanism_required"}  # fmt: skip
+        "recipient_not_disclosed",
+        "xb_mechanism_required",
+    }
     assert _codes(_decide(client, app_key, subject, purpose, **{**share, "destination_country": "US"})) == {
-        "xb_mechanism_required"}  # fmt: skip
+        "xb_mechanism_required"
+    }
 
 
 def test_gdpr_special_categories_need_explicit_consent(client, app_key) -> None:
@@ -178,7 +188,9 @@ def test_a_wider_purpose_version_requires_reconsent(client, app_key, auth_header
     officer = auth_headers("compliance_officer")
     current = client.get(f"/v1/taxonomy/purposes/{purpose}", headers=officer).get_json()["purpose"]
     wider = {k: v for k, v in current.items() if k != "key"} | {
-        "version": 2, "data_categories": [*current["data_categories"], "user.contact.email"]}  # fmt: skip
+        "version": 2,
+        "data_categories": [*current["data_categories"], "user.contact.email"],
+    }
     assert client.put(f"/v1/taxonomy/purposes/{purpose}", json={"purpose": wider}, headers=officer).status_code == 200
     assert _codes(_decide(client, app_key, subject, purpose, fields=["purchase_history"])) == {"reconsent_required"}
     old = _decide(client, app_key, subject, purpose, fields=["purchase_history"], purpose_version=1)
@@ -197,8 +209,9 @@ def test_legal_hold_and_restriction(client, app_key, database, auth_headers) -> 
         as_legal = {"acting_for": {"roles": ["legal"]}}
         assert _decide(client, app_key, subject, "essential.service", **as_legal)["decision"] == "allow"
         with engine.begin() as connection:
-            connection.execute(text("UPDATE subjects SET legal_hold = false, restricted = true WHERE subject_id = :s"),
-                               {"s": subject})  # fmt: skip
+            connection.execute(
+                text("UPDATE subjects SET legal_hold = false, restricted = true WHERE subject_id = :s"), {"s": subject}
+            )
         assert _codes(_decide(client, app_key, subject, "essential.service", action="use")) == {"restricted"}
     finally:
         engine.dispose()
@@ -249,9 +262,17 @@ def test_bad_decision_requests(client, app_key, body: dict, status: int, slug: s
 def test_only_apps_may_act_for_end_users(client, auth_headers) -> None:
     dpo = auth_headers("dpo")
     subject = _subject(client, auth_headers("app"))
-    response = client.post("/v1/decisions", json={"subject": {"subject_id": subject}, "action": "read",
-                           "purpose": "essential.service", "fields": ["email"],
-                           "acting_for": {"roles": ["admin"]}}, headers=dpo)  # fmt: skip
+    response = client.post(
+        "/v1/decisions",
+        json={
+            "subject": {"subject_id": subject},
+            "action": "read",
+            "purpose": "essential.service",
+            "fields": ["email"],
+            "acting_for": {"roles": ["admin"]},
+        },
+        headers=dpo,
+    )
     assert_problem(response, 403, "forbidden")
     assert_problem(client.post("/v1/decisions", json={}, headers=auth_headers("auditor")), 403, "forbidden")
 
@@ -261,14 +282,26 @@ def test_batch_decisions_with_per_check_errors(client, app_key) -> None:
     second = _subject(client, app_key, email="b@example.cn")
     _consent(client, app_key, second, "given", "marketing.communications.email")
     checks = [
-        {"subject": {"subject_id": first}, "action": "read", "purpose": "marketing.communications.email",
-         "fields": ["email"]},
-        {"subject": {"kind": "email", "value": "B@example.cn"}, "action": "read",
-         "purpose": "marketing.communications.email", "fields": ["email"]},
+        {
+            "subject": {"subject_id": first},
+            "action": "read",
+            "purpose": "marketing.communications.email",
+            "fields": ["email"],
+        },
+        {
+            "subject": {"kind": "email", "value": "B@example.cn"},
+            "action": "read",
+            "purpose": "marketing.communications.email",
+            "fields": ["email"],
+        },
         {"subject": {"subject_id": first}, "action": "read", "purpose": "nope", "fields": ["email"]},
-        {"subject": {"kind": "email", "value": "nobody@example.cn"}, "action": "read", "purpose": "essential.service",
-         "fields": ["email"]},
-    ]  # fmt: skip
+        {
+            "subject": {"kind": "email", "value": "nobody@example.cn"},
+            "action": "read",
+            "purpose": "essential.service",
+            "fields": ["email"],
+        },
+    ]
     response = client.post("/v1/decisions:batch", json={"checks": checks}, headers=app_key)
     assert response.status_code == 200, response.get_json()
     results = response.get_json()["results"]

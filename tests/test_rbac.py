@@ -31,8 +31,11 @@ def test_every_route_is_public_or_declares_a_permission_some_role_holds(app) -> 
         view = app.view_functions[rule.endpoint]
         if is_public(view):
             assert rule.rule in (
-                "/healthz", "/readyz", "/v1/audit/keys", "/.well-known/govsvc/consent-receipt-keys",
-            ), rule.rule  # fmt: skip
+                "/healthz",
+                "/readyz",
+                "/v1/audit/keys",
+                "/.well-known/govsvc/consent-receipt-keys",
+            ), rule.rule
             continue
         permission = route_permission(view)
         assert permission is not None, f"{rule.rule} declares no permission"

@@ -28,8 +28,12 @@ def test_gunicorn_serves_ready_and_guards_every_route(database, issue_key, tmp_p
         assert refused.json()["type"] == "urn:govsvc:problem:unauthenticated"
         me = http("GET", server.url + "/v1/me", headers={"Authorization": f"Bearer {key}"})
         assert me.status == 200 and me.json()["role"] == "app"
-        forbidden = http("POST", server.url + "/v1/clients", body={"name": "x", "role": "app"},
-                         headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        forbidden = http(
+            "POST",
+            server.url + "/v1/clients",
+            body={"name": "x", "role": "app"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
         assert forbidden.status == 403 and forbidden.json()["type"] == "urn:govsvc:problem:forbidden"
         spec = http("GET", server.url + "/v1/openapi.json")
         assert spec.status == 200 and spec.json()["openapi"] == "3.1.0"

@@ -19,10 +19,17 @@ DOCUMENT = load_files(POLICY_DIR)
 def test_the_shipped_taxonomy_is_valid_and_has_the_crm_categories() -> None:
     taxonomy = parse_document(DOCUMENT)
     for key in (
-        "user.name", "user.contact", "user.government_id.national_identification_number", "user.financial.bank_account",
-        "user.behavior.purchase_history", "user.privacy_preferences", "user.location.precise",
-        "user.health_and_medical", "user.biometric", "user.childrens",
-    ):  # fmt: skip
+        "user.name",
+        "user.contact",
+        "user.government_id.national_identification_number",
+        "user.financial.bank_account",
+        "user.behavior.purchase_history",
+        "user.privacy_preferences",
+        "user.location.precise",
+        "user.health_and_medical",
+        "user.biometric",
+        "user.childrens",
+    ):
         assert key in taxonomy.categories, key
     assert taxonomy.categories["user.health_and_medical"].level == "L3"
     assert {"pipl_sensitive", "gdpr_art9", "ccpa_spi"} <= taxonomy.categories["user.biometric"].flags
@@ -54,13 +61,16 @@ def _broken(mutate) -> list[dict]:
         (lambda d: d["purposes"][0]["lawful_basis"].update(pipl="vibes"), "purposes[0].lawful_basis.pipl", "one of"),
         (lambda d: d["purposes"][0].update(version=0), "purposes[0].version", "positive"),
         (lambda d: d["purposes"][3].update(optional=False), "purposes[3].optional", "must be optional"),
-        (lambda d: d["purposes"][8]["cross_border"][0].update(recipient="nobody"), "purposes[8].cross_border[0]",
-         "recipients"),
+        (
+            lambda d: d["purposes"][8]["cross_border"][0].update(recipient="nobody"),
+            "purposes[8].cross_border[0]",
+            "recipients",
+        ),
         (lambda d: d["purposes"][8]["cross_border"][0].update(country="sgp"), "purposes[8].cross_border[0]", "ISO"),
         (lambda d: d["purposes"][0].update(colour="blue"), "purposes[0]", "unknown fields"),
         (lambda d: d.pop("jurisdictions"), "jurisdictions", "required"),
     ],
-)  # fmt: skip
+)
 def test_invalid_taxonomies_are_refused_with_clear_errors(mutate, field: str, message: str) -> None:
     errors = _broken(mutate)
     assert any(error["field"].startswith(field) and message in error["message"] for error in errors), errors
@@ -99,16 +109,18 @@ def test_changing_a_purpose_is_validated_versioned_and_audited(app, client, offi
     assert now["version"] == 2 and now["purpose"]["version"] == 2
     bad = client.put("/v1/taxonomy/purposes/new.thing", json={"purpose": {"version": 1}}, headers=officer)
     assert_problem(bad, 422, "validation-error")
-    assert_problem(client.put("/v1/taxonomy/purposes/x", json={"purpose": []}, headers=officer), 422,
-                   "validation-error")  # fmt: skip
+    assert_problem(
+        client.put("/v1/taxonomy/purposes/x", json={"purpose": []}, headers=officer), 422, "validation-error"
+    )
     with app.extensions["govsvc.db"].transaction(write=False) as session:
         events = list(session.scalars(select(AuditEvent).where(AuditEvent.object_ref.like("taxonomy%"))))
     assert [event.object_ref for event in events] == ["taxonomy", "taxonomy:purpose:personalize.profiling"]
 
 
 def test_only_officers_change_the_taxonomy(client, auth_headers) -> None:
-    assert_problem(client.put("/v1/taxonomy", json={"document": DOCUMENT}, headers=auth_headers("app")), 403,
-                   "forbidden")  # fmt: skip
+    assert_problem(
+        client.put("/v1/taxonomy", json={"document": DOCUMENT}, headers=auth_headers("app")), 403, "forbidden"
+    )
     replaced = client.put("/v1/taxonomy", json={"document": DOCUMENT}, headers=auth_headers("dpo"))
     assert replaced.status_code == 200 and replaced.get_json()["version"] == 2
 

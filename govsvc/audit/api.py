@@ -329,8 +329,11 @@ def export_bundle(query: dict[str, Any]) -> Response:
 @bp.get("/verify")
 @bp.input(VerifyQuerySchema, location="query", arg_name="query")
 @bp.output(VerifyReportSchema)
-@bp.doc(summary="Verify the stored log (server-side, with the auditor's verifier code)", security=SECURITY,
-        responses=[200, *ERRORS])  # fmt: skip
+@bp.doc(
+    summary="Verify the stored log (server-side, with the auditor's verifier code)",
+    security=SECURITY,
+    responses=[200, *ERRORS],
+)
 @requires("audit", "verify")
 def verify(query: dict[str, Any]) -> dict[str, Any]:
     report = export.verify_stored_log(get_db(), query["seq_from"], query["seq_to"])
@@ -379,8 +382,11 @@ def principal_report(principal_id: str, query: dict[str, Any]) -> dict[str, Any]
 @bp.get("/reports/anomalies")
 @bp.input(AnomalyQuerySchema, location="query", arg_name="query")
 @bp.output(AnomalyReportSchema)
-@bp.doc(summary="Principals reading more distinct subjects per hour than the threshold", security=SECURITY,
-        responses=[200, *ERRORS])  # fmt: skip
+@bp.doc(
+    summary="Principals reading more distinct subjects per hour than the threshold",
+    security=SECURITY,
+    responses=[200, *ERRORS],
+)
 @requires("audit", "report")
 def anomaly_report(query: dict[str, Any]) -> dict[str, Any]:
     threshold = query["threshold"] or _settings().audit_anomaly_subjects_per_hour

@@ -30,10 +30,24 @@ from govsvc.core.db import Database, utcnow
 
 CHUNK = 2000
 CSV_COLUMNS = (
-    "seq", "event_id", "time", "actor_principal", "actor_role", "actor_client", "actor_ip_hash", "action",
-    "subject_ref", "object_ref", "purpose", "data_categories", "outcome", "reason_code", "request_id", "details",
+    "seq",
+    "event_id",
+    "time",
+    "actor_principal",
+    "actor_role",
+    "actor_client",
+    "actor_ip_hash",
+    "action",
+    "subject_ref",
+    "object_ref",
+    "purpose",
+    "data_categories",
+    "outcome",
+    "reason_code",
+    "request_id",
+    "details",
     "leaf_hash",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -145,14 +159,25 @@ def csv_lines(session: Session, plan: ExportPlan) -> Iterator[str]:
             actor = event.get("actor") or {}
             out.writerow(
                 [
-                    event.get("seq"), event.get("event_id"), event.get("time"), actor.get("principal"),
-                    actor.get("role"), actor.get("client"), actor.get("ip_hash"), event.get("action"),
-                    event.get("subject_ref"), event.get("object_ref"), event.get("purpose"),
-                    " ".join(event.get("data_categories") or []), event.get("outcome"), event.get("reason_code"),
-                    event.get("request_id"), json.dumps(event.get("details") or {}, sort_keys=True),
+                    event.get("seq"),
+                    event.get("event_id"),
+                    event.get("time"),
+                    actor.get("principal"),
+                    actor.get("role"),
+                    actor.get("client"),
+                    actor.get("ip_hash"),
+                    event.get("action"),
+                    event.get("subject_ref"),
+                    event.get("object_ref"),
+                    event.get("purpose"),
+                    " ".join(event.get("data_categories") or []),
+                    event.get("outcome"),
+                    event.get("reason_code"),
+                    event.get("request_id"),
+                    json.dumps(event.get("details") or {}, sort_keys=True),
                     bytes(leaf.leaf_hash).hex(),
                 ]
-            )  # fmt: skip
+            )
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

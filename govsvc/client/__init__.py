@@ -177,8 +177,17 @@ class GovsvcClient:
         acting_for: Mapping[str, Any] | None = None,
     ) -> Decision:
         """Ask whether an action on a person's data is allowed, and with which obligations."""
-        body = _check(subject, action, purpose, fields, data_categories, purpose_version, recipient,
-                      destination_country, acting_for)  # fmt: skip
+        body = _check(
+            subject,
+            action,
+            purpose,
+            fields,
+            data_categories,
+            purpose_version,
+            recipient,
+            destination_country,
+            acting_for,
+        )
         return Decision.from_json(self.request("POST", "/v1/decisions", body))
 
     def decide_batch(self, checks: Iterable[Mapping[str, Any]]) -> list[Decision | GovsvcError]:
@@ -186,12 +195,19 @@ class GovsvcClient:
         body = {
             "checks": [
                 _check(
-                    c["subject"], c["action"], c["purpose"], c.get("fields", ()), c.get("data_categories", ()),
-                    c.get("purpose_version"), c.get("recipient"), c.get("destination_country"), c.get("acting_for"),
+                    c["subject"],
+                    c["action"],
+                    c["purpose"],
+                    c.get("fields", ()),
+                    c.get("data_categories", ()),
+                    c.get("purpose_version"),
+                    c.get("recipient"),
+                    c.get("destination_country"),
+                    c.get("acting_for"),
                 )
                 for c in checks
             ]
-        }  # fmt: skip
+        }
         results = self.request("POST", "/v1/decisions:batch", body)["results"]
         return [
             Decision.from_json(r["decision"]) if r["decision"] else GovsvcError(r["error"]["status"], r["error"])
@@ -215,8 +231,13 @@ class GovsvcClient:
     ) -> dict[str, Any]:
         """Give, refuse, withdraw or renew consent in one act (safe to retry)."""
         items = [{"purpose": p} if isinstance(p, str) else dict(p) for p in purposes]
-        body: dict[str, Any] = {"subject": _subject(subject), "event": event, "items": items, "channel": channel,
-                                "actor": actor}  # fmt: skip
+        body: dict[str, Any] = {
+            "subject": _subject(subject),
+            "event": event,
+            "items": items,
+            "channel": channel,
+            "actor": actor,
+        }
         if consent_type:
             body["consent_type"] = consent_type
         if notice:
@@ -255,10 +276,19 @@ def _check(
     destination_country: str | None,
     acting_for: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"subject": _subject(subject), "action": action, "purpose": purpose,
-                            "fields": list(fields), "data_categories": list(data_categories)}  # fmt: skip
-    for name, value in (("purpose_version", purpose_version), ("recipient", recipient),
-                        ("destination_country", destination_country), ("acting_for", acting_for)):  # fmt: skip
+    body: dict[str, Any] = {
+        "subject": _subject(subject),
+        "action": action,
+        "purpose": purpose,
+        "fields": list(fields),
+        "data_categories": list(data_categories),
+    }
+    for name, value in (
+        ("purpose_version", purpose_version),
+        ("recipient", recipient),
+        ("destination_country", destination_country),
+        ("acting_for", acting_for),
+    ):
         if value is not None:
             body[name] = dict(value) if isinstance(value, Mapping) else value
     return body

@@ -46,15 +46,21 @@ def require_decision(
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
-                decision = client.decide(subject(), action, purpose, fields=fields,
-                                         acting_for=acting_for() if acting_for else None)  # fmt: skip
+                decision = client.decide(
+                    subject(), action, purpose, fields=fields, acting_for=acting_for() if acting_for else None
+                )
             except GovsvcUnavailable:
                 return _problem(503, "Service Unavailable", "The privacy decision service cannot be reached.")
             except GovsvcError as error:
                 return _problem(error.status if error.status < 500 else 502, "Decision failed", str(error))
             if not decision.allowed:
-                return _problem(403, "Forbidden", "The privacy policy does not allow this.",
-                                reasons=decision.reason_codes, decision_id=decision.decision_id)  # fmt: skip
+                return _problem(
+                    403,
+                    "Forbidden",
+                    "The privacy policy does not allow this.",
+                    reasons=decision.reason_codes,
+                    decision_id=decision.decision_id,
+                )
             g.govsvc_decision = decision
             result = view(*args, **kwargs)
             if isinstance(result, Mapping):

@@ -100,8 +100,9 @@ def list_categories() -> dict[str, Any]:
 @bp.put("")
 @bp.input(DocumentInSchema, arg_name="body")
 @bp.output(ChangeSchema)
-@bp.doc(summary="Replace the taxonomy (validated; stored as a new version)", security=SECURITY,
-        responses=[200, *ERRORS])  # fmt: skip
+@bp.doc(
+    summary="Replace the taxonomy (validated; stored as a new version)", security=SECURITY, responses=[200, *ERRORS]
+)
 @requires("taxonomy", "write")
 def replace_taxonomy(body: dict[str, Any]) -> dict[str, int]:
     return _store(body["document"], "taxonomy", body["comment"])

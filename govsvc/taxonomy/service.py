@@ -33,15 +33,26 @@ FLAGS = frozenset({"pipl_sensitive", "gdpr_art9", "ccpa_spi", "minor_derived"})
 REGIMES = ("gdpr", "pipl", "ccpa")
 LAWFUL_BASES = {
     "gdpr": {
-        "consent", "explicit_consent", "contract", "legal_obligation", "vital_interests", "public_task",
+        "consent",
+        "explicit_consent",
+        "contract",
+        "legal_obligation",
+        "vital_interests",
+        "public_task",
         "legitimate_interests",
     },
     "pipl": {
-        "consent", "separate_consent", "contract", "hr_management", "legal_obligation", "public_health", "news",
+        "consent",
+        "separate_consent",
+        "contract",
+        "hr_management",
+        "legal_obligation",
+        "public_health",
+        "news",
         "public_info",
     },
     "ccpa": {"notice", "opt_out", "opt_in"},
-}  # fmt: skip
+}
 CONSENT_BASES = frozenset({"consent", "explicit_consent", "separate_consent", "opt_in"})
 XB_MECHANISMS = frozenset(
     {"security_assessment", "certification", "standard_contract", "exempt", "adequacy", "scc", "bcr"}
@@ -266,11 +277,20 @@ def _parse_purpose(
         return None
     _check_keys(
         raw,
-        {"key", "version", "name", "optional", "lawful_basis", "data_categories", "recipients", "cross_border",
-         "description"},
+        {
+            "key",
+            "version",
+            "name",
+            "optional",
+            "lawful_basis",
+            "data_categories",
+            "recipients",
+            "cross_border",
+            "description",
+        },
         where,
         errors,
-    )  # fmt: skip
+    )
     key = raw.get("key")
     if not isinstance(key, str) or not _KEY_RE.match(key):
         _errors_for(errors, f"{where}.key", "a dotted lower-case key is required")
@@ -313,8 +333,9 @@ def _parse_purpose(
         if not isinstance(item.get("contact"), str) or not isinstance(item.get("method"), str):
             _errors_for(errors, r_where, "contact and method are required (PIPL Art 23)")
             continue
-        recipients.append(Recipient(item["key"], _names(item.get("name"), f"{r_where}.name", errors),
-                                    item["contact"], item["method"]))  # fmt: skip
+        recipients.append(
+            Recipient(item["key"], _names(item.get("name"), f"{r_where}.name", errors), item["contact"], item["method"])
+        )
     recipient_keys = {r.key for r in recipients}
     transfers = []
     for x_index, item in enumerate(raw.get("cross_border") or []):

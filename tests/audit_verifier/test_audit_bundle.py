@@ -42,10 +42,16 @@ def test_iter_bundle_lines_matches_write_bundle(make_bundle, signer):
     events = [{"seq": i, "time": "2025-01-01T00:00:00Z", "actor": f"psn_{i}"} for i in range(9)]
     tree = merkle.MemoryTree(merkle.event_leaf_hash(e) for e in events)
     fields = dict(
-        origin="o.example/log", tree_size=9, from_seq=2, to_seq=7, vkeys=[vkey],
+        origin="o.example/log",
+        tree_size=9,
+        from_seq=2,
+        to_seq=7,
+        vkeys=[vkey],
         checkpoint=note.sign_checkpoint("o.example/log", 9, tree.root(), skey),
-        proofs="range", range_proof=tree.range_proof(2, 7), exported_at="2025-01-01T00:00:00Z",
-    )  # fmt: skip
+        proofs="range",
+        range_proof=tree.range_proof(2, 7),
+        exported_at="2025-01-01T00:00:00Z",
+    )
     out = io.StringIO()
     assert bundle.write_bundle(out, events=events[2:7], **fields) == 5
     lines = list(bundle.iter_bundle_lines(events=iter(events[2:7]), **fields))

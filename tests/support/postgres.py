@@ -43,15 +43,31 @@ class PostgresCluster:
 
     def start(self) -> PostgresCluster:
         self._run(
-            str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-            "--encoding=UTF8", "--no-locale", "--no-sync",
-        )  # fmt: skip
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+        )
         options = (
             f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-o", options, "-l", str(self.log_file),
-                  "-w", "start")  # fmt: skip
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-o",
+            options,
+            "-l",
+            str(self.log_file),
+            "-w",
+            "start",
+        )
         return self
 
     def stop(self) -> None:
