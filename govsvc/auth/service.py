@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from govsvc.auth.models import AdminUser, ApiClient
 from govsvc.core.db import utcnow
 from govsvc.core.errors import AuthenticationFailed, ConflictError, NotFoundError, ValidationFailed
+from govsvc.policy.models import PolicyState
 
 KEY_PREFIX_TAG = "gsk"
 KEY_SECRET_LENGTH = 43  # 62**43 > 2**256
@@ -45,6 +46,7 @@ class Principal:
     role: str
     name: str
     client_id: str | None = None
+    policy_version: int | None = None  # the RBAC policy version read with the credential
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,17 @@ def create_client(
 
 _clients = ApiClient.__table__.c
 # Built once: authentication runs on every request, so it skips the ORM and reuses the compiled statement.
+# The RBAC policy version rides along, so a request needs one round trip to authenticate and to know whether its
+# policy cache is current.
+_POLICY_VERSION = select(PolicyState.__table__.c.version).where(PolicyState.__table__.c.id == 1).scalar_subquery()
 _CLIENT_BY_PREFIX = select(
-    _clients.client_id, _clients.name, _clients.role, _clients.key_hash, _clients.expires_at, _clients.revoked_at
+    _clients.client_id,
+    _clients.name,
+    _clients.role,
+    _clients.key_hash,
+    _clients.expires_at,
+    _clients.revoked_at,
+    _POLICY_VERSION.label("policy_version"),
 ).where(_clients.key_prefix == bindparam("prefix"))
 
 
@@ -134,6 +145,7 @@ def authenticate_api_key(session: Session, api_key: str, *, now: datetime | None
         role=client.role,
         name=client.name,
         client_id=client.client_id,
+        policy_version=client.policy_version,
     )
 
 

@@ -147,7 +147,8 @@ def init_access_control(app: Flask) -> None:
             _record_refusal("access.denied", "denied", "no_route_policy", object_ref=f"route:{request.endpoint}")
             return problem_response("forbidden", "This route has no access policy; it is denied to everyone.")
         engine = get_policy_engine()
-        engine.ensure_current(session)
+        if principal.policy_version is None or principal.policy_version != engine.version:
+            engine.ensure_current(session)
         if not engine.is_allowed(principal.role, *permission):
             resource, action = permission
             _record_refusal("access.denied", "denied", "no_role", object_ref=f"{resource}:{action}")
