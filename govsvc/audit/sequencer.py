@@ -14,8 +14,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import exists, func, insert, select, tuple_
+from sqlalchemy import Row, Select, Table, and_, bindparam, exists, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from audit.canonical import canonical_json
@@ -68,18 +70,39 @@ def fetch_nodes(session: Session, wanted: list[tuple[int, int]]) -> dict[tuple[i
         ).all():
             found[(0, seq)] = bytes(digest)
     for offset in range(0, len(inner), 500):
-        chunk = inner[offset : offset + 500]
-        rows = session.execute(
-            select(AuditTreeNode.level, AuditTreeNode.node_index, AuditTreeNode.hash).where(
-                tuple_(AuditTreeNode.level, AuditTreeNode.node_index).in_(chunk)
-            )
-        ).all()
+        by_level: dict[int, list[int]] = {}
+        for level, index in inner[offset : offset + 500]:
+            by_level.setdefault(level, []).append(index)
+        params: dict[str, object] = {}
+        for number, (level, indexes) in enumerate(by_level.items()):
+            params[f"level{number}"], params[f"indexes{number}"] = level, indexes
+        rows = session.execute(_nodes_query(len(by_level)), params).all()
         for level, index, digest in rows:
             found[(level, index)] = bytes(digest)
     missing = [node for node in wanted if node not in found]
     if missing:
         raise RuntimeError(f"audit tree nodes missing from storage: {missing[:5]}")
     return found
+
+
+@lru_cache(maxsize=128)
+def _nodes_query(levels: int) -> Select[tuple[int, int, bytes]]:
+    """Nodes of ``levels`` levels: one "level = ? AND node_index IN (...)" per level, OR-ed.
+
+    Both databases answer it from the primary key (SQLite scans the whole table for a row-value
+    ``(level, node_index) IN (VALUES ...)``), and the statement is built once per number of levels.
+    """
+    return select(AuditTreeNode.level, AuditTreeNode.node_index, AuditTreeNode.hash).where(
+        or_(
+            *(
+                and_(
+                    AuditTreeNode.level == bindparam(f"level{number}"),
+                    AuditTreeNode.node_index.in_(bindparam(f"indexes{number}", expanding=True)),
+                )
+                for number in range(levels)
+            )
+        )
+    )
 
 
 def tree_size(session: Session) -> int:
@@ -144,20 +167,24 @@ class Sequencer:
         self._size = size
         self._highest_pk = int(session.scalar(select(func.max(AuditLeaf.event_pk))) or 0)
 
-    def _pending(self, session: Session, *, sweep: bool) -> list[AuditEvent]:
-        placed = exists().where(AuditLeaf.event_pk == AuditEvent.id)
-        events: list[AuditEvent] = []
+    def _pending(self, session: Session, *, sweep: bool) -> list[Row[Any]]:
+        """Pending events as plain rows (the columns ``canonical_event`` reads; no ORM instances to build)."""
+        events_table = AuditEvent.__table__
+        placed = exists().where(AuditLeaf.event_pk == events_table.c.id)
+        events: list[Row[Any]] = []
         now = time.monotonic()
         if sweep or now - self._last_sweep >= SWEEP_EVERY_SECONDS:
             self._last_sweep = now
-            stragglers = select(AuditEvent).where(
-                AuditEvent.id > self._floor, AuditEvent.id <= self._highest_pk, ~placed
+            stragglers = select(events_table).where(
+                events_table.c.id > self._floor, events_table.c.id <= self._highest_pk, ~placed
             )
-            events = list(session.scalars(stragglers.order_by(AuditEvent.id).limit(self.batch_size)))
+            events = list(session.execute(stragglers.order_by(events_table.c.id).limit(self.batch_size)))
         room = self.batch_size - len(events)
         if room > 0:
-            fresh = select(AuditEvent).where(AuditEvent.id > self._highest_pk, ~placed).order_by(AuditEvent.id)
-            events += session.scalars(fresh.limit(room))
+            fresh = (
+                select(events_table).where(events_table.c.id > self._highest_pk, ~placed).order_by(events_table.c.id)
+            )
+            events += session.execute(fresh.limit(room))
         return events
 
     def _advance_floor(self) -> None:
@@ -191,16 +218,27 @@ class Sequencer:
                     nodes.append({"level": merged.level, "node_index": merged.index, "hash": merged.hash})
                     frontier.append(merged)
                 self._highest_pk = max(self._highest_pk, event.id)
-            if leaves:
-                session.execute(insert(AuditLeaf), leaves)
-            if nodes:
-                session.execute(insert(AuditTreeNode), nodes)
+            self._insert(session, AuditLeaf.__table__, leaves)
+            self._insert(session, AuditTreeNode.__table__, nodes)
             new_size = size + len(leaves)
             self._maybe_checkpoint(session, new_size, frontier, force=force_checkpoint)
         # committed: adopt the new state
         self._frontier, self._size = frontier, new_size
         self._advance_floor()
         return len(leaves)
+
+    def _insert(self, session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+        """INSERT the rows; on PostgreSQL with one COPY (an executemany there sends and processes a statement a row)."""
+        if not rows:
+            return
+        if self.database.engine.dialect.name != "postgresql":
+            session.execute(insert(table), rows)
+            return
+        names = list(rows[0])
+        cursor = session.connection().connection.driver_connection.cursor()
+        with cursor, cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in names])
 
     def _maybe_checkpoint(self, session: Session, size: int, frontier: list[Node], *, force: bool) -> None:
         if size == 0:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Select, and_, event, func, insert, inspect, select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.models import AuditEvent, AuditLeaf
@@ -150,26 +150,58 @@ def record(
     if details:
         _check_details(details, "details")
     event_id = uuid.uuid4().hex
-    session.add(
-        AuditEvent(
-            event_id=event_id,
-            time=time or utcnow(),
-            actor_principal=context.principal_id,
-            actor_role=context.role,
-            actor_client=context.client_id,
-            actor_ip_hash=context.ip_hash,
-            action=action,
-            subject_ref=subject_ref,
-            object_ref=object_ref,
-            purpose=purpose,
-            data_categories=json.dumps(categories) if categories else None,
-            outcome=outcome,
-            reason_code=reason_code,
-            request_id=context.request_id,
-            details=json.dumps(details, sort_keys=True, separators=(",", ":")) if details else None,
-        )
-    )
+    row = {
+        "event_id": event_id,
+        "time": time or utcnow(),
+        "actor_principal": context.principal_id,
+        "actor_role": context.role,
+        "actor_client": context.client_id,
+        "actor_ip_hash": context.ip_hash,
+        "action": action,
+        "subject_ref": subject_ref,
+        "object_ref": object_ref,
+        "purpose": purpose,
+        "data_categories": json.dumps(categories) if categories else None,
+        "outcome": outcome,
+        "reason_code": reason_code,
+        "request_id": context.request_id,
+        "details": json.dumps(details, sort_keys=True, separators=(",", ":")) if details else None,
+    }
+    _pending_rows(session).append(row)
     return event_id
+
+
+# Events are written at the session's next flush (autoflush before a query, an explicit flush, the commit), as
+# they would be with session.add(AuditEvent(...)), but as one executemany INSERT without RETURNING: nothing needs
+# their primary keys, and the ORM's per-object work and batched INSERT ... RETURNING cost several times more.
+# One pending AuditEvent without attributes marks the session dirty (so that flushes happen) and ties the rows
+# to the transaction or savepoint they were recorded in: when that is rolled back, the ORM expunges the marker,
+# and its rows are dropped with it. The marker itself is never inserted.
+_PENDING_EVENTS = "govsvc.audit.pending_events"
+
+
+def _pending_rows(session: Session) -> list[dict[str, Any]]:
+    pending = session.info.get(_PENDING_EVENTS)
+    if pending is None or not inspect(pending[0]).pending:  # none yet, or rolled back with their transaction
+        marker = AuditEvent()
+        session.add(marker)
+        pending = session.info[_PENDING_EVENTS] = (marker, [])
+    return pending[1]
+
+
+@event.listens_for(Session, "before_flush")
+def _insert_pending_events(session: Session, _flush_context: Any, objects: Sequence[Any] | None) -> None:
+    pending = session.info.get(_PENDING_EVENTS)
+    if pending is None:
+        return
+    marker, rows = pending
+    if objects is not None and not any(obj is marker for obj in objects):
+        return  # a flush of other objects only
+    del session.info[_PENDING_EVENTS]
+    if not inspect(marker).pending:
+        return  # rolled back (with its transaction or savepoint) or expunged before any flush
+    session.expunge(marker)
+    session.connection().execute(insert(AuditEvent.__table__), rows)
 
 
 def format_time(value: datetime) -> str:
