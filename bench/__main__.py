@@ -1,6 +1,7 @@
-"""Run every benchmark: ``python -m bench``."""
+"""Run every benchmark: ``python -m bench`` (``python -m bench.audit --help`` for the audit log's options)."""
 
-from bench import rbac
+from bench import audit, rbac
 
 if __name__ == "__main__":
     rbac.main()
+    audit.main([])
