@@ -30,7 +30,8 @@ class SubjectIdentifier(Base):
     """One identifier of a subject in one system (CRM id, e-mail, phone, WeChat open id...)."""
 
     __tablename__ = "subject_identifiers"
-    __table_args__ = (UniqueConstraint("kind", "system", "blind_index", name="uq_subject_identifiers_lookup"),)
+    # blind_index leads: lookups (one or a batch) search by it; kind and system complete the identity.
+    __table_args__ = (UniqueConstraint("blind_index", "kind", "system", name="uq_subject_identifiers_lookup"),)
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     subject_pk: Mapped[int] = mapped_column(ForeignKey("subjects.pk"), index=True)

@@ -108,7 +108,7 @@ def upgrade() -> None:
             ["subject_pk"], ["subjects.pk"], name=op.f("fk_subject_identifiers_subject_pk_subjects")
         ),
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_subject_identifiers")),
-        sa.UniqueConstraint("kind", "system", "blind_index", name="uq_subject_identifiers_lookup"),
+        sa.UniqueConstraint("blind_index", "kind", "system", name="uq_subject_identifiers_lookup"),
     )
     with op.batch_alter_table("subject_identifiers", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_subject_identifiers_subject_pk"), ["subject_pk"], unique=False)

@@ -1,0 +1,337 @@
+"""The decision API under a realistic load: 100,000 subjects, 1,000,000 consent events, 10,000 casbin lines.
+
+Prints, in one run, on PostgreSQL (throwaway cluster, as the tests start it):
+1. in-process decisions (``DecisionEngine.decide`` in a transaction, audit events included): median and p99;
+2. over HTTP under gunicorn (2 workers x 4 threads): single decisions against a bare JSON endpoint of the same
+   app and server (``/healthz``), requests/s and the ratio, p50/p99 at 32 connections;
+3. the batch endpoint: decisions/s with 1,000 checks per call.
+
+The data set is bulk-loaded with executemany (events and their projection written directly, as the ledger
+would have written them) so that building it takes a minute, not an hour; decisions then read it normally.
+Run: ``.venv/bin/python -m bench.decisions [--subjects N] [--events-per-subject K] [--policy-lines L]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import insert, text
+
+from govsvc import create_app
+from govsvc.auth.service import create_client
+from govsvc.bootstrap import seed_all
+from govsvc.config import PROJECT_ROOT, Settings
+from govsvc.consent.models import ConsentEvent, ConsentState
+from govsvc.core import migrate
+from govsvc.core.db import Database, utcnow
+from govsvc.crypto.service import FieldKeys
+from govsvc.decisions.service import DecisionRequest
+from govsvc.policy.service import bump_version
+from govsvc.subjects.models import Subject, SubjectIdentifier
+from tests.support.postgres import PostgresCluster
+from tests.support.server import GunicornServer
+
+SECRET = "bench-secret-key-0123456789abcdef0123456789"  # noqa: S105 - a throwaway bench database
+PURPOSES = ["marketing.communications.email", "marketing.communications.sms", "personalize.profiling"]
+FIELDS = {PURPOSES[0]: ["email"], PURPOSES[1]: ["mobile"], PURPOSES[2]: ["purchase_history"]}
+CHUNK = 5000
+
+
+def build(database: Database, settings: Settings, subjects: int, events_per_subject: int, policy_lines: int) -> None:
+    """Subjects with an e-mail identifier each, consent events alternating given/withdrawn, extra policy lines."""
+    keys = FieldKeys(SECRET)
+    now = utcnow()
+    started = time.perf_counter()
+    with database.engine.begin() as connection:
+        for offset in range(0, subjects, CHUNK):
+            rows, identifiers = [], []
+            for number in range(offset, min(offset + CHUNK, subjects)):
+                subject_id = f"sub_bench{number:011d}"[:20]
+                rows.append(
+                    {
+                        "pk": number + 1,
+                        "subject_id": subject_id,
+                        "jurisdictions": '["pipl"]',
+                        "restricted": False,
+                        "legal_hold": False,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                email = f"user{number}@example.cn"
+                identifiers.append(
+                    {
+                        "subject_pk": number + 1,
+                        "kind": "email",
+                        "system": "",
+                        "blind_index": keys.blind_index("email", "", email),
+                        "value_enc": keys.encrypt(email, f"{subject_id}|email|"),
+                        "created_at": now,
+                    }
+                )
+            connection.execute(insert(Subject), rows)
+            connection.execute(insert(SubjectIdentifier), identifiers)
+        event_pk = 0
+        for offset in range(0, subjects, CHUNK // events_per_subject or 1):
+            events, states = [], []
+            for number in range(offset, min(offset + (CHUNK // events_per_subject or 1), subjects)):
+                last = {}
+                for index in range(events_per_subject):
+                    event_pk += 1
+                    purpose = PURPOSES[index % len(PURPOSES)]
+                    # the last event of each purpose: given for 3 subjects in 4, withdrawn for the fourth
+                    kind = "withdrawn" if number % 4 == 0 and index >= events_per_subject - len(PURPOSES) else "given"
+                    events.append(
+                        {
+                            "pk": event_pk,
+                            "event_id": uuid.uuid4().hex,
+                            "subject_pk": number + 1,
+                            "purpose_key": purpose,
+                            "purpose_version": 1,
+                            "scope": "",
+                            "event_type": kind,
+                            "consent_type": "express",
+                            "lawful_basis": "gdpr:consent,pipl:consent,ccpa:notice",
+                            "notice_id": "pn",
+                            "notice_version": "1",
+                            "notice_sha256": "0" * 64,
+                            "language": "zh-CN",
+                            "channel": "app",
+                            "actor": "subject",
+                            "source": "api",
+                            "recorded_at": now - timedelta(seconds=events_per_subject - index),
+                            "recorded_by": "bench",
+                        }
+                    )
+                    last[purpose] = (kind, event_pk)
+                for purpose, (kind, pk) in last.items():
+                    states.append(
+                        {
+                            "subject_pk": number + 1,
+                            "purpose_key": purpose,
+                            "scope": "",
+                            "status": kind,
+                            "purpose_version": 1,
+                            "consent_type": "express",
+                            "actor": "subject",
+                            "source": "api",
+                            "last_event_pk": pk,
+                            "updated_at": now,
+                        }
+                    )
+            connection.execute(insert(ConsentEvent), events)
+            connection.execute(insert(ConsentState), states)
+        if database.engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT setval('subjects_pk_seq', (SELECT max(pk) FROM subjects))"))
+            connection.execute(text("SELECT setval('consent_events_pk_seq', (SELECT max(pk) FROM consent_events))"))
+        extra = [
+            {"ptype": "p", "v0": f"bench_role_{i % 50}", "v1": f"data:user.bench.c{i}", "v2": "read"}
+            for i in range(policy_lines)
+        ]
+        connection.execute(text("INSERT INTO casbin_rule (ptype, v0, v1, v2) VALUES (:ptype, :v0, :v1, :v2)"), extra)
+    with database.transaction() as session:
+        bump_version(session, actor="bench")
+    if database.engine.dialect.name == "postgresql":
+        with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE"))
+    print(
+        f"built {subjects:,} subjects, {subjects * events_per_subject:,} consent events, "
+        f"{policy_lines:,} extra policy lines in {time.perf_counter() - started:.0f} s"
+    )
+
+
+def _request(number: int, *, by_email: bool = True) -> DecisionRequest:
+    subject = (
+        {"kind": "email", "value": f"user{number}@example.cn"}
+        if by_email
+        else {"subject_id": f"sub_bench{number:011d}"[:20]}
+    )
+    purpose = PURPOSES[number % 3]
+    return DecisionRequest(
+        subject=subject,
+        action="read",
+        purpose=purpose,
+        roles=("app",),
+        principal_id="client:bench",
+        fields=tuple(FIELDS[purpose]),
+    )
+
+
+def _timed(engine, database, subjects: int, seconds: float, *, per_transaction: int) -> tuple[list[float], int]:
+    rng = random.Random(7)
+    samples, allowed = [], 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        session = database.new_session(write=True)
+        try:
+            for _ in range(per_transaction):
+                number = rng.randrange(subjects)
+                start = time.perf_counter()
+                decision = engine.decide(session, _request(number))
+                samples.append((time.perf_counter() - start) * 1e6)
+                allowed += decision.allowed
+            session.commit()  # writes the audit events of the denies, as a request's commit does
+        finally:
+            session.close()
+    samples.sort()
+    return samples, allowed
+
+
+def bench_in_process(settings: Settings, subjects: int, seconds: float) -> None:
+    app = create_app(settings)
+    engine = app.extensions["govsvc.decisions"]
+    database = app.extensions["govsvc.db"]
+    with database.transaction() as session:  # warm: policy, taxonomy, compiled statements
+        for number in range(200):
+            engine.decide(session, _request(number))
+    print("\n== in-process decision: DecisionEngine.decide, subject by e-mail blind index, audit events of denies ==")
+    print(f"{'transaction':<34} {'decisions':>10} {'allowed':>8} {'median µs':>10} {'p99 µs':>8} {'commit incl.':>12}")
+    for per_transaction, label in ((100, "100 decisions per commit"), (1, "one decision per commit")):
+        samples, allowed = _timed(engine, database, subjects, seconds / 2, per_transaction=per_transaction)
+        median, p99 = statistics.median(samples), samples[int(len(samples) * 0.99)]
+        print(f"{label:<34} {len(samples):>10,} {allowed / len(samples):>8.0%} {median:>10.0f} {p99:>8.0f} {'no':>12}")
+    database.dispose()
+
+
+def _load(port: int, make_request, *, connections: int, seconds: float) -> tuple[float, float, float, int]:
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def worker(seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine, failed = [], 0
+        while time.perf_counter() < deadline:
+            method, path, body, headers = make_request(rng)
+            start = time.perf_counter()
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            mine.append((time.perf_counter() - start) * 1000)
+            failed += response.status != 200
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+            errors += failed
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies.sort()
+    return len(latencies) / seconds, statistics.median(latencies), latencies[int(len(latencies) * 0.99)], errors
+
+
+def bench_http(settings: Settings, key: str, subjects: int, seconds: float, instance: Path) -> None:
+    env = {
+        "GOVSVC_DATABASE_URL": settings.resolved_database_url,
+        "GOVSVC_SECRET_KEY": SECRET,
+        "GOVSVC_INSTANCE_DIR": str(instance),
+        "GOVSVC_LOG_LEVEL": "WARNING",
+        "GOVSVC_AUDIT_SEQUENCER": "thread",
+    }
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def bare(_rng):
+        return "GET", "/healthz", None, {}
+
+    def single(rng):
+        number = rng.randrange(subjects)
+        purpose = PURPOSES[number % 3]
+        body = {
+            "subject": {"kind": "email", "value": f"user{number}@example.cn"},
+            "action": "read",
+            "purpose": purpose,
+            "fields": FIELDS[purpose],
+        }
+        return "POST", "/v1/decisions", json.dumps(body), auth
+
+    def batch(rng):
+        checks = []
+        for _ in range(1000):
+            number = rng.randrange(subjects)
+            purpose = PURPOSES[number % 3]
+            checks.append(
+                {
+                    "subject": {"kind": "email", "value": f"user{number}@example.cn"},
+                    "action": "read",
+                    "purpose": purpose,
+                    "fields": FIELDS[purpose],
+                }
+            )
+        return "POST", "/v1/decisions:batch", json.dumps({"checks": checks}), auth
+
+    with GunicornServer(env, workers=2) as server:
+        _load(server.port, single, connections=8, seconds=2)  # warm every worker thread
+        results = {
+            "bare": _load(server.port, bare, connections=32, seconds=seconds),
+            "single": _load(server.port, single, connections=32, seconds=seconds),
+        }
+        batch_rate, batch_p50, batch_p99, batch_errors = _load(server.port, batch, connections=2, seconds=seconds)
+    print(
+        "\n== over HTTP: gunicorn 2 workers x 4 threads, PostgreSQL, 32 keep-alive connections "
+        "(the load client shares the 2 cores) =="
+    )
+    print(f"{'endpoint':<40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7}")
+    for name, label in (("bare", "GET /healthz (bare JSON, baseline)"), ("single", "POST /v1/decisions")):
+        rate, p50, p99, errors = results[name]
+        print(f"{label:<40} {rate:>8,.0f} {p50:>7.1f} {p99:>7.1f} {errors:>7}")
+    print(f"ratio decisions/bare: {results['single'][0] / results['bare'][0]:.2f}")
+    print(
+        f"POST /v1/decisions:batch (1,000 checks, 2 connections): {batch_rate * 1000:,.0f} decisions/s "
+        f"(p50 {batch_p50:.0f} ms per batch, p99 {batch_p99:.0f} ms, errors {batch_errors})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=100_000)
+    parser.add_argument("--events-per-subject", type=int, default=10)
+    parser.add_argument("--policy-lines", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores")
+    cluster = PostgresCluster().start()
+    try:
+        cluster.admin_execute("CREATE DATABASE bench")
+        with tempfile.TemporaryDirectory(prefix="govsvc-bench-") as directory:
+            instance = Path(directory)
+            settings = Settings(
+                environment="testing",
+                database_url=cluster.url("bench"),
+                secret_key=SECRET,
+                instance_dir=str(instance),
+                policy_dir=str(PROJECT_ROOT / "policies"),
+                log_level="WARNING",
+                audit_sequencer="off",
+            )
+            migrate.upgrade(settings.resolved_database_url)
+            database = Database(settings.resolved_database_url)
+            seed_all(database, settings, actor="bench")
+            with database.transaction() as session:
+                key = create_client(session, name="bench", role="app", known_roles={"app"}).api_key
+            build(database, settings, args.subjects, args.events_per_subject, args.policy_lines)
+            database.dispose()
+            bench_in_process(settings, args.subjects, args.seconds)
+            bench_http(settings, key, args.subjects, args.seconds, instance)
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
