@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import random
@@ -385,43 +384,6 @@ def bench_verify(url: str, root: Path, args: argparse.Namespace) -> None:
 # -- 3. inclusion proofs -----------------------------------------------------------------------------------------
 
 
-def _http_load(
-    port: int, paths: Callable[[], str], headers: dict[str, str], *, connections: int, seconds: float
-) -> tuple[float, float, float, int, int]:
-    """(req/s, p50 ms, p99 ms, requests, non-200s) of keep-alive connections hammering ``paths()``."""
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker() -> None:
-        nonlocal errors
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        mine: list[float] = []
-        failed = 0
-        while time.perf_counter() < deadline:
-            path = paths()
-            start = time.perf_counter()
-            connection.request("GET", path, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            mine.append((time.perf_counter() - start) * 1000)
-            failed += response.status != 200
-        connection.close()
-        with lock:
-            latencies.extend(mine)
-            errors += failed
-
-    threads = [threading.Thread(target=worker) for _ in range(connections)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    latencies.sort()
-    p99 = latencies[max(int(len(latencies) * 0.99) - 1, 0)]
-    return len(latencies) / seconds, statistics.median(latencies), p99, len(latencies), errors
-
-
 def in_process_proofs(url: str, size: int, samples: int) -> tuple[float, float]:
     """(median ms, p99 ms) of proofs.inclusion_proof for random seqs, each in its own read transaction."""
     database = Database(url)
@@ -454,6 +416,7 @@ def auditor_key(url: str) -> str:
 
 
 def bench_proofs(url: str, backend: str, size: int, instance: Path, args: argparse.Namespace) -> None:
+    from bench.load import get, http_load
     from tests.support.server import GunicornServer
 
     print(
@@ -470,28 +433,25 @@ def bench_proofs(url: str, backend: str, size: int, instance: Path, args: argpar
         "GOVSVC_AUDIT_SEQUENCER": "off",
         "GOVSVC_LOG_LEVEL": "WARNING",
     }
-    rng = random.Random(11)
     headers = {"Authorization": f"Bearer {key}"}
+
+    def random_proof(rng: random.Random) -> tuple[str, str, None, dict[str, str]]:
+        return "GET", f"/v1/audit/proofs/inclusion?seq={rng.randrange(size)}", None, headers
+
     with GunicornServer(env) as server:
         port = server.port
-        _http_load(port, lambda: "/healthz", {}, connections=args.connections, seconds=1)  # warm-up
-        _http_load(
-            port, lambda: f"/v1/audit/proofs/inclusion?seq={rng.randrange(size)}", headers,
-            connections=args.connections, seconds=1,
-        )  # fmt: skip
-        bare = _http_load(port, lambda: "/healthz", {}, connections=args.connections, seconds=args.proof_seconds)
-        proof = _http_load(
-            port, lambda: f"/v1/audit/proofs/inclusion?seq={rng.randrange(size)}", headers,
-            connections=args.connections, seconds=args.proof_seconds,
-        )  # fmt: skip
+        http_load(port, get("/healthz"), connections=args.connections, seconds=1)  # warm-up
+        http_load(port, random_proof, connections=args.connections, seconds=1)
+        bare = http_load(port, get("/healthz"), connections=args.connections, seconds=args.proof_seconds)
+        proof = http_load(port, random_proof, connections=args.connections, seconds=args.proof_seconds)
     median, p99 = in_process_proofs(url, size, args.proof_samples)
     print(f"{'endpoint':<44} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'requests':>9} {'errors':>7}")
-    for name, (rate, p50, p99_http, count, errors) in (
-        ("GET /healthz (baseline)", bare),
-        ("GET /v1/audit/proofs/inclusion?seq=<random>", proof),
-    ):
-        print(f"{name:<44} {rate:>7,.0f} {p50:>7.2f} {p99_http:>7.2f} {count:>9,} {errors:>7}")
-    print(f"ratio proof/healthz throughput: {proof[0] / bare[0]:.2f}")
+    for name, result in (("GET /healthz (baseline)", bare), ("GET /v1/audit/proofs/inclusion?seq=<random>", proof)):
+        print(
+            f"{name:<44} {result.rate:>7,.0f} {result.p50_ms:>7.2f} {result.p99_ms:>7.2f} {result.requests:>9,} "
+            f"{result.errors:>7}"
+        )
+    print(f"ratio proof/healthz throughput: {proof.rate / bare.rate:.2f}")
     print(
         f"in process, proofs.inclusion_proof(seq, {size:,}) over {args.proof_samples:,} random seqs: "
         f"median {median:.3f} ms, p99 {p99:.3f} ms"

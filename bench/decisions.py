@@ -14,13 +14,11 @@ Run: ``.venv/bin/python -m bench.decisions [--subjects N] [--events-per-subject 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import random
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from datetime import timedelta
@@ -28,6 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, text
 
+from bench.load import get, http_load
 from govsvc import create_app
 from govsvc.auth.service import create_client
 from govsvc.bootstrap import seed_all
@@ -204,39 +203,6 @@ def bench_in_process(settings: Settings, subjects: int, seconds: float) -> None:
     database.dispose()
 
 
-def _load(port: int, make_request, *, connections: int, seconds: float) -> tuple[float, float, float, int]:
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker(seed: int) -> None:
-        nonlocal errors
-        rng = random.Random(seed)
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine, failed = [], 0
-        while time.perf_counter() < deadline:
-            method, path, body, headers = make_request(rng)
-            start = time.perf_counter()
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            mine.append((time.perf_counter() - start) * 1000)
-            failed += response.status != 200
-        connection.close()
-        with lock:
-            latencies.extend(mine)
-            errors += failed
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(connections)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    latencies.sort()
-    return len(latencies) / seconds, statistics.median(latencies), latencies[int(len(latencies) * 0.99)], errors
-
-
 def bench_http(settings: Settings, key: str, subjects: int, seconds: float, instance: Path) -> None:
     env = {
         "GOVSVC_DATABASE_URL": settings.resolved_database_url,
@@ -246,9 +212,6 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
         "GOVSVC_AUDIT_SEQUENCER": "thread",
     }
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-    def bare(_rng):
-        return "GET", "/healthz", None, {}
 
     def single(rng):
         number = rng.randrange(subjects)
@@ -277,24 +240,24 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
         return "POST", "/v1/decisions:batch", json.dumps({"checks": checks}), auth
 
     with GunicornServer(env, workers=2) as server:
-        _load(server.port, single, connections=8, seconds=2)  # warm every worker thread
+        http_load(server.port, single, connections=8, seconds=2)  # warm every worker thread
         results = {
-            "bare": _load(server.port, bare, connections=32, seconds=seconds),
-            "single": _load(server.port, single, connections=32, seconds=seconds),
+            "bare": http_load(server.port, get("/healthz"), connections=32, seconds=seconds),
+            "single": http_load(server.port, single, connections=32, seconds=seconds),
         }
-        batch_rate, batch_p50, batch_p99, batch_errors = _load(server.port, batch, connections=2, seconds=seconds)
+        batched = http_load(server.port, batch, connections=2, seconds=seconds)
     print(
         "\n== over HTTP: gunicorn 2 workers x 4 threads, PostgreSQL, 32 keep-alive connections "
         "(the load client shares the 2 cores) =="
     )
     print(f"{'endpoint':<40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7}")
     for name, label in (("bare", "GET /healthz (bare JSON, baseline)"), ("single", "POST /v1/decisions")):
-        rate, p50, p99, errors = results[name]
-        print(f"{label:<40} {rate:>8,.0f} {p50:>7.1f} {p99:>7.1f} {errors:>7}")
-    print(f"ratio decisions/bare: {results['single'][0] / results['bare'][0]:.2f}")
+        result = results[name]
+        print(f"{label:<40} {result.rate:>8,.0f} {result.p50_ms:>7.1f} {result.p99_ms:>7.1f} {result.errors:>7}")
+    print(f"ratio decisions/bare: {results['single'].rate / results['bare'].rate:.2f}")
     print(
-        f"POST /v1/decisions:batch (1,000 checks, 2 connections): {batch_rate * 1000:,.0f} decisions/s "
-        f"(p50 {batch_p50:.0f} ms per batch, p99 {batch_p99:.0f} ms, errors {batch_errors})"
+        f"POST /v1/decisions:batch (1,000 checks, 2 connections): {batched.rate * 1000:,.0f} decisions/s "
+        f"(p50 {batched.p50_ms:.0f} ms per batch, p99 {batched.p99_ms:.0f} ms, errors {batched.errors})"
     )
 
 

@@ -12,11 +12,9 @@ Run: ``make bench`` or ``.venv/bin/python -m bench.rbac``. Figures only; nothing
 
 from __future__ import annotations
 
-import http.client
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import casbin
 from casbin.model import FastModel
 
+from bench.load import get, http_load
 from govsvc import create_app
 from govsvc.config import PROJECT_ROOT, Settings
 from govsvc.core import migrate
@@ -102,38 +101,6 @@ def bench_in_process(settings: Settings, key: str) -> None:
     app.extensions["govsvc.db"].dispose()
 
 
-def _http_load(port: int, path: str, headers: dict[str, str], *, connections: int, seconds: float) -> tuple[float, ...]:
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker() -> None:
-        nonlocal errors
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        mine: list[float] = []
-        failed = 0
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            connection.request("GET", path, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            mine.append((time.perf_counter() - start) * 1000)
-            failed += response.status != 200
-        connection.close()
-        with lock:
-            latencies.extend(mine)
-            errors += failed
-
-    threads = [threading.Thread(target=worker) for _ in range(connections)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    latencies.sort()
-    return len(latencies) / seconds, statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1], errors
-
-
 def bench_http(settings: Settings, key: str, instance: Path) -> None:
     from tests.support.server import GunicornServer
 
@@ -146,13 +113,13 @@ def bench_http(settings: Settings, key: str, instance: Path) -> None:
     }
     with GunicornServer(env) as server:
         port = server.port
-        _http_load(port, "/healthz", {}, connections=8, seconds=1)  # warm-up
-        bare = _http_load(port, "/healthz", {}, connections=8, seconds=5)
-        guarded = _http_load(port, "/v1/me", {"Authorization": f"Bearer {key}"}, connections=8, seconds=5)
+        http_load(port, get("/healthz"), connections=8, seconds=1)  # warm-up
+        bare = http_load(port, get("/healthz"), connections=8, seconds=5)
+        guarded = http_load(port, get("/v1/me", {"Authorization": f"Bearer {key}"}), connections=8, seconds=5)
     print(f"{'endpoint':<42} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7}")
-    for name, (rate, p50, p99, errors) in (("GET /healthz (bare, baseline)", bare), ("GET /v1/me (guarded)", guarded)):
-        print(f"{name:<42} {rate:>8,.0f} {p50:>7.1f} {p99:>7.1f} {errors:>7}")
-    print(f"ratio guarded/bare throughput: {guarded[0] / bare[0]:.2f}")
+    for name, result in (("GET /healthz (bare, baseline)", bare), ("GET /v1/me (guarded)", guarded)):
+        print(f"{name:<42} {result.rate:>8,.0f} {result.p50_ms:>7.1f} {result.p99_ms:>7.1f} {result.errors:>7}")
+    print(f"ratio guarded/bare throughput: {guarded.rate / bare.rate:.2f}")
 
 
 def main() -> None:

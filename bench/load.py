@@ -1,0 +1,63 @@
+"""A bounded HTTP load on loopback: keep-alive connections in threads, latencies and errors collected."""
+
+from __future__ import annotations
+
+import http.client
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# (method, path, body, headers) for the next request, drawn with the connection's own random generator
+MakeRequest = Callable[[random.Random], tuple[str, str, str | None, dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    rate: float  # requests per second
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # responses other than 200
+
+
+def http_load(port: int, make_request: MakeRequest, *, connections: int, seconds: float) -> LoadResult:
+    """Send requests to 127.0.0.1:port from ``connections`` threads for ``seconds``; stops by itself."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def worker(seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine, failed = [], 0
+        while time.perf_counter() < deadline:
+            method, path, body, headers = make_request(rng)
+            start = time.perf_counter()
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            mine.append((time.perf_counter() - start) * 1000)
+            failed += response.status != 200
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+            errors += failed
+
+    threads = [threading.Thread(target=worker, args=(number,)) for number in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies.sort()
+    p99 = latencies[max(int(len(latencies) * 0.99) - 1, 0)]
+    return LoadResult(len(latencies) / seconds, statistics.median(latencies), p99, len(latencies), errors)
+
+
+def get(path: str, headers: dict[str, str] | None = None) -> MakeRequest:
+    """The same GET every time."""
+    return lambda _rng: ("GET", path, None, dict(headers or {}))
