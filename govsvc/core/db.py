@@ -7,10 +7,10 @@ write lock up front (``BEGIN IMMEDIATE``) so concurrent writers wait instead of 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app, g, has_request_context
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
@@ -25,6 +25,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 SQLITE_IMMEDIATE_OPTION = "govsvc_sqlite_immediate"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Base(DeclarativeBase):
@@ -66,7 +67,9 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
+    # No pre-ping (a round trip per checkout): a connection broken by a database restart fails its request with
+    # a 503 and is discarded by the pool, and the next request gets a fresh one.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size)
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:
@@ -128,6 +131,30 @@ def get_db() -> Database:
     return current_app.extensions["govsvc.db"]
 
 
+_AUTOCOMMIT_ATTR = "_govsvc_autocommit"
+
+
+def autocommit(view: F) -> F:
+    """Run this view's statements without a wrapping transaction on PostgreSQL (no BEGIN/COMMIT round trips).
+
+    Only for views whose writes are single, self-contained statements (a decision and its audit event): each
+    statement commits by itself. SQLite keeps its transaction (it costs no round trip there).
+    """
+    setattr(view, _AUTOCOMMIT_ATTR, True)
+    return view
+
+
+def _wants_autocommit() -> bool:
+    from flask import current_app, request
+
+    view = current_app.view_functions.get(request.endpoint or "")
+    while view is not None:
+        if getattr(view, _AUTOCOMMIT_ATTR, False):
+            return True
+        view = getattr(view, "__wrapped__", None)
+    return False
+
+
 def get_session() -> Session:
     """The request's session: one transaction per request, committed by the app if the response succeeds."""
     if not has_request_context():
@@ -136,6 +163,9 @@ def get_session() -> Session:
     if session is None:
         from flask import request
 
-        session = get_db().new_session(write=request.method not in ("GET", "HEAD", "OPTIONS"))
+        database = get_db()
+        session = database.new_session(write=request.method not in ("GET", "HEAD", "OPTIONS"))
+        if not database.is_sqlite and _wants_autocommit():
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         g.db_session = session
     return session
