@@ -311,3 +311,25 @@ def test_batch_decisions_with_per_check_errors(client, app_key) -> None:
     assert results[3]["error"]["type"].endswith("not-found")
     too_many = client.post("/v1/decisions:batch", json={"checks": checks[:1] * 1001}, headers=app_key)
     assert_problem(too_many, 422, "validation-error")
+
+
+def test_a_malformed_check_fails_alone_in_a_batch(client, app_key) -> None:
+    subject = _subject(client, app_key)
+    good = {"subject": {"subject_id": subject}, "action": "read", "purpose": "essential.service", "fields": ["email"]}
+    checks = [
+        good,
+        {**good, "action": "sell", "purpose_version": 1.5, "colour": "red"},
+        {**good, "subject": "not an object", "fields": "email", "acting_for": {"roles": []}},
+        "not an object",
+        {**good, "destination_country": "sg", "purpose_version": True},
+    ]
+    response = client.post("/v1/decisions:batch", json={"checks": checks}, headers=app_key)
+    assert response.status_code == 200, response.get_json()
+    results = response.get_json()["results"]
+    assert results[0]["decision"]["decision"] == "allow"
+    assert {e["field"] for e in results[1]["error"]["errors"]} == {"action", "purpose_version", "colour"}
+    assert {e["field"] for e in results[2]["error"]["errors"]} == {"subject", "fields", "acting_for"}
+    assert results[3]["error"]["type"].endswith("validation-error")
+    assert {e["field"] for e in results[4]["error"]["errors"]} == {"destination_country", "purpose_version"}
+    for body in ({"checks": []}, {"checks": "x"}, {"checks": [good], "more": 1}, [good]):
+        assert_problem(client.post("/v1/decisions:batch", json=body, headers=app_key), 422, "validation-error")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -131,17 +132,23 @@ def decide(body: dict[str, Any]) -> Response:
 
 
 @bp.post("/decisions:batch")
-@bp.input(BatchInSchema, arg_name="body")
+@bp.input(BatchInSchema, arg_name="body", validation=False)  # each check is validated on its own below
 @bp.output(BatchOutSchema)
 @bp.doc(summary=f"Up to {MAX_BATCH} decisions in one call", security=SECURITY, responses=[200, *ERRORS])
 @requires("decisions", "create")
 @autocommit
-def decide_batch(body: dict[str, Any]) -> Response:
-    results: list[dict[str, Any] | None] = [None] * len(body["checks"])
+def decide_batch(body: Any) -> Response:
+    checks = body.get("checks") if isinstance(body, dict) else None
+    if not isinstance(checks, list) or not 1 <= len(checks) <= MAX_BATCH or set(body) != {"checks"}:
+        raise ValidationFailed(
+            "The batch is malformed.",
+            errors=[{"field": "checks", "message": f"a list of 1 to {MAX_BATCH} checks (and nothing else)"}],
+        )
+    results: list[dict[str, Any] | None] = [None] * len(checks)
     requests = []
-    for index, check in enumerate(body["checks"]):
+    for index, check in enumerate(checks):
         try:
-            requests.append((index, _request(check)))
+            requests.append((index, _request(parse_check(check))))
         except ServiceError as error:
             results[index] = {"index": index, "decision": None, "error": _problem(error)}
     outcomes = decision_engine().decide_each(get_session(), [request for _, request in requests])
@@ -151,6 +158,68 @@ def decide_batch(body: dict[str, Any]) -> Response:
         else:
             results[index] = {"index": index, "decision": outcome.as_dict(), "error": None}
     return _json({"results": results})
+
+
+_CHECK_FIELDS = frozenset(DecisionInSchema().fields)
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+def parse_check(raw: Any) -> dict[str, Any]:
+    """Validate one batch check as DecisionInSchema does, cheaply; ValidationFailed names every bad field."""
+    errors: list[dict[str, Any]] = []
+
+    def bad(field: str, message: str) -> None:
+        errors.append({"location": "json", "field": field, "message": message})
+
+    if not isinstance(raw, dict):
+        raise ValidationFailed("A check must be an object.", errors=[{"field": None, "message": "not an object"}])
+    for unknown in sorted(set(raw) - _CHECK_FIELDS):
+        bad(unknown, "Unknown field.")
+    subject = raw.get("subject")
+    if not isinstance(subject, dict) or not subject or set(subject) - {"subject_id", "kind", "value", "system"}:
+        bad("subject", "an object with subject_id, or kind, value and system")
+    elif any(not isinstance(v, str) or len(v) > 200 for v in subject.values() if v is not None):
+        bad("subject", "strings of at most 200 characters")
+    if raw.get("action") not in ACTIONS:
+        bad("action", f"one of {', '.join(ACTIONS)}")
+    purpose = raw.get("purpose")
+    if not isinstance(purpose, str) or not 1 <= len(purpose) <= 80:
+        bad("purpose", "a purpose key")
+    version = raw.get("purpose_version")
+    if version is not None and (type(version) is not int or version < 1):
+        bad("purpose_version", "a positive integer")
+    for name in ("data_categories", "fields"):
+        values = raw.get(name, [])
+        if not isinstance(values, list) or len(values) > 100 or not all(isinstance(v, str) and v for v in values):
+            bad(name, "a list of at most 100 names")
+    recipient = raw.get("recipient")
+    if recipient is not None and (not isinstance(recipient, str) or len(recipient) > 80):
+        bad("recipient", "a recipient key")
+    country = raw.get("destination_country")
+    if country is not None and (not isinstance(country, str) or not _COUNTRY.match(country)):
+        bad("destination_country", "ISO 3166 alpha-2")
+    acting = raw.get("acting_for")
+    if acting is not None and (
+        not isinstance(acting, dict)
+        or set(acting) - {"roles", "user_ref"}
+        or not isinstance(acting.get("roles"), list)
+        or not 1 <= len(acting["roles"]) <= 10
+        or not all(isinstance(role, str) and role for role in acting["roles"])
+    ):
+        bad("acting_for", "an object with roles (1 to 10) and an optional user_ref")
+    if errors:
+        raise ValidationFailed("The check has invalid fields; see errors.", errors=errors)
+    return {
+        "subject": {k: v for k, v in subject.items() if v is not None},
+        "action": raw["action"],
+        "purpose": purpose,
+        "purpose_version": version,
+        "data_categories": raw.get("data_categories", []),
+        "fields": raw.get("fields", []),
+        "recipient": recipient,
+        "destination_country": country,
+        "acting_for": acting,
+    }
 
 
 def _json(document: dict[str, Any]) -> Response:
