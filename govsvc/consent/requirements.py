@@ -3,6 +3,7 @@ act (PIPL 单独同意), and when a guardian must consent. Shared by the consent
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,6 +17,11 @@ SEPARATE_TYPES = frozenset({"separate", "written"})
 
 def regimes_of(jurisdictions: Iterable[str]) -> frozenset[str]:
     """``gdpr:de`` -> ``gdpr``; the regimes that apply to a subject."""
+    return _regimes(tuple(jurisdictions))
+
+
+@functools.lru_cache(maxsize=256)
+def _regimes(jurisdictions: tuple[str, ...]) -> frozenset[str]:
     return frozenset(j.split(":")[0] for j in jurisdictions)
 
 

@@ -8,6 +8,7 @@ the same query as the subject is what makes a withdrawal effective for the very 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,11 @@ class Snapshot:
     taxonomy_version: int | None
 
 
+@functools.lru_cache(maxsize=256)
+def _jurisdictions(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
 def _aware(value: Any) -> datetime | None:
     if value is None:
         return None
@@ -99,7 +105,7 @@ def load(session: Session, subject_ids: Iterable[str], identifiers: Iterable[tup
                 view = by_pk.get(row[0])
                 if view is None:
                     birth = bytes(row[3]) if row[3] is not None else None
-                    view = SubjectView(row[0], row[1], tuple(json.loads(row[2])), birth, bool(row[4]), bool(row[5]))
+                    view = SubjectView(row[0], row[1], _jurisdictions(row[2]), birth, bool(row[4]), bool(row[5]))
                     by_pk[row[0]] = view
                 found[key] = view
                 versions = (row[6], row[7])

@@ -8,6 +8,7 @@ it when a newer version appears in the database.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -95,8 +96,15 @@ class Purpose:
     recipients: tuple[Recipient, ...] = ()
     cross_border: tuple[CrossBorder, ...] = ()
 
+    @functools.cached_property
+    def _scope(self) -> frozenset[str]:
+        return self._compute_scope()
+
     def scope(self) -> frozenset[str]:
-        """What consent to this purpose version covers: categories, recipients and destinations."""
+        """What consent to this purpose version covers: categories, recipients and destinations (computed once)."""
+        return self._scope
+
+    def _compute_scope(self) -> frozenset[str]:
         return frozenset(
             [f"category:{c}" for c in self.data_categories]
             + [f"recipient:{r.key}" for r in self.recipients]
