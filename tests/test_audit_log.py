@@ -369,3 +369,19 @@ def test_cli_sequences_verifies_and_rotates(app, database) -> None:
     tamper(database.url, "DELETE FROM audit_leaves WHERE seq = 2")
     failed = runner.invoke(args=["audit", "verify"])
     assert failed.exit_code == 1 and "deleted at seq 2" in failed.output
+
+
+def test_a_failing_sequencer_backs_off_and_does_not_flood_the_log(app, database, caplog) -> None:
+    import logging
+    import time
+
+    record_events(app, 3)
+    tamper(database.url, "DELETE FROM audit_signing_keys")  # checkpoints cannot be signed now
+    sequencer = Sequencer(app.extensions["govsvc.db"], TEST_SECRET_KEY, TEST_AUDIT_ORIGIN, checkpoint_seconds=0)
+    with caplog.at_level(logging.ERROR, logger="govsvc.audit.sequencer"):
+        sequencer.start()
+        time.sleep(1.5)
+        sequencer.stop()
+    failures = [r for r in caplog.records if r.name == "govsvc.audit.sequencer"]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+    assert "no audit signing key" in caplog.text

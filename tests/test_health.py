@@ -47,3 +47,12 @@ def test_readyz_is_503_without_a_policy(app, client, database) -> None:
 
 def test_unknown_route_is_a_problem(client) -> None:
     assert_problem(client.get("/v1/does-not-exist"), 404, "not-found")
+
+
+def test_readyz_is_503_without_an_audit_signing_key(app, client, database) -> None:
+    from tests.support.audit import tamper
+
+    tamper(database.url, "DELETE FROM audit_signing_keys")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["audit_signing_key"]["ok"] is False

@@ -281,11 +281,17 @@ class Sequencer:
             self._thread = None
 
     def _loop(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 placed = self.run_once()
+                failures = 0
             except Exception:  # keep sequencing after a transient failure (database restart...)
-                logger.exception("audit sequencer batch failed")
+                failures += 1
+                if failures == 1 or failures % 20 == 0:  # log the first failure, then now and then, not 5 a second
+                    logger.exception("audit sequencer batch failed (%d in a row)", failures)
                 placed = 0
             if placed < self.batch_size:
-                self._stop.wait(self.interval_seconds)
+                # back off while failing: 0.2 s, 0.4 s ... up to 5 s
+                delay = min(self.interval_seconds * 2 ** min(failures, 5), 5.0) if failures else self.interval_seconds
+                self._stop.wait(delay)

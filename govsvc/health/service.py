@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from govsvc.audit.signing import active_key
 from govsvc.core.db import Database
 from govsvc.core.migrate import current_revision, head_revision
 from govsvc.policy.service import PolicyEngine
@@ -24,7 +25,7 @@ class Readiness:
 
 
 def check_readiness(database: Database, engine: PolicyEngine) -> Readiness:
-    """Database reachable, schema at the newest migration, RBAC policy loaded."""
+    """Database reachable, schema at the newest migration, RBAC policy loaded, an audit signing key present."""
     readiness = Readiness()
     try:
         with database.engine.connect() as connection:
@@ -40,6 +41,9 @@ def check_readiness(database: Database, engine: PolicyEngine) -> Readiness:
                 "version": engine.version,
                 "roles": len(engine.roles),
             }
+            if current == head:
+                with database.new_session() as session:
+                    readiness.checks["audit_signing_key"] = {"ok": active_key(session) is not None}
     except SQLAlchemyError as error:
         readiness.checks["database"] = {"ok": False, "error": type(error).__name__}
         readiness.checks.setdefault("migrations", {"ok": False, "error": "database unreachable"})
