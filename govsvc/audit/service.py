@@ -17,11 +17,11 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, event, func, insert, inspect, select
+from sqlalchemy import Select, and_, event, insert, inspect, select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.models import AuditEvent, AuditLeaf
@@ -245,7 +245,6 @@ class EventFilter:
     outcome: str | None = None
     seq_from: int | None = None
     seq_to: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_seq_range_only(self) -> bool:
@@ -324,10 +323,3 @@ def get_event(session: Session, seq: int) -> tuple[AuditLeaf, AuditEvent]:
     if row is None:
         raise NotFoundError(f"No audit event has sequence number {seq} (it may not be sequenced yet).")
     return row[0], row[1]
-
-
-def pending_count(session: Session) -> int:
-    """Events recorded but not yet placed in the tree."""
-    total = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
-    placed = session.scalar(select(func.count()).select_from(AuditLeaf)) or 0
-    return int(total) - int(placed)

@@ -103,10 +103,7 @@ def receipt_claims(
                 "lawful_basis": dict(purpose.lawful_basis),
                 "consent_type": event.consent_type,
                 "pii_categories": list(purpose.data_categories),
-                "sensitive": any(
-                    (taxonomy.category(c).level if taxonomy.category(c) else "L3") == "L3"
-                    for c in purpose.data_categories
-                ),
+                "sensitive": any(taxonomy.level(c) == "L3" for c in purpose.data_categories),
                 "third_party_disclosure": [{"name": dict(r.name), "contact": r.contact} for r in purpose.recipients],
                 "cross_border": [{"country": x.country, "mechanism": x.mechanism} for x in purpose.cross_border],
                 "event_id": event.event_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import select
@@ -112,7 +112,6 @@ class ConsentAct:
     evidence_ref: str | None = None
     valid_until: datetime | None = None
     source: str = "api"
-    errors: list[dict[str, str]] = field(default_factory=list)
 
 
 def _fail(errors: list[dict[str, str]], message: str = "The consent cannot be recorded.", **extensions: str) -> None:

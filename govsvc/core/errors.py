@@ -76,7 +76,3 @@ class AuthenticationFailed(ServiceError):
 
 class PermissionDenied(ServiceError):
     slug = "forbidden"
-
-
-class ServiceUnavailable(ServiceError):
-    slug = "service-unavailable"

@@ -7,7 +7,7 @@ from typing import Any
 from apiflask import Schema
 from apiflask.fields import Boolean, Integer, List, Nested, String
 from apiflask.validators import Length, Range
-from marshmallow import RAISE, ValidationError
+from marshmallow import RAISE
 
 
 class StrictSchema(Schema):
@@ -15,15 +15,6 @@ class StrictSchema(Schema):
 
     class Meta:
         unknown = RAISE
-
-
-class StrictBoolean(Boolean):
-    """Only JSON true/false (marshmallow's Boolean also takes 0, 1, "yes"...)."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
-        if isinstance(value, bool):
-            return value
-        raise ValidationError("Not a valid boolean (use true or false).")
 
 
 def QueryBoolean(**kwargs: Any) -> Boolean:

@@ -131,18 +131,11 @@ class DecisionEngine:
     # -- deciding ----------------------------------------------------------------------------------------------
 
     def decide(self, session: Session, request: DecisionRequest, *, now: datetime | None = None) -> Decision:
-        """One decision (and its audit event when it denies or touches L3 data)."""
-        return self.decide_many(session, [request], now=now)[0]
-
-    def decide_many(
-        self, session: Session, requests: Sequence[DecisionRequest], *, now: datetime | None = None
-    ) -> list[Decision]:
-        """Several decisions in one transaction; the first invalid request raises."""
-        results = self.decide_each(session, requests, now=now)
-        for result in results:
-            if isinstance(result, ServiceError):
-                raise result
-        return results  # type: ignore[return-value]
+        """One decision (and its audit event when it denies or touches L3 data); raises for an invalid request."""
+        result = self.decide_each(session, [request], now=now)[0]
+        if isinstance(result, ServiceError):
+            raise result
+        return result
 
     def decide_each(
         self, session: Session, requests: Sequence[DecisionRequest], *, now: datetime | None = None
@@ -203,7 +196,7 @@ class DecisionEngine:
             if allowed
             else {name: "withhold" for name in categories}
         )
-        sensitive = any((taxonomy.category(c) or _L3).level == "L3" for c in categories.values())
+        sensitive = any(taxonomy.level(c) == "L3" for c in categories.values())
         decision_id = uuid.uuid4().hex
         if not allowed or sensitive:
             decision_id = record(
@@ -229,13 +222,6 @@ class DecisionEngine:
             taxonomy_version=taxonomy.version,
             evaluated_at=now,
         )
-
-
-class _Level:
-    level = "L3"
-
-
-_L3 = _Level()
 
 
 def _purpose(taxonomy: Taxonomy, cache: TaxonomyCache, request: DecisionRequest) -> Purpose:

@@ -128,7 +128,7 @@ class Taxonomy:
     def obligation(self, role: str, category: str) -> str:
         """What a caller in ``role`` must do with data of ``category`` when allowed."""
         found = self.category(category)
-        level = found.level if found else "L3"
+        level = self.level(category)
         probe = found.key if found else category
         overrides = self.obligations.get("categories", {})
         while probe:
@@ -151,6 +151,11 @@ class Taxonomy:
                 return found
             probe = probe.rpartition(".")[0]
         return None
+
+    def level(self, key: str) -> str:
+        """The sensitivity level of a category; unknown data counts as L3 (the strictest)."""
+        found = self.category(key)
+        return found.level if found else "L3"
 
     def covers(self, parent: str, child: str) -> bool:
         """True when category ``parent`` includes ``child`` (itself or a sub-category)."""
