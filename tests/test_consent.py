@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from datetime import date
 
 import pytest
@@ -295,7 +296,7 @@ def test_the_projection_always_equals_the_fold_of_the_events(app, acts) -> None:
         subject = create_subject(
             session,
             keys,
-            identifiers=[IdentifierInput("device_id", f"d-{id(acts)}-{len(acts)}")],
+            identifiers=[IdentifierInput("device_id", uuid.uuid4().hex)],
             jurisdictions=["gdpr:fr"],
             known_jurisdictions=["gdpr", "pipl", "ccpa"],
         )
