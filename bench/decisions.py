@@ -187,6 +187,20 @@ def _timed(engine, database, subjects: int, seconds: float, *, per_transaction: 
     return samples, allowed
 
 
+def _round_trip(database: Database, count: int = 3000) -> float:
+    """Median µs of ``SELECT 1``: what reading current consent costs at least, since a decision reads it each time."""
+    with database.engine.connect() as connection:
+        cursor = connection.connection.cursor()
+        samples = []
+        for _ in range(count):
+            start = time.perf_counter()
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+            samples.append((time.perf_counter() - start) * 1e6)
+        cursor.close()
+    return statistics.median(samples)
+
+
 def bench_in_process(settings: Settings, subjects: int, seconds: float) -> None:
     app = create_app(settings)
     engine = app.extensions["govsvc.decisions"]
@@ -195,6 +209,8 @@ def bench_in_process(settings: Settings, subjects: int, seconds: float) -> None:
         for number in range(200):
             engine.decide(session, _request(number))
     print("\n== in-process decision: DecisionEngine.decide, subject by e-mail blind index, audit events of denies ==")
+    floor = _round_trip(database)
+    print(f"floor: one PostgreSQL round trip (SELECT 1 on a pooled connection): median {floor:.0f} µs")
     print(f"{'transaction':<34} {'decisions':>10} {'allowed':>8} {'median µs':>10} {'p99 µs':>8} {'commit incl.':>12}")
     for per_transaction, label in ((100, "100 decisions per commit"), (1, "one decision per commit")):
         samples, allowed = _timed(engine, database, subjects, seconds / 2, per_transaction=per_transaction)
@@ -239,7 +255,7 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
             )
         return "POST", "/v1/decisions:batch", json.dumps({"checks": checks}), auth
 
-    with GunicornServer(env, workers=2) as server:
+    with GunicornServer(env, workers=2, threads=4) as server:  # as `make run` serves
         http_load(server.port, single, connections=8, seconds=2)  # warm every worker thread
         results = {
             "bare": http_load(server.port, get("/healthz"), connections=32, seconds=seconds),

@@ -58,6 +58,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     """
     from govsvc.audit.sequencer import Sequencer
     from govsvc.audit.service import ip_hash_key
+    from govsvc.auth.service import KnownKeys
     from govsvc.core.access import init_access_control
     from govsvc.core.content import init_content_checks
     from govsvc.core.idempotency import init_idempotency
@@ -111,6 +112,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     app.extensions["govsvc.decisions"] = DecisionEngine(
         app.extensions["govsvc.field_keys"], app.extensions["govsvc.policy"], app.extensions["govsvc.taxonomy"]
     )
+    app.extensions["govsvc.known_keys"] = KnownKeys()
     app.extensions["govsvc.audit_ip_key"] = ip_hash_key(settings.secret_key)
     app.extensions["govsvc.sequencer"] = Sequencer(
         database,

@@ -385,3 +385,12 @@ def test_a_failing_sequencer_backs_off_and_does_not_flood_the_log(app, database,
     failures = [r for r in caplog.records if r.name == "govsvc.audit.sequencer"]
     assert len(failures) == 1, [r.getMessage() for r in failures]
     assert "no audit signing key" in caplog.text
+
+
+def test_the_postgresql_fast_insert_names_every_column_record_fills(app) -> None:
+    from govsvc.audit import service as audit_service
+
+    with app.extensions["govsvc.db"].transaction() as session:
+        audit_service.record(session, "test.columns", outcome="success", details={"n": 1})
+        rows = session.info[audit_service._PENDING_EVENTS][1]
+        assert set(rows[0]) == set(audit_service._ROW_COLUMNS)

@@ -333,3 +333,71 @@ def test_a_malformed_check_fails_alone_in_a_batch(client, app_key) -> None:
     assert {e["field"] for e in results[4]["error"]["errors"]} == {"destination_country", "purpose_version"}
     for body in ({"checks": []}, {"checks": "x"}, {"checks": [good], "more": 1}, [good]):
         assert_problem(client.post("/v1/decisions:batch", json=body, headers=app_key), 422, "validation-error")
+
+
+def _audited(database, action: str) -> list[str | None]:
+    engine = create_engine(database.url)
+    with engine.connect() as connection:
+        rows = connection.execute(select(AuditEvent.reason_code).where(AuditEvent.action == action)).scalars().all()
+    engine.dispose()
+    return list(rows)
+
+
+@pytest.mark.parametrize("path", ["/v1/decisions", "/v1/decisions:batch"])
+def test_a_key_revoked_on_another_instance_is_refused_by_the_next_decision(
+    app_factory, database, issue_key, auth_headers, path: str
+) -> None:
+    """The decision route recognises a known key without a round trip but reads its revocation with the subject."""
+    deciding, revoking = app_factory().test_client(), app_factory().test_client()
+    admin = auth_headers("admin")
+    key = issue_key("app", name="revoked-soon")
+    headers = {"Authorization": f"Bearer {key}"}
+    subject = _subject(deciding, headers)
+    check = {"subject": {"subject_id": subject}, "action": "read", "purpose": "essential.service", "fields": ["email"]}
+    body = {"checks": [check]} if path.endswith(":batch") else check
+    assert deciding.post(path, json=body, headers=headers).status_code == 200  # the key is now known to `deciding`
+    client_id = revoking.get("/v1/clients", headers=admin).get_json()["items"][-1]["client_id"]
+    assert revoking.post(f"/v1/clients/{client_id}:revoke", headers=admin).status_code == 200
+    refused = deciding.post(path, json=body, headers=headers)
+    assert_problem(refused, 401, "invalid-credentials")
+    assert "revoked" in refused.get_json()["detail"]
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "key_revoked" in _audited(database, "auth.failed")
+    assert _audited(database, "policy.deny") == [] and _audited(database, "policy.allow") == []
+
+
+def test_a_permission_withdrawn_on_another_instance_applies_to_the_next_decision(
+    app_factory, database, auth_headers
+) -> None:
+    deciding, editing = app_factory().test_client(), app_factory().test_client()
+    app_key, admin = auth_headers("app"), auth_headers("admin")
+    subject = _subject(deciding, app_key)
+    check = {"subject": {"subject_id": subject}, "action": "read", "purpose": "essential.service", "fields": ["email"]}
+    assert deciding.post("/v1/decisions", json=check, headers=app_key).status_code == 200
+    engine = create_engine(database.url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("DELETE FROM casbin_rule WHERE ptype = 'p' AND v0 = 'app' AND v1 = 'decisions' AND v2 = 'create'")
+        )
+    engine.dispose()
+    assert editing.post("/v1/policy:reload", headers=admin).status_code == 200
+    for path, body in (("/v1/decisions", check), ("/v1/decisions:batch", {"checks": [check]})):
+        refused = deciding.post(path, json=body, headers=app_key)
+        assert_problem(refused, 403, "forbidden")
+        assert refused.get_json()["required"] == "decisions:create"
+    assert _audited(database, "access.denied").count("no_role") == 2
+
+
+def test_an_expired_known_key_is_refused(app, client, issue_key) -> None:
+    from datetime import timedelta
+
+    from govsvc.core.db import utcnow
+
+    key = issue_key("app", expires_at=utcnow() + timedelta(seconds=1))
+    headers = {"Authorization": f"Bearer {key}"}
+    subject = _subject(client, headers, email="expiring@example.cn")
+    check = {"subject": {"subject_id": subject}, "action": "read", "purpose": "essential.service", "fields": ["email"]}
+    assert client.post("/v1/decisions", json=check, headers=headers).status_code == 200
+    known = app.extensions["govsvc.known_keys"]
+    assert known.recall(key) is not None
+    assert known.recall(key, now=utcnow() + timedelta(seconds=2)) is None  # expiry is checked without the database

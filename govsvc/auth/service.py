@@ -11,7 +11,7 @@ import hmac
 import re
 import secrets
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from argon2 import PasswordHasher
@@ -47,6 +47,33 @@ class Principal:
     name: str
     client_id: str | None = None
     policy_version: int | None = None  # the RBAC policy version read with the credential
+    expires_at: datetime | None = None  # of a client's key
+    confirmed: bool = True  # False: recalled from KnownKeys; the revocation check is still due
+
+
+class KnownKeys:
+    """API keys this process has verified against the database, by their SHA-256, for views that confirm the
+    credential in their own first query (see ``govsvc.core.access.confirms_credential``).
+
+    Only what never changes about a key is kept: its client, role and expiry. Whether it is revoked is always read
+    from the database. Bounded: emptied when full.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._principals: dict[str, Principal] = {}
+
+    def remember(self, api_key: str, principal: Principal) -> None:
+        if len(self._principals) >= self._limit:
+            self._principals.clear()
+        self._principals[hash_api_key(api_key)] = replace(principal, policy_version=None, confirmed=False)
+
+    def recall(self, api_key: str, *, now: datetime | None = None) -> Principal | None:
+        """The principal of a key verified before and not expired since, or None (then authenticate fully)."""
+        principal = self._principals.get(hash_api_key(api_key))
+        if principal is None or (principal.expires_at is not None and principal.expires_at <= (now or utcnow())):
+            return None
+        return principal
 
 
 @dataclass(frozen=True)
@@ -146,6 +173,7 @@ def authenticate_api_key(session: Session, api_key: str, *, now: datetime | None
         name=client.name,
         client_id=client.client_id,
         policy_version=client.policy_version,
+        expires_at=client.expires_at,
     )
 
 

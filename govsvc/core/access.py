@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from flask import Flask, Response, current_app, g, request
 
 from govsvc.audit.service import AuditContext, hash_ip, record, reset_context, set_context
-from govsvc.auth.service import Principal, authenticate_api_key
+from govsvc.auth.service import KnownKeys, Principal, authenticate_api_key
 from govsvc.core.db import get_db, get_session
 from govsvc.core.errors import AuthenticationFailed
 from govsvc.core.problems import problem_response
@@ -21,6 +21,7 @@ from govsvc.policy.service import PolicyEngine
 F = TypeVar("F", bound=Callable[..., Any])
 _PERMISSION_ATTR = "_govsvc_permission"
 _PUBLIC_ATTR = "_govsvc_public"
+_CONFIRMS_ATTR = "_govsvc_confirms_credential"
 PUBLIC_ENDPOINTS = frozenset({"openapi.spec", "static"})  # the API description and static files are public
 
 
@@ -37,6 +38,18 @@ def requires(resource: str, action: str) -> Callable[[F], F]:
 def public(view: F) -> F:
     """Mark a view as open to unauthenticated callers (health checks, published public keys)."""
     setattr(view, _PUBLIC_ATTR, True)
+    return view
+
+
+def confirms_credential(view: F) -> F:
+    """Mark a hot view that re-reads the caller's credential in its own first query.
+
+    For such a view the guard recognises a key verified before in this process (``KnownKeys``) without a database
+    round trip and checks the route permission against the policy it has. The view must then call
+    ``check_confirmation`` with what its query read: whether the key is still unrevoked, after the policy has
+    been brought up to date, and refuse the request as the guard would otherwise have done.
+    """
+    setattr(view, _CONFIRMS_ATTR, True)
     return view
 
 
@@ -101,6 +114,38 @@ def _reason_code(detail: str) -> str:
     return "invalid_credentials"
 
 
+def refuse_credentials(error: AuthenticationFailed) -> Response:
+    """401 for a bad, revoked or expired key, audited as ``auth.failed``."""
+    _record_refusal("auth.failed", "failure", _reason_code(error.detail))
+    return problem_response(
+        "invalid-credentials",
+        error.detail,
+        headers={"WWW-Authenticate": 'Bearer realm="govsvc", error="invalid_token"'},
+    )
+
+
+def refuse_permission(principal: Principal, resource: str, action: str) -> Response:
+    """403 for a role the policy does not allow ``action`` on ``resource``, audited as ``access.denied``."""
+    _record_refusal("access.denied", "denied", "no_role", object_ref=f"{resource}:{action}")
+    return problem_response(
+        "forbidden", f"The role {principal.role!r} may not {action} {resource}.", required=f"{resource}:{action}"
+    )
+
+
+def check_confirmation(credential_valid: bool | None, permissions: list[tuple[str, str]]) -> Response | None:
+    """For a ``confirms_credential`` view, after its first query and a policy refresh: None when the caller's key
+    is still valid (``credential_valid`` as read; None if not read) and its role holds every permission, else the
+    refusal to return."""
+    principal = current_principal()
+    if credential_valid is False:
+        return refuse_credentials(AuthenticationFailed("The API key has been revoked."))
+    engine = get_policy_engine()
+    for resource, action in permissions:
+        if not engine.is_allowed(principal.role, resource, action):
+            return refuse_permission(principal, resource, action)
+    return None
+
+
 def init_access_control(app: Flask) -> None:
     """Authenticate and authorise every request before its view runs; set who acts for the audit log."""
 
@@ -128,18 +173,16 @@ def init_access_control(app: Flask) -> None:
                 headers={"WWW-Authenticate": 'Bearer realm="govsvc"'},
             )
         token = _bearer_token()
-        session = get_session()
-        try:
-            if token is None:
-                raise AuthenticationFailed("The Authorization header must use the Bearer scheme.")
-            principal = authenticate_api_key(session, token)
-        except AuthenticationFailed as error:
-            _record_refusal("auth.failed", "failure", _reason_code(error.detail))
-            return problem_response(
-                "invalid-credentials",
-                error.detail,
-                headers={"WWW-Authenticate": 'Bearer realm="govsvc", error="invalid_token"'},
-            )
+        if token is None:
+            return refuse_credentials(AuthenticationFailed("The Authorization header must use the Bearer scheme."))
+        known_keys: KnownKeys = app.extensions["govsvc.known_keys"]
+        principal = known_keys.recall(token) if _find_attr(view, _CONFIRMS_ATTR) else None
+        if principal is None:
+            try:
+                principal = authenticate_api_key(get_session(), token)
+            except AuthenticationFailed as error:
+                return refuse_credentials(error)
+            known_keys.remember(token, principal)
         g.principal = principal
         set_context(_audit_context(principal))
         permission = route_permission(view)
@@ -147,14 +190,8 @@ def init_access_control(app: Flask) -> None:
             _record_refusal("access.denied", "denied", "no_route_policy", object_ref=f"route:{request.endpoint}")
             return problem_response("forbidden", "This route has no access policy; it is denied to everyone.")
         engine = get_policy_engine()
-        if principal.policy_version is None or principal.policy_version != engine.version:
-            engine.ensure_current(session)
+        if principal.confirmed and principal.policy_version != engine.version:
+            engine.ensure_current(get_session())
         if not engine.is_allowed(principal.role, *permission):
-            resource, action = permission
-            _record_refusal("access.denied", "denied", "no_role", object_ref=f"{resource}:{action}")
-            return problem_response(
-                "forbidden",
-                f"The role {principal.role!r} may not {action} {resource}.",
-                required=f"{resource}:{action}",
-            )
+            return refuse_permission(principal, *permission)
         return None

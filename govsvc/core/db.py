@@ -132,6 +132,7 @@ def get_db() -> Database:
 
 
 _AUTOCOMMIT_ATTR = "_govsvc_autocommit"
+AUTOCOMMIT_SESSION = "govsvc.autocommit"  # session.info flag: each statement commits by itself
 
 
 def autocommit(view: F) -> F:
@@ -167,5 +168,6 @@ def get_session() -> Session:
         session = database.new_session(write=request.method not in ("GET", "HEAD", "OPTIONS"))
         if not database.is_sqlite and _wants_autocommit():
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            session.info[AUTOCOMMIT_SESSION] = True
         g.db_session = session
     return session

@@ -7,6 +7,7 @@ import logging
 from flask import Flask, Response, g
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
+from govsvc.core.db import AUTOCOMMIT_SESSION
 from govsvc.core.problems import problem_response
 
 logger = logging.getLogger("govsvc.db")
@@ -23,6 +24,8 @@ def init_request_transactions(app: Flask) -> None:
         if response.status_code >= 400:
             session.rollback()
             return response
+        if session.info.get(AUTOCOMMIT_SESSION) and not (session.new or session.dirty or session.deleted):
+            return response  # its statements have committed themselves and nothing is left to flush
         try:
             session.commit()
         except IntegrityError:

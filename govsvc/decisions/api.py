@@ -12,12 +12,13 @@ from apiflask.fields import AwareDateTime, Dict, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf, Range, Regexp
 from flask import Response, current_app
 
-from govsvc.core.access import current_principal, get_policy_engine, requires
+from govsvc.core.access import check_confirmation, confirms_credential, current_principal, get_policy_engine, requires
 from govsvc.core.db import autocommit, get_session
 from govsvc.core.errors import PermissionDenied, ServiceError, ValidationFailed
 from govsvc.core.problems import problem_body
 from govsvc.core.schemas import StrictInteger, StrictSchema
-from govsvc.decisions.service import ACTIONS, DecisionEngine, DecisionRequest
+from govsvc.decisions.lookup import Snapshot
+from govsvc.decisions.service import ACTIONS, Decision, DecisionEngine, DecisionRequest
 from govsvc.subjects.api import SubjectRefSchema
 
 bp = APIBlueprint("decisions", __name__, url_prefix="/v1", tag="Decisions")
@@ -86,6 +87,27 @@ class BatchOutSchema(Schema):
     results = List(Nested(BatchItemSchema), required=True)
 
 
+class _Refused(Exception):
+    """The caller's key was revoked, or its role lost a permission, as read with the subjects."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("refused")
+        self.response = response
+
+
+def _decide_each(requests: list[DecisionRequest], *, acting_for: bool) -> list[Decision | ServiceError]:
+    """Decide, confirming in the same round trip that the caller's key is unrevoked and its role still allowed."""
+    principal = current_principal()
+    permissions = [("decisions", "create")] + ([("decisions", "act_for")] if acting_for else [])
+
+    def confirm(snapshot: Snapshot) -> None:
+        refusal = check_confirmation(snapshot.credential_valid, permissions)
+        if refusal is not None:
+            raise _Refused(refusal)
+
+    return decision_engine().decide_each(get_session(), requests, client_id=principal.client_id, confirm=confirm)
+
+
 def _request(body: dict[str, Any]) -> DecisionRequest:
     principal = current_principal()
     roles: tuple[str, ...] = (principal.role,)
@@ -116,7 +138,7 @@ def _request(body: dict[str, Any]) -> DecisionRequest:
 
 
 @bp.post("/decisions")
-@bp.input(DecisionInSchema, arg_name="body")
+@bp.input(DecisionInSchema, arg_name="body", validation=False)  # validated by parse_check, as a batch's checks
 @bp.output(DecisionSchema)
 @bp.doc(
     summary="May this principal do this action on these fields of this person, for this purpose?",
@@ -126,9 +148,17 @@ def _request(body: dict[str, Any]) -> DecisionRequest:
     responses=[200, *ERRORS],
 )
 @requires("decisions", "create")
+@confirms_credential
 @autocommit
-def decide(body: dict[str, Any]) -> Response:
-    return _json(decision_engine().decide(get_session(), _request(body)).as_dict())
+def decide(body: Any) -> Response:
+    check = parse_check(body)
+    try:
+        outcome = _decide_each([_request(check)], acting_for=check["acting_for"] is not None)[0]
+    except _Refused as refused:
+        return refused.response
+    if isinstance(outcome, ServiceError):
+        raise outcome
+    return _json(outcome.as_dict())
 
 
 @bp.post("/decisions:batch")
@@ -136,6 +166,7 @@ def decide(body: dict[str, Any]) -> Response:
 @bp.output(BatchOutSchema)
 @bp.doc(summary=f"Up to {MAX_BATCH} decisions in one call", security=SECURITY, responses=[200, *ERRORS])
 @requires("decisions", "create")
+@confirms_credential
 @autocommit
 def decide_batch(body: Any) -> Response:
     checks = body.get("checks") if isinstance(body, dict) else None
@@ -146,12 +177,18 @@ def decide_batch(body: Any) -> Response:
         )
     results: list[dict[str, Any] | None] = [None] * len(checks)
     requests = []
+    acting_for = False
     for index, check in enumerate(checks):
         try:
-            requests.append((index, _request(parse_check(check))))
+            parsed = parse_check(check)
+            acting_for = acting_for or parsed["acting_for"] is not None
+            requests.append((index, _request(parsed)))
         except ServiceError as error:
             results[index] = {"index": index, "decision": None, "error": _problem(error)}
-    outcomes = decision_engine().decide_each(get_session(), [request for _, request in requests])
+    try:
+        outcomes = _decide_each([request for _, request in requests], acting_for=acting_for)
+    except _Refused as refused:
+        return refused.response
     for (index, _), outcome in zip(requests, outcomes, strict=True):
         if isinstance(outcome, ServiceError):
             results[index] = {"index": index, "decision": None, "error": _problem(outcome)}

@@ -18,16 +18,22 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 CHUNK = 500
+# Every query returns at least one row (the head): the versions in force, and whether the caller's API key is
+# still unrevoked, so that a decision needs no other round trip. Then one row per consent state of each subject.
+_HEAD = """SELECT (SELECT version FROM policy_state WHERE id = 1), (SELECT max(version) FROM taxonomy_versions),
+    (SELECT count(*) FROM api_clients WHERE client_id = {mark} AND revoked_at IS NULL), x.*
+FROM (SELECT 1 AS one) head LEFT JOIN ({subjects}) x ON 1 = 1"""
 _COLUMNS = """s.pk, s.subject_id, s.jurisdictions, s.birth_date_enc, s.restricted, s.legal_hold,
-    (SELECT version FROM policy_state WHERE id = 1), (SELECT max(version) FROM taxonomy_versions),
     c.purpose_key, c.scope, c.status, c.purpose_version, c.consent_type, c.actor, c.source, c.valid_until"""
 # Constant SQL: only the number of placeholders varies at run time, never a value.
-_BY_SUBJECT_ID = f"""SELECT {_COLUMNS}, s.subject_id
+_BY_SUBJECT_ID = f"""SELECT {_COLUMNS}, s.subject_id AS key_subject_id
 FROM subjects s LEFT JOIN consent_state c ON c.subject_pk = s.pk
 WHERE s.subject_id IN ({{marks}})"""  # noqa: S608
 _BY_IDENTIFIER = f"""SELECT {_COLUMNS}, i.kind, i.system, i.blind_index
 FROM subject_identifiers i JOIN subjects s ON s.pk = i.subject_pk LEFT JOIN consent_state c ON c.subject_pk = s.pk
 WHERE i.blind_index IN ({{marks}})"""  # noqa: S608
+_NOTHING = "SELECT 1 AS nothing WHERE 1 = 0"
+_KEY_AT = 17  # the lookup key's columns start here
 
 
 @dataclass(frozen=True)
@@ -56,11 +62,12 @@ class SubjectView:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Subjects found (by lookup key) and the versions in force when they were read."""
+    """Subjects found (by lookup key) and what was in force when they were read."""
 
     subjects: dict[tuple[str, ...], SubjectView]
     policy_version: int | None
     taxonomy_version: int | None
+    credential_valid: bool | None = None  # whether the client's key was unrevoked (None: no client given)
 
 
 @functools.lru_cache(maxsize=256)
@@ -76,41 +83,59 @@ def _aware(value: Any) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _run(session: Session, template: str, values: Sequence[str]) -> list[tuple[Any, ...]]:
+@functools.lru_cache(maxsize=64)
+def _statement(subjects: str, count: int, mark: str) -> str:
+    return _HEAD.format(mark=mark, subjects=subjects.format(marks=", ".join([mark] * count)))
+
+
+def _run(session: Session, subjects: str, client_id: str | None, values: Sequence[str]) -> list[tuple[Any, ...]]:
     connection = session.connection()
     mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    raw = connection.connection
-    cursor = raw.cursor()
+    cursor = connection.connection.cursor()
     try:
-        cursor.execute(template.format(marks=", ".join([mark] * len(values))), list(values))
+        cursor.execute(_statement(subjects, len(values), mark), [client_id, *values])
         return list(cursor.fetchall())
     finally:
         cursor.close()
 
 
-def load(session: Session, subject_ids: Iterable[str], identifiers: Iterable[tuple[str, str, str]]) -> Snapshot:
-    """Subjects by id (key ``(subject_id,)``) and by identifier (key ``(kind, system, blind_index)``)."""
+def load(
+    session: Session,
+    subject_ids: Iterable[str],
+    identifiers: Iterable[tuple[str, str, str]],
+    *,
+    client_id: str | None = None,
+) -> Snapshot:
+    """Subjects by id (key ``(subject_id,)``) and by identifier (key ``(kind, system, blind_index)``), and whether
+    ``client_id``'s key is unrevoked; at least one round trip, one more per 500 subjects."""
     found: dict[tuple[str, ...], SubjectView] = {}
     by_pk: dict[int, SubjectView] = {}
-    versions: tuple[Any, Any] = (None, None)
     ids = sorted(set(subject_ids))
     wanted = set(identifiers)
     indexes = sorted({blind_index for _kind, _system, blind_index in wanted})
-    for template, values in ((_BY_SUBJECT_ID, ids), (_BY_IDENTIFIER, indexes)):
-        for offset in range(0, len(values), CHUNK):
-            for row in _run(session, template, values[offset : offset + CHUNK]):
-                key = tuple(row[16:])
-                if template is _BY_IDENTIFIER and key not in wanted:
-                    continue  # same blind index, other kind or system
-                view = by_pk.get(row[0])
-                if view is None:
-                    birth = bytes(row[3]) if row[3] is not None else None
-                    view = SubjectView(row[0], row[1], _jurisdictions(row[2]), birth, bool(row[4]), bool(row[5]))
-                    by_pk[row[0]] = view
-                found[key] = view
-                versions = (row[6], row[7])
-                if row[8] is not None:
-                    view.states[(row[8], row[9])] = ConsentView(
-                        row[10], row[11], row[12], row[13], row[14], _aware(row[15])
-                    )
-    return Snapshot(found, versions[0], versions[1])
+    queries = [
+        (template, values[offset : offset + CHUNK])
+        for template, values in ((_BY_SUBJECT_ID, ids), (_BY_IDENTIFIER, indexes))
+        for offset in range(0, len(values), CHUNK)
+    ] or [(_NOTHING, [])]
+    head: tuple[Any, ...] = (None, None, None)
+    for template, values in queries:
+        for row in _run(session, template, client_id, values):
+            head = row[:3]
+            if row[3] is None:
+                continue  # the head row alone: nothing found
+            key = tuple(row[_KEY_AT:])
+            if template is _BY_IDENTIFIER and key not in wanted:
+                continue  # same blind index, other kind or system
+            view = by_pk.get(row[3])
+            if view is None:
+                birth = bytes(row[6]) if row[6] is not None else None
+                view = SubjectView(row[3], row[4], _jurisdictions(row[5]), birth, bool(row[7]), bool(row[8]))
+                by_pk[row[3]] = view
+            found[key] = view
+            if row[9] is not None:
+                view.states[(row[9], row[10])] = ConsentView(
+                    row[11], row[12], row[13], row[14], row[15], _aware(row[16])
+                )
+    credential = None if client_id is None else bool(head[2])
+    return Snapshot(found, head[0], head[1], credential)

@@ -13,7 +13,7 @@ very next decision on every instance; only parsed policy and taxonomy are cached
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -26,7 +26,7 @@ from govsvc.core.db import utcnow
 from govsvc.core.errors import NotFoundError, ServiceError, ValidationFailed
 from govsvc.crypto.service import FieldKeys
 from govsvc.decisions import lookup
-from govsvc.decisions.lookup import ConsentView, SubjectView
+from govsvc.decisions.lookup import ConsentView, Snapshot, SubjectView
 from govsvc.policy.service import PolicyEngine
 from govsvc.subjects.service import age_on, normalise
 from govsvc.taxonomy.service import Purpose, Taxonomy, TaxonomyCache
@@ -34,6 +34,7 @@ from govsvc.taxonomy.service import Purpose, Taxonomy, TaxonomyCache
 ACTIONS = ("read", "write", "use", "share", "export", "delete")
 _PERMISSIVENESS = {"show": 0, "mask": 1, "tokenize": 2, "withhold": 3}
 CACHE_SUBJECTS = 200_000
+Confirm = Callable[[Snapshot], None]  # checks what was read with the subjects; raises to refuse the call
 
 
 @dataclass(frozen=True)
@@ -130,17 +131,36 @@ class DecisionEngine:
 
     # -- deciding ----------------------------------------------------------------------------------------------
 
-    def decide(self, session: Session, request: DecisionRequest, *, now: datetime | None = None) -> Decision:
+    def decide(
+        self,
+        session: Session,
+        request: DecisionRequest,
+        *,
+        now: datetime | None = None,
+        client_id: str | None = None,
+        confirm: Confirm | None = None,
+    ) -> Decision:
         """One decision (and its audit event when it denies or touches L3 data); raises for an invalid request."""
-        result = self.decide_each(session, [request], now=now)[0]
+        result = self.decide_each(session, [request], now=now, client_id=client_id, confirm=confirm)[0]
         if isinstance(result, ServiceError):
             raise result
         return result
 
     def decide_each(
-        self, session: Session, requests: Sequence[DecisionRequest], *, now: datetime | None = None
+        self,
+        session: Session,
+        requests: Sequence[DecisionRequest],
+        *,
+        now: datetime | None = None,
+        client_id: str | None = None,
+        confirm: Confirm | None = None,
     ) -> list[Decision | ServiceError]:
-        """A decision or the error of each request; all subjects are read in one round trip per 500."""
+        """A decision or the error of each request; all subjects are read in one round trip per 500.
+
+        ``client_id``: the calling client, whose key's revocation is read in the same round trip; ``confirm`` is
+        then called with the snapshot, the policy brought up to date, before anything is decided (it raises to
+        refuse the whole call).
+        """
         now = now or utcnow()
         today = now.date()
         keys: list[tuple[str, ...] | ServiceError] = []
@@ -151,20 +171,21 @@ class DecisionEngine:
                 keys.append(error)
         wanted = [key for key in keys if isinstance(key, tuple)]
         snapshot = lookup.load(
-            session, [key[0] for key in wanted if len(key) == 1], [key for key in wanted if len(key) == 3]
+            session,
+            [key[0] for key in wanted if len(key) == 1],
+            [key for key in wanted if len(key) == 3],
+            client_id=client_id,
         )
-        taxonomy = (
-            self._current(session, int(snapshot.policy_version or 0), int(snapshot.taxonomy_version or 0))
-            if snapshot.subjects
-            else None
-        )
+        taxonomy = self._current(session, int(snapshot.policy_version or 0), int(snapshot.taxonomy_version or 0))
+        if confirm is not None:
+            confirm(snapshot)
         results: list[Decision | ServiceError] = []
         for request, key in zip(requests, keys, strict=True):
             view = snapshot.subjects.get(key) if isinstance(key, tuple) else None
             if isinstance(key, ServiceError):
                 results.append(key)
                 continue
-            if view is None or taxonomy is None:
+            if view is None:
                 results.append(NotFoundError("No such subject: register it first (POST /v1/subjects)."))
                 continue
             view.age = self._age(view, today)

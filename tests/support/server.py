@@ -49,11 +49,14 @@ def http(method: str, url: str, *, body: Any = None, headers: dict[str, str] | N
 class GunicornServer:
     """``with GunicornServer(env) as server: http("GET", server.url + "/readyz")``."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 2, log_path: Path | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], *, workers: int = 2, threads: int = 2, log_path: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
         self.workers = workers
+        self.threads = threads
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -69,7 +72,7 @@ class GunicornServer:
                 "--workers",
                 str(self.workers),
                 "--threads",
-                "2",
+                str(self.threads),
                 "--worker-class",
                 "gthread",
                 "wsgi:app",
