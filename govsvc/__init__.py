@@ -65,10 +65,13 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     from govsvc.core.logging import RedactingFilter, configure_logging, init_request_logging
     from govsvc.core.problems import register_error_handlers
     from govsvc.core.transactions import init_request_transactions
+    from govsvc.crypto.keys import KeyCache, KeyStore
+    from govsvc.crypto.providers import LocalKeyProvider
     from govsvc.crypto.service import FieldKeys
     from govsvc.decisions.service import DecisionEngine
     from govsvc.policy.service import PolicyEngine
     from govsvc.taxonomy.service import TaxonomyCache
+    from govsvc.vault.service import Vault
 
     if config is None:
         settings = settings_from_env()
@@ -113,6 +116,16 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
         app.extensions["govsvc.field_keys"], app.extensions["govsvc.policy"], app.extensions["govsvc.taxonomy"]
     )
     app.extensions["govsvc.known_keys"] = KnownKeys()
+    app.extensions["govsvc.keys"] = KeyStore(
+        LocalKeyProvider.from_settings(
+            root_keys=settings.root_keys,
+            root_key_file=settings.root_key_file,
+            secret_key=settings.secret_key,
+            production=settings.is_production,
+        ),
+        cache=KeyCache(settings.key_cache_size, settings.key_cache_seconds),
+    )
+    app.extensions["govsvc.vault"] = Vault(app.extensions["govsvc.keys"], app.extensions["govsvc.field_keys"])
     app.extensions["govsvc.audit_ip_key"] = ip_hash_key(settings.secret_key)
     app.extensions["govsvc.sequencer"] = Sequencer(
         database,
@@ -152,11 +165,13 @@ def _register_blueprints(app: APIFlask) -> None:
     from govsvc.auth.api import bp as auth_bp
     from govsvc.consent.api import bp as consent_bp
     from govsvc.consent.api import wellknown_bp
+    from govsvc.crypto.api import bp as crypto_bp
     from govsvc.decisions.api import bp as decisions_bp
     from govsvc.health.api import bp as health_bp
     from govsvc.policy.api import bp as policy_bp
     from govsvc.subjects.api import bp as subjects_bp
     from govsvc.taxonomy.api import bp as taxonomy_bp
+    from govsvc.vault.api import bp as vault_bp
 
     blueprints = (
         health_bp,
@@ -168,6 +183,8 @@ def _register_blueprints(app: APIFlask) -> None:
         consent_bp,
         wellknown_bp,
         decisions_bp,
+        vault_bp,
+        crypto_bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

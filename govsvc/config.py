@@ -43,6 +43,12 @@ class Settings:
     audit_sequencer: str = "thread"  # GOVSVC_AUDIT_SEQUENCER: thread (in each process) | off (run it elsewhere)
     audit_checkpoint_seconds: int = 2  # GOVSVC_AUDIT_CHECKPOINT_SECONDS: at most this long between checkpoints
     audit_anomaly_subjects_per_hour: int = 500  # GOVSVC_AUDIT_ANOMALY_SUBJECTS_PER_HOUR
+    # GOVSVC_ROOT_KEYS: root keyring "<version>:<base64 32 bytes>,..." (the highest version wraps), or
+    # GOVSVC_ROOT_KEY_FILE: a file of such lines. Production needs one; elsewhere a development root key is derived.
+    root_keys: str = field(default="", repr=False)
+    root_key_file: str = ""
+    key_cache_size: int = 10_000  # GOVSVC_KEY_CACHE_SIZE: unwrapped data keys kept in memory
+    key_cache_seconds: int = 300  # GOVSVC_KEY_CACHE_SECONDS: how long an unwrapped key stays cached
     extra: Mapping[str, object] = field(default_factory=dict)  # Flask config overrides (tests)
 
     @property
@@ -77,6 +83,8 @@ class Settings:
                 raise ConfigError("production requires GOVSVC_SECRET_KEY to be set to a random value")
             if len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
                 raise ConfigError(f"GOVSVC_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters")
+            if not self.root_keys and not self.root_key_file:
+                raise ConfigError("production requires GOVSVC_ROOT_KEYS or GOVSVC_ROOT_KEY_FILE (the root keyring)")
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced."""
@@ -89,6 +97,8 @@ _INT_FIELDS = {
     "idempotency_ttl_hours",
     "audit_checkpoint_seconds",
     "audit_anomaly_subjects_per_hour",
+    "key_cache_size",
+    "key_cache_seconds",
 }
 
 

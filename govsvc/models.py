@@ -5,9 +5,11 @@ from govsvc.auth.models import AdminUser, ApiClient
 from govsvc.consent.models import ConsentEvent, ConsentState, ReceiptSigningKey
 from govsvc.core.db import Base
 from govsvc.core.models import IdempotencyRecord
+from govsvc.crypto.models import CryptoKey, KeyRotation
 from govsvc.policy.models import CasbinRule, PolicyState
 from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.taxonomy.models import TaxonomyVersion
+from govsvc.vault.models import VaultField, VaultFieldHistory
 
 metadata = Base.metadata
 
@@ -22,11 +24,15 @@ __all__ = [
     "CasbinRule",
     "ConsentEvent",
     "ConsentState",
+    "CryptoKey",
     "IdempotencyRecord",
+    "KeyRotation",
     "PolicyState",
     "ReceiptSigningKey",
     "Subject",
     "SubjectIdentifier",
     "TaxonomyVersion",
+    "VaultField",
+    "VaultFieldHistory",
     "metadata",
 ]

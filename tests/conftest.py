@@ -29,6 +29,7 @@ from govsvc.core.db import Database
 from govsvc.policy.service import load_policy_file, roles_of
 from tests.support.postgres import DEFAULT_BINDIR, PostgresCluster, binaries_available
 
+TEST_ROOT_KEYS = "1:" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="  # 32 bytes of "A": tests only
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
 TEST_AUDIT_ORIGIN = "govsvc.test/audit"
 POLICY_DIR = PROJECT_ROOT / "policies"

@@ -9,7 +9,7 @@ import time
 from sqlalchemy import create_engine, func, select
 
 from govsvc.audit.models import AuditEvent, AuditLeaf
-from tests.conftest import TEST_AUDIT_ORIGIN, TEST_SECRET_KEY
+from tests.conftest import TEST_AUDIT_ORIGIN, TEST_ROOT_KEYS, TEST_SECRET_KEY
 from tests.support.server import GunicornServer, http
 
 
@@ -17,6 +17,7 @@ def test_sigkill_during_writes_loses_no_acknowledged_event(database, issue_key, 
     env = {
         "GOVSVC_ENV": "production",
         "GOVSVC_SECRET_KEY": TEST_SECRET_KEY,
+        "GOVSVC_ROOT_KEYS": TEST_ROOT_KEYS,
         "GOVSVC_DATABASE_URL": database.url,
         "GOVSVC_INSTANCE_DIR": str(tmp_path),
         "GOVSVC_AUDIT_ORIGIN": TEST_AUDIT_ORIGIN,

@@ -14,7 +14,7 @@ from flask import Flask, request
 from govsvc.client import GovsvcClient, GovsvcError, GovsvcUnavailable, apply_obligations
 from govsvc.client.flaskext import require_decision
 from govsvc.consent.receipts import verify_receipt
-from tests.conftest import TEST_AUDIT_ORIGIN, TEST_SECRET_KEY
+from tests.conftest import TEST_AUDIT_ORIGIN, TEST_ROOT_KEYS, TEST_SECRET_KEY
 from tests.support.server import GunicornServer, free_port, http
 
 NOTICE = {"id": "pn", "version": "3", "sha256": hashlib.sha256(b"n").hexdigest(), "language": "en"}
@@ -25,6 +25,7 @@ def server(database, tmp_path) -> Iterator[GunicornServer]:
     env = {
         "GOVSVC_ENV": "production",
         "GOVSVC_SECRET_KEY": TEST_SECRET_KEY,
+        "GOVSVC_ROOT_KEYS": TEST_ROOT_KEYS,
         "GOVSVC_DATABASE_URL": database.url,
         "GOVSVC_INSTANCE_DIR": str(tmp_path),
         "GOVSVC_AUDIT_ORIGIN": TEST_AUDIT_ORIGIN,

@@ -22,6 +22,7 @@ def test_environment_variables_are_read() -> None:
             "GOVSVC_ENV": "production",
             "GOVSVC_DATABASE_URL": "postgresql://u@h/db",
             "GOVSVC_SECRET_KEY": "s" * 40,
+            "GOVSVC_ROOT_KEY_FILE": "/run/secrets/govsvc-root-keys",
             "GOVSVC_LOG_LEVEL": "debug",
             "GOVSVC_MAX_BODY_BYTES": "2048",
         }
@@ -63,3 +64,16 @@ def test_development_accepts_the_marker_secret() -> None:
 def test_bad_values_are_refused_with_the_variable_named(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         settings_from_env(environ).validate()
+
+
+def test_production_refuses_to_start_without_a_root_keyring() -> None:
+    environ = {"GOVSVC_ENV": "production", "GOVSVC_SECRET_KEY": "s" * 40}
+    with pytest.raises(ConfigError, match="GOVSVC_ROOT_KEYS"):
+        create_app(settings_from_env(environ))
+
+
+@pytest.mark.parametrize("keyring", ["1:not-base64!", "0:" + "QUFB" * 11, "1:QUFBQQ==", "x:QUFB"])
+def test_a_malformed_root_keyring_is_refused(keyring: str, tmp_path) -> None:
+    environ = {"GOVSVC_ROOT_KEYS": keyring, "GOVSVC_INSTANCE_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError, match="root key"):
+        create_app(settings_from_env(environ))

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from govsvc.config import PROJECT_ROOT
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_ROOT_KEYS, TEST_SECRET_KEY
 from tests.support.server import GunicornServer, http
 
 
@@ -14,6 +14,7 @@ def test_gunicorn_serves_ready_and_guards_every_route(database, issue_key, tmp_p
     env = {
         "GOVSVC_ENV": "production",
         "GOVSVC_SECRET_KEY": TEST_SECRET_KEY,
+        "GOVSVC_ROOT_KEYS": TEST_ROOT_KEYS,
         "GOVSVC_DATABASE_URL": database.url,
         "GOVSVC_INSTANCE_DIR": str(tmp_path),
     }

@@ -22,10 +22,12 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method not allowed"),
     "not-acceptable": (406, "Not acceptable"),
     "conflict": (409, "Conflict"),
+    "key-destroyed": (410, "The key of this data was destroyed (crypto-shredded)"),
     "idempotency-key-in-use": (409, "Idempotency key is being used by a request in progress"),
     "payload-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "validation-error": (422, "Validation failed"),
+    "undecryptable": (422, "The ciphertext does not decrypt here"),
     "idempotency-key-reused": (422, "Idempotency key reused with a different request"),
     "rate-limited": (429, "Too many requests"),
     "internal-error": (500, "Internal error"),
@@ -76,3 +78,15 @@ class AuthenticationFailed(ServiceError):
 
 class PermissionDenied(ServiceError):
     slug = "forbidden"
+
+
+class KeyDestroyed(ServiceError):
+    """The data key was destroyed: its ciphertexts can never be decrypted again."""
+
+    slug = "key-destroyed"
+
+
+class Undecryptable(ServiceError):
+    """A token that is malformed, altered, or bound to another record, field or key."""
+
+    slug = "undecryptable"

@@ -1,0 +1,335 @@
+"""The key hierarchy: root key (provider) -> tenant key -> one data key (DEK) per subject.
+
+Every stored key is wrapped. Unwrapped keys live only in a bounded LRU with a TTL and are dropped on rotation or
+destruction. Destroying a subject's data key (crypto-shredding) makes every ciphertext of that subject unreadable
+for good, including copies in backups.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from govsvc.core.db import utcnow
+from govsvc.core.errors import KeyDestroyed, NotFoundError, Undecryptable
+from govsvc.crypto import tokens
+from govsvc.crypto.models import CryptoKey
+from govsvc.crypto.providers import KeyProvider, KeyUnwrapError
+from govsvc.crypto.tokens import Ciphers, TokenError
+
+DEFAULT_TENANT = "default"
+_NONCE = 12
+
+
+def subject_key_id(subject_id: str) -> str:
+    return f"subject:{subject_id}"
+
+
+def tenant_key_id(tenant: str) -> str:
+    return f"tenant:{tenant}"
+
+
+class KeyCache:
+    """Unwrapped keys: least recently used first out, each for ``ttl`` seconds at most. Thread-safe."""
+
+    def __init__(self, size: int = 10_000, ttl: float = 300.0) -> None:
+        self._size, self._ttl = size, ttl
+        self._entries: OrderedDict[tuple[str, int], tuple[float, Ciphers]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key_id: str, version: int) -> Ciphers | None:
+        with self._lock:
+            entry = self._entries.get((key_id, version))
+            if entry is None:
+                return None
+            if entry[0] < time.monotonic():
+                del self._entries[(key_id, version)]
+                return None
+            self._entries.move_to_end((key_id, version))
+            return entry[1]
+
+    def put(self, ciphers: Ciphers) -> None:
+        with self._lock:
+            self._entries[(ciphers.key_id, ciphers.version)] = (time.monotonic() + self._ttl, ciphers)
+            self._entries.move_to_end((ciphers.key_id, ciphers.version))
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def drop(self, key_id: str) -> None:
+        """Forget every version of a key (rotated or destroyed)."""
+        with self._lock:
+            for cached in [entry for entry in self._entries if entry[0] == key_id]:
+                del self._entries[cached]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    key_id: str
+    version: int
+    kind: str
+    status: str
+    wrapped_by: str | None
+
+
+class KeyStore:
+    """Creates, unwraps, rotates and destroys the wrapped keys; seals and opens field values."""
+
+    def __init__(self, provider: KeyProvider, *, tenant: str = DEFAULT_TENANT, cache: KeyCache | None = None) -> None:
+        self.provider = provider
+        self.tenant = tenant
+        self.cache = cache or KeyCache()
+
+    # -- tenant key --------------------------------------------------------------------------------------------
+
+    def _root_label(self, version: int) -> str:
+        return f"root:{self.provider.name}:{version}"
+
+    def _tenant_context(self, version: int) -> str:
+        return f"{tenant_key_id(self.tenant)}:{version}"
+
+    def tenant_ciphers(self, session: Session, version: int | None = None) -> Ciphers:
+        """The tenant key (the active version unless one is named); created at first use."""
+        key_id = tenant_key_id(self.tenant)
+        if version is not None and (cached := self.cache.get(key_id, version)) is not None:
+            return cached
+        query = select(CryptoKey).where(CryptoKey.key_id == key_id)
+        row = session.scalar(
+            query.where(CryptoKey.version == version)
+            if version is not None
+            else query.where(CryptoKey.status == "active").order_by(CryptoKey.version.desc()).limit(1)
+        )
+        if row is None:
+            if version is not None:
+                raise NotFoundError(f"No tenant key version {version}.")
+            row = self._new_tenant_key(session, 1)
+        cached = self.cache.get(key_id, row.version)
+        if cached is not None:
+            return cached
+        ciphers = Ciphers.of(key_id, row.version, self._unwrap_tenant(row))
+        self.cache.put(ciphers)
+        return ciphers
+
+    def _new_tenant_key(self, session: Session, version: int) -> CryptoKey:
+        root_version, wrapped = self.provider.wrap(os.urandom(32), self._tenant_context(version))
+        row = CryptoKey(
+            key_id=tenant_key_id(self.tenant),
+            version=version,
+            kind="tenant",
+            wrapped=wrapped,
+            wrapped_by=self._root_label(root_version),
+            status="active",
+        )
+        session.add(row)
+        session.flush()
+        return row
+
+    def _unwrap_tenant(self, row: CryptoKey) -> bytes:
+        if row.wrapped is None or row.wrapped_by is None:
+            raise KeyDestroyed(f"The tenant key version {row.version} was destroyed.")
+        root_version = int(row.wrapped_by.rsplit(":", 1)[1])
+        return self.provider.unwrap(root_version, row.wrapped, self._tenant_context(row.version))
+
+    def rotate_root(self, session: Session) -> int:
+        """Re-wrap every tenant key under the provider's current root version; no data is touched."""
+        count = 0
+        current = self._root_label(self.provider.current_version)
+        for row in session.scalars(select(CryptoKey).where(CryptoKey.kind == "tenant", CryptoKey.wrapped.is_not(None))):
+            if row.wrapped_by == current:
+                continue
+            key = self._unwrap_tenant(row)
+            root_version, row.wrapped = self.provider.wrap(key, self._tenant_context(row.version))
+            row.wrapped_by = self._root_label(root_version)
+            count += 1
+        session.flush()
+        return count
+
+    def rotate_tenant(self, session: Session) -> int:
+        """A new tenant key version; every subject key is re-wrapped under it (data untouched). Returns the
+        number of subject keys re-wrapped."""
+        old = self.tenant_ciphers(session)
+        self._new_tenant_key(session, old.version + 1)
+        session.execute(
+            update(CryptoKey)
+            .where(CryptoKey.key_id == tenant_key_id(self.tenant), CryptoKey.version == old.version)
+            .values(status="retired", retired_at=utcnow())
+        )
+        session.flush()
+        new = self.tenant_ciphers(session)
+        count = 0
+        rows = session.scalars(
+            select(CryptoKey).where(CryptoKey.kind == "subject", CryptoKey.wrapped.is_not(None))
+        ).all()
+        for row in rows:
+            key = self._unwrap_subject(session, row)
+            row.wrapped = self._wrap_subject(new, row.key_id, row.version, key)
+            row.wrapped_by = f"{tenant_key_id(self.tenant)}:{new.version}"
+            count += 1
+        session.flush()
+        self.cache.drop(tenant_key_id(self.tenant))
+        return count
+
+    # -- subject keys ------------------------------------------------------------------------------------------
+
+    def _wrap_subject(self, tenant: Ciphers, key_id: str, version: int, key: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + tenant.gcm.encrypt(nonce, key, f"{key_id}:{version}".encode())
+
+    def _unwrap_subject(self, session: Session, row: CryptoKey) -> bytes:
+        if row.wrapped is None or row.wrapped_by is None:
+            raise KeyDestroyed(
+                "The data key of this subject was destroyed (crypto-shredded); its data cannot be decrypted.",
+            )
+        tenant = self.tenant_ciphers(session, int(row.wrapped_by.rsplit(":", 1)[1]))
+        try:
+            return tenant.gcm.decrypt(
+                row.wrapped[:_NONCE], row.wrapped[_NONCE:], f"{row.key_id}:{row.version}".encode()
+            )
+        except InvalidTag as error:  # the wrapped key was altered or moved
+            raise KeyUnwrapError(f"the data key {row.key_id} v{row.version} does not unwrap") from error
+
+    def new_subject_key(self, session: Session, subject_id: str, version: int = 1) -> Ciphers:
+        key_id = subject_key_id(subject_id)
+        tenant = self.tenant_ciphers(session)
+        key = os.urandom(32)
+        session.add(
+            CryptoKey(
+                key_id=key_id,
+                version=version,
+                kind="subject",
+                wrapped=self._wrap_subject(tenant, key_id, version, key),
+                wrapped_by=f"{tenant_key_id(self.tenant)}:{tenant.version}",
+                status="active",
+            )
+        )
+        session.flush()
+        ciphers = Ciphers.of(key_id, version, key)
+        self.cache.put(ciphers)
+        return ciphers
+
+    def subject_ciphers(
+        self, session: Session, subject_id: str, version: int | None = None, *, create: bool = False
+    ) -> Ciphers:
+        """A subject's data key: the given version, or the active one (created when ``create``)."""
+        key_id = subject_key_id(subject_id)
+        if version is not None and (cached := self.cache.get(key_id, version)) is not None:
+            return cached
+        query = select(CryptoKey).where(CryptoKey.key_id == key_id)
+        if version is not None:
+            row = session.scalar(query.where(CryptoKey.version == version))
+        else:
+            row = session.scalar(query.order_by(CryptoKey.version.desc()).limit(1))
+            if row is not None and row.status == "destroyed":
+                raise KeyDestroyed("The data key of this subject was destroyed (crypto-shredded).")
+        if row is None:
+            if create and version is None:
+                return self.new_subject_key(session, subject_id)
+            raise NotFoundError("This subject has no data key.")
+        cached = self.cache.get(key_id, row.version)
+        if cached is not None:
+            return cached
+        ciphers = Ciphers.of(key_id, row.version, self._unwrap_subject(session, row))
+        self.cache.put(ciphers)
+        return ciphers
+
+    def start_subject_rotation(self, session: Session, subject_id: str) -> int:
+        """A new active data key version; the previous one is ``retiring`` until its data is re-encrypted."""
+        current = self.subject_ciphers(session, subject_id)
+        session.execute(
+            update(CryptoKey)
+            .where(CryptoKey.key_id == current.key_id, CryptoKey.status == "active")
+            .values(status="retiring")
+        )
+        return self.new_subject_key(session, subject_id, current.version + 1).version
+
+    def retire_subject_keys(self, session: Session, subject_id: str) -> None:
+        """After re-encryption: old versions lose their wrapped material."""
+        key_id = subject_key_id(subject_id)
+        session.execute(
+            update(CryptoKey)
+            .where(CryptoKey.key_id == key_id, CryptoKey.status == "retiring")
+            .values(status="retired", wrapped=None, retired_at=utcnow())
+        )
+        current = self.subject_ciphers(session, subject_id)
+        self.cache.drop(key_id)
+        self.cache.put(current)
+
+    def destroy_subject_keys(self, session: Session, subject_id: str) -> int:
+        """Crypto-shred: every version's wrapped key is erased. Returns how many versions were destroyed."""
+        key_id = subject_key_id(subject_id)
+        result = session.execute(
+            update(CryptoKey)
+            .where(CryptoKey.key_id == key_id, CryptoKey.status != "destroyed")
+            .values(status="destroyed", wrapped=None, destroyed_at=utcnow())
+        )
+        self.cache.drop(key_id)
+        return int(result.rowcount or 0)
+
+    # -- values ------------------------------------------------------------------------------------------------
+
+    def seal(
+        self, session: Session, subject_id: str, field: str, plaintext: str, *, deterministic: bool = False
+    ) -> bytes:
+        """A token of ``plaintext`` bound to (tenant, subject, field, key version)."""
+        ciphers = self.subject_ciphers(session, subject_id, create=True)
+        return tokens.seal(
+            ciphers, plaintext.encode(), tokens.context(self.tenant, subject_id, field), deterministic=deterministic
+        )
+
+    def open(self, session: Session, subject_id: str, field: str, token: bytes) -> str:
+        """The plaintext of a token; Undecryptable if it was altered or moved, KeyDestroyed after shredding."""
+        try:
+            parsed = tokens.parse_header(token)
+        except TokenError as error:
+            raise Undecryptable(str(error)) from None
+        if parsed.key_id != subject_key_id(subject_id):
+            raise Undecryptable("The token belongs to another subject.")
+        ciphers = self.subject_ciphers(session, subject_id, parsed.key_version)
+        try:
+            return tokens.open_sealed(ciphers, token, tokens.context(self.tenant, subject_id, field), parsed).decode()
+        except TokenError as error:
+            raise Undecryptable(str(error)) from None
+
+    def status(self, session: Session) -> dict[str, object]:
+        """What an admin sees: root versions, tenant key versions, subject key counts by status. No key material."""
+        tenant_rows = session.scalars(
+            select(CryptoKey).where(CryptoKey.kind == "tenant").order_by(CryptoKey.version)
+        ).all()
+        counts = {
+            status: int(count)
+            for status, count in session.execute(
+                select(CryptoKey.status, func.count()).where(CryptoKey.kind == "subject").group_by(CryptoKey.status)
+            )
+        }
+        return {
+            "root": {
+                "provider": self.provider.name,
+                "current_version": self.provider.current_version,
+                "versions": list(self.provider.versions),
+            },
+            "tenant": self.tenant,
+            "tenant_keys": [
+                {
+                    "version": row.version,
+                    "status": row.status,
+                    "wrapped_by": row.wrapped_by,
+                    "created_at": row.created_at,
+                }
+                for row in tenant_rows
+            ],
+            "subject_keys": counts,
+            "cached_keys": len(self.cache),
+        }

@@ -1,0 +1,143 @@
+"""The ciphertext token: a versioned, self-describing byte string.
+
+Layout: ``format (1) | key id length (1) | key id (ASCII) | key version (4, big-endian) | body``, where the body is
+``nonce (12) | ciphertext | tag (16)`` for format 1 (AES-256-GCM, random nonce) and ``SIV (16) | ciphertext`` for
+format 2 (AES-SIV, deterministic). The associated data is the header followed by the context (tenant, subject,
+field), so a token moved to another record or field, or relabelled with another key version, fails to open.
+Text form (API): ``gv1.`` + base64url without padding.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+FORMAT_GCM = 1
+FORMAT_SIV = 2
+_NONCE = 12
+TEXT_PREFIX = "gv1."
+
+
+class TokenError(ValueError):
+    """Not a token, or one that does not open: altered, moved, or under another key."""
+
+
+@dataclass(frozen=True)
+class TokenHeader:
+    format: int
+    key_id: str
+    key_version: int
+    length: int  # bytes of header
+
+
+def context(tenant: str, subject_id: str, field: str) -> bytes:
+    """What a ciphertext belongs to, bound as associated data."""
+    return "\x1f".join((tenant, subject_id, field)).encode()
+
+
+def header(format_: int, key_id: str, key_version: int) -> bytes:
+    encoded = key_id.encode("ascii")
+    if len(encoded) > 255:
+        raise ValueError("key id longer than 255 bytes")
+    return bytes((format_, len(encoded))) + encoded + struct.pack(">I", key_version)
+
+
+def parse_header(token: bytes) -> TokenHeader:
+    if len(token) < 6 or token[0] not in (FORMAT_GCM, FORMAT_SIV):
+        raise TokenError("not a govsvc ciphertext token (unknown format)")
+    end = 2 + token[1]
+    if len(token) < end + 4 + 16:
+        raise TokenError("the token is truncated")
+    try:
+        key_id = token[2:end].decode("ascii")
+    except UnicodeDecodeError:
+        raise TokenError("the token's key id is not ASCII") from None
+    (version,) = struct.unpack(">I", token[end : end + 4])
+    return TokenHeader(token[0], key_id, version, end + 4)
+
+
+@dataclass(frozen=True)
+class Ciphers:
+    """One data key, ready to use: AES-256-GCM, and AES-SIV under a 512-bit key derived from it."""
+
+    key_id: str
+    version: int
+    gcm: AESGCM
+    siv: AESSIV
+
+    @classmethod
+    def of(cls, key_id: str, version: int, key: bytes) -> Ciphers:
+        siv_key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=b"govsvc aes-siv v1").derive(key)
+        return cls(key_id, version, AESGCM(key), AESSIV(siv_key))
+
+
+def gcm_encrypt(gcm: AESGCM, nonce: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """AES-256-GCM with a 96-bit nonce and a 128-bit tag: ciphertext || tag."""
+    return gcm.encrypt(nonce, plaintext, associated)
+
+
+def gcm_decrypt(gcm: AESGCM, nonce: bytes, sealed: bytes, associated: bytes) -> bytes:
+    try:
+        return gcm.decrypt(nonce, sealed, associated)
+    except InvalidTag:
+        raise TokenError(_DOES_NOT_OPEN) from None
+
+
+def siv_encrypt(siv: AESSIV, plaintext: bytes, associated: list[bytes]) -> bytes:
+    """AES-SIV (RFC 5297): SIV || ciphertext; deterministic."""
+    return siv.encrypt(plaintext, associated)
+
+
+def siv_decrypt(siv: AESSIV, sealed: bytes, associated: list[bytes]) -> bytes:
+    try:
+        return siv.decrypt(sealed, associated)
+    except InvalidTag:
+        raise TokenError(_DOES_NOT_OPEN) from None
+
+
+_DOES_NOT_OPEN = "the ciphertext does not open here: altered, moved to another record or field, or under another key"
+
+
+def seal(ciphers: Ciphers, plaintext: bytes, bound_to: bytes, *, deterministic: bool = False) -> bytes:
+    """Encrypt ``plaintext`` (AES-256-GCM with a random nonce, or AES-SIV: equal plaintexts, equal tokens)."""
+    head = header(FORMAT_SIV if deterministic else FORMAT_GCM, ciphers.key_id, ciphers.version)
+    associated = head + b"\x00" + bound_to
+    if deterministic:
+        return head + siv_encrypt(ciphers.siv, plaintext, [associated])
+    nonce = os.urandom(_NONCE)
+    return head + nonce + gcm_encrypt(ciphers.gcm, nonce, plaintext, associated)
+
+
+def open_sealed(ciphers: Ciphers, token: bytes, bound_to: bytes, parsed: TokenHeader | None = None) -> bytes:
+    """The plaintext; TokenError when the token was altered, moved, or sealed under another key."""
+    parsed = parsed or parse_header(token)
+    if parsed.key_id != ciphers.key_id or parsed.key_version != ciphers.version:
+        raise TokenError("the token was sealed under another key")
+    head = token[: parsed.length]
+    body = token[parsed.length :]
+    associated = head + b"\x00" + bound_to
+    if parsed.format == FORMAT_SIV:
+        return siv_decrypt(ciphers.siv, body, [associated])
+    return gcm_decrypt(ciphers.gcm, body[:_NONCE], body[_NONCE:], associated)
+
+
+def to_text(token: bytes) -> str:
+    return TEXT_PREFIX + base64.urlsafe_b64encode(token).rstrip(b"=").decode()
+
+
+def from_text(text: str) -> bytes:
+    if not text.startswith(TEXT_PREFIX):
+        raise TokenError(f"a token starts with {TEXT_PREFIX!r}")
+    body = text[len(TEXT_PREFIX) :]
+    try:
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (ValueError, binascii.Error):
+        raise TokenError("the token is not base64url") from None

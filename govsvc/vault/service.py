@@ -1,0 +1,382 @@
+"""The customer profile vault (客户档案): fields classified by the taxonomy, sealed by level, read by obligation.
+
+L2 and L3 values are sealed under the subject's data key (L3 always); L1 values are stored plain. Searchable
+fields (e-mail, mobile, ID number) also get a keyed blind index over their normalised value. Every change keeps
+the previous value, sealed, for rectification history. Erasure destroys the subject's data key (crypto-shredding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.orm import Session
+
+from govsvc.core.db import Database, utcnow
+from govsvc.core.errors import NotFoundError, ValidationFailed
+from govsvc.crypto import tokens
+from govsvc.crypto.keys import KeyStore
+from govsvc.crypto.models import CryptoKey, KeyRotation
+from govsvc.crypto.service import FieldKeys
+from govsvc.subjects.models import Subject, SubjectIdentifier
+from govsvc.subjects.service import normalise
+from govsvc.taxonomy.service import Taxonomy
+from govsvc.vault.masking import mask
+from govsvc.vault.models import VaultField, VaultFieldHistory
+
+ENCRYPTED_LEVELS = frozenset({"L2", "L3"})
+# field -> identifier kind whose normalisation the blind index uses (equality search)
+SEARCHABLE_FIELDS = {"email": "email", "mobile": "phone", "id_number": "id_number", "passport_number": "id_number"}
+MAX_VALUE_LENGTH = 4000
+MAX_FIELDS = 100
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    change: str  # created | replaced | deleted | unchanged
+
+
+@dataclass(frozen=True)
+class StoredField:
+    """A field as stored, its plaintext opened (only ever held in memory)."""
+
+    field: str
+    category: str
+    level: str
+    value: str
+    version: int
+    updated_at: datetime
+
+
+class Vault:
+    def __init__(self, keys: KeyStore, index_keys: FieldKeys) -> None:
+        self.keys = keys
+        self.index_keys = index_keys
+
+    # -- writing -----------------------------------------------------------------------------------------------
+
+    def _classify(self, taxonomy: Taxonomy, values: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+        errors = []
+        classified: dict[str, tuple[str, str]] = {}
+        if len(values) > MAX_FIELDS:
+            raise ValidationFailed("Too many fields.", errors=[{"field": "fields", "message": f"at most {MAX_FIELDS}"}])
+        for name, value in values.items():
+            category = taxonomy.fields.get(name)
+            if category is None:
+                errors.append({"field": f"fields.{name}", "message": "unknown field; see GET /v1/taxonomy (fields)"})
+            elif value is not None and (not isinstance(value, str) or not 1 <= len(value) <= MAX_VALUE_LENGTH):
+                errors.append({"field": f"fields.{name}", "message": f"a string of 1 to {MAX_VALUE_LENGTH} characters"})
+            else:
+                classified[name] = (category, taxonomy.level(category))
+        if errors:
+            raise ValidationFailed("The profile has invalid fields; see errors.", errors=errors)
+        return classified
+
+    def _blind_index(self, field: str, value: str) -> str | None:
+        kind = SEARCHABLE_FIELDS.get(field)
+        if kind is None:
+            return None
+        return self.index_keys.blind_index("vault", field, normalise(kind, value))
+
+    def write(
+        self,
+        session: Session,
+        taxonomy: Taxonomy,
+        subject: Subject,
+        values: Mapping[str, Any],
+        *,
+        actor: str,
+        justification: str | None = None,
+        replace_all: bool = False,
+    ) -> list[FieldChange]:
+        """Set fields (a value of None deletes one); ``replace_all`` also deletes the fields not given."""
+        classified = self._classify(taxonomy, values)
+        current = {
+            row.field: row for row in session.scalars(select(VaultField).where(VaultField.subject_pk == subject.pk))
+        }
+        changes: list[FieldChange] = []
+        targets = dict(values)
+        if replace_all:
+            targets |= {name: None for name in current if name not in values}
+        now = utcnow()
+        for name in sorted(targets):
+            value = targets[name]
+            row = current.get(name)
+            if row is not None:
+                old = self._open(session, subject, row)
+                if value == old:
+                    changes.append(FieldChange(name, "unchanged"))
+                    continue
+                self._keep_history(
+                    session, subject, row, old, "deleted" if value is None else "replaced", actor, justification
+                )
+                if value is None:
+                    session.delete(row)
+                    changes.append(FieldChange(name, "deleted"))
+                    continue
+                row.version += 1
+            elif value is None:
+                continue
+            else:
+                category, level = classified[name]
+                row = VaultField(subject_pk=subject.pk, field=name, category=category, level=level, version=1)
+                session.add(row)
+            category, level = classified[name]
+            row.category, row.level = category, level
+            if level in ENCRYPTED_LEVELS:
+                row.value_enc = self.keys.seal(session, subject.subject_id, name, value)
+                row.key_version = tokens.parse_header(row.value_enc).key_version
+                row.value_plain = None
+            else:
+                row.value_plain, row.value_enc, row.key_version = value, None, None
+            row.blind_index = self._blind_index(name, value)
+            row.updated_at, row.updated_by = now, actor
+            changes.append(FieldChange(name, "replaced" if row.version > 1 else "created"))
+        session.flush()
+        return changes
+
+    def _keep_history(
+        self,
+        session: Session,
+        subject: Subject,
+        row: VaultField,
+        old: str,
+        change: str,
+        actor: str,
+        justification: str | None,
+    ) -> None:
+        sealed = self.keys.seal(session, subject.subject_id, f"history:{row.field}:{row.version}", old)
+        session.add(
+            VaultFieldHistory(
+                subject_pk=subject.pk,
+                field=row.field,
+                version=row.version,
+                value_enc=sealed,
+                key_version=tokens.parse_header(sealed).key_version,
+                change=change,
+                justification=justification,
+                changed_at=utcnow(),
+                changed_by=actor,
+            )
+        )
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    def _open(self, session: Session, subject: Subject, row: VaultField) -> str:
+        if row.value_enc is None:
+            if row.value_plain is None:
+                raise NotFoundError(f"The field {row.field!r} was erased.")
+            return row.value_plain
+        return self.keys.open(session, subject.subject_id, row.field, row.value_enc)
+
+    def fields(self, session: Session, subject: Subject) -> list[VaultField]:
+        return list(
+            session.scalars(select(VaultField).where(VaultField.subject_pk == subject.pk).order_by(VaultField.field))
+        )
+
+    def read(self, session: Session, subject: Subject, rows: list[VaultField]) -> list[StoredField]:
+        """The fields with their plaintext (the caller applies obligations before anything leaves the service)."""
+        return [
+            StoredField(
+                row.field, row.category, row.level, self._open(session, subject, row), row.version, row.updated_at
+            )
+            for row in rows
+        ]
+
+    def history(self, session: Session, subject: Subject, field: str | None = None) -> list[dict[str, Any]]:
+        query = select(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk)
+        if field is not None:
+            query = query.where(VaultFieldHistory.field == field)
+        entries = []
+        for row in session.scalars(query.order_by(VaultFieldHistory.pk)):
+            value = None
+            if row.value_enc is not None:
+                value = self.keys.open(session, subject.subject_id, f"history:{row.field}:{row.version}", row.value_enc)
+            entries.append(
+                {
+                    "field": row.field,
+                    "version": row.version,
+                    "change": row.change,
+                    "value": value,
+                    "justification": row.justification,
+                    "changed_at": row.changed_at,
+                    "changed_by": row.changed_by,
+                }
+            )
+        return entries
+
+    def search(self, session: Session, field: str, value: str) -> list[str]:
+        """Subject ids whose ``field`` equals ``value`` (after normalisation), by blind index."""
+        if field not in SEARCHABLE_FIELDS:
+            raise ValidationFailed(
+                "This field is not searchable.",
+                errors=[{"field": "field", "message": f"one of {', '.join(sorted(SEARCHABLE_FIELDS))}"}],
+            )
+        index = self._blind_index(field, value)
+        query = (
+            select(Subject.subject_id)
+            .join(VaultField, VaultField.subject_pk == Subject.pk)
+            .where(VaultField.field == field, VaultField.blind_index == index)
+            .order_by(Subject.subject_id)
+        )
+        return list(session.scalars(query))
+
+    def pseudonym(self, field: str, value: str) -> str:
+        """A stable keyed pseudonym (``tokenize`` obligation): equal values, equal tokens; not reversible."""
+        digest = hmac.new(self.index_keys.pseudonym_key, f"{field}\x1f{value}".encode(), hashlib.sha256).hexdigest()
+        return "tok_" + digest[:24]
+
+    def apply(self, stored: StoredField, obligation: str) -> tuple[str | None, str]:
+        """(value shown, treatment) for one obligation: show, mask:<profile>, tokenize or withhold."""
+        if obligation == "show":
+            return stored.value, "show"
+        if obligation.startswith("mask"):
+            return mask(stored.category, stored.value), obligation
+        if obligation == "tokenize":
+            return self.pseudonym(stored.field, stored.value), "tokenize"
+        return None, "withhold"
+
+    # -- erasure -----------------------------------------------------------------------------------------------
+
+    def shred(self, session: Session, subject: Subject) -> dict[str, int]:
+        """Crypto-shred a subject: destroy its data keys, erase plain values and every blind index."""
+        destroyed = self.keys.destroy_subject_keys(session, subject.subject_id)
+        plain = session.execute(
+            update(VaultField)
+            .where(VaultField.subject_pk == subject.pk)
+            .values(value_plain=None, blind_index=None, updated_at=utcnow())
+        ).rowcount
+        identifiers = session.execute(
+            delete(SubjectIdentifier).where(SubjectIdentifier.subject_pk == subject.pk)
+        ).rowcount
+        subject.birth_date_enc = None
+        session.flush()
+        return {
+            "key_versions_destroyed": destroyed,
+            "fields": int(plain or 0),
+            "identifiers_removed": int(identifiers or 0),
+        }
+
+
+# -- data-key rotation: re-encrypt every sealed value, in chunks, resumable -----------------------------------------
+
+
+def start_rotation(session: Session, keys: KeyStore, *, subject: Subject | None, actor: str) -> KeyRotation:
+    """A new data key version for one subject or every subject with a key; values are re-encrypted by
+    ``run_rotation``."""
+    if subject is not None:
+        subject_ids = [subject.subject_id]
+        keys.subject_ciphers(session, subject.subject_id, create=True)
+    else:
+        subject_ids = [
+            key_id.split(":", 1)[1]
+            for key_id in session.scalars(
+                select(CryptoKey.key_id).where(CryptoKey.kind == "subject", CryptoKey.status == "active")
+            )
+        ]
+    for subject_id in subject_ids:
+        keys.start_subject_rotation(session, subject_id)
+    rotation = KeyRotation(
+        rotation_id="rot_" + uuid.uuid4().hex[:16],
+        scope=f"subject:{subject.subject_id}" if subject is not None else "all",
+        status="running",
+        last_pk=0,
+        history_last_pk=0,
+        values_done=0,
+        started_by=actor,
+        started_at=utcnow(),
+    )
+    session.add(rotation)
+    session.flush()
+    return rotation
+
+
+def run_rotation(
+    database: Database,
+    keys: KeyStore,
+    rotation_id: str,
+    *,
+    chunk: int = 1000,
+    max_chunks: int | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> KeyRotation:
+    """Re-encrypt sealed values under each subject's active key, ``chunk`` rows per transaction. Progress is
+    committed with each chunk, so a crash loses at most one chunk's work and a rerun continues where it stopped.
+    ``max_chunks`` stops early (as a crash would)."""
+    chunks = 0
+    for table, cursor_column in ((VaultField, "last_pk"), (VaultFieldHistory, "history_last_pk")):
+        while max_chunks is None or chunks < max_chunks:
+            with database.transaction() as session:
+                rotation = _rotation(session, rotation_id)
+                if rotation.status == "done":
+                    return rotation
+                done = _reencrypt_chunk(session, keys, rotation, table, cursor_column, chunk)
+            chunks += 1
+            if on_chunk is not None:
+                on_chunk(done)
+            if done < chunk:
+                break
+        else:
+            with database.transaction() as session:
+                return _rotation(session, rotation_id)
+    with database.transaction() as session:
+        rotation = _rotation(session, rotation_id)
+        for key_id in session.scalars(
+            select(CryptoKey.key_id).where(CryptoKey.kind == "subject", CryptoKey.status == "retiring").distinct()
+        ).all():
+            if rotation.scope == "all" or rotation.scope == key_id:
+                keys.retire_subject_keys(session, key_id.split(":", 1)[1])
+        rotation.status = "done"
+        rotation.finished_at = utcnow()
+    with database.transaction() as session:
+        return _rotation(session, rotation_id)
+
+
+def get_rotation(session: Session, rotation_id: str) -> KeyRotation:
+    """A rotation by id; NotFoundError if unknown."""
+    return _rotation(session, rotation_id)
+
+
+def _rotation(session: Session, rotation_id: str) -> KeyRotation:
+    rotation = session.scalar(select(KeyRotation).where(KeyRotation.rotation_id == rotation_id))
+    if rotation is None:
+        raise NotFoundError(f"No key rotation {rotation_id!r}.")
+    return rotation
+
+
+def _reencrypt_chunk(
+    session: Session, keys: KeyStore, rotation: KeyRotation, table: Any, cursor_column: str, size: int
+) -> int:
+    after = getattr(rotation, cursor_column)
+    query = (
+        select(table.pk, table.field, table.version, table.value_enc, Subject.subject_id)
+        .join(Subject, Subject.pk == table.subject_pk)
+        .where(table.pk > after, table.value_enc.is_not(None))
+        .order_by(table.pk)
+        .limit(size)
+    )
+    if rotation.scope != "all":
+        query = query.where(Subject.subject_id == rotation.scope.split(":", 1)[1])
+    rows = session.execute(query).all()
+    updates = []
+    for pk, field, row_version, token, subject_id in rows:
+        current = keys.subject_ciphers(session, subject_id)
+        if tokens.parse_header(token).key_version == current.version:
+            continue
+        name = f"history:{field}:{row_version}" if table is VaultFieldHistory else field
+        plaintext = keys.open(session, subject_id, name, token)
+        sealed = tokens.seal(current, plaintext.encode(), tokens.context(keys.tenant, subject_id, name))
+        updates.append({"b_pk": pk, "value_enc": sealed, "key_version": current.version})
+    if updates:
+        session.connection().execute(update(table.__table__).where(table.__table__.c.pk == bindparam("b_pk")), updates)
+    if rows:
+        setattr(rotation, cursor_column, rows[-1][0])
+    rotation.values_done += len(updates)
+    return len(rows)
