@@ -401,3 +401,9 @@ def test_an_expired_known_key_is_refused(app, client, issue_key) -> None:
     known = app.extensions["govsvc.known_keys"]
     assert known.recall(key) is not None
     assert known.recall(key, now=utcnow() + timedelta(seconds=2)) is None  # expiry is checked without the database
+
+
+def test_a_batch_of_only_malformed_checks_still_confirms_the_key(client, app_key) -> None:
+    response = client.post("/v1/decisions:batch", json={"checks": [{"action": "read"}, 7]}, headers=app_key)
+    assert response.status_code == 200
+    assert [item["error"]["status"] for item in response.get_json()["results"]] == [422, 422]

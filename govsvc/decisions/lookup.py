@@ -32,7 +32,7 @@ WHERE s.subject_id IN ({{marks}})"""  # noqa: S608
 _BY_IDENTIFIER = f"""SELECT {_COLUMNS}, i.kind, i.system, i.blind_index
 FROM subject_identifiers i JOIN subjects s ON s.pk = i.subject_pk LEFT JOIN consent_state c ON c.subject_pk = s.pk
 WHERE i.blind_index IN ({{marks}})"""  # noqa: S608
-_NOTHING = "SELECT 1 AS nothing WHERE 1 = 0"
+_NOTHING = "SELECT 1 AS empty_row WHERE 1 = 0"
 _KEY_AT = 17  # the lookup key's columns start here
 
 

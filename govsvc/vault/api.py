@@ -12,7 +12,7 @@ from flask import current_app
 from govsvc.audit.service import record
 from govsvc.core.access import current_principal, requires
 from govsvc.core.db import get_session
-from govsvc.core.errors import KeyDestroyed, PermissionDenied, ValidationFailed
+from govsvc.core.errors import KeyDestroyed, ServiceError, ValidationFailed
 from govsvc.core.pii_guard import pii_kind
 from govsvc.core.schemas import StrictSchema
 from govsvc.decisions.service import DecisionEngine, DecisionRequest
@@ -73,6 +73,8 @@ class WriteResultSchema(Schema):
 class FieldOutSchema(Schema):
     value = String(allow_none=True)
     treatment = String(required=True, metadata={"description": "show, mask:<profile>, tokenize or withhold"})
+    reasons = List(String(), required=True, metadata={"description": "why the decision withholds it, if it does"})
+    decision_id = String(required=True)
     category = String(required=True)
     level = String(required=True)
     version = Integer(required=True)
@@ -82,7 +84,6 @@ class FieldOutSchema(Schema):
 class ProfileSchema(Schema):
     subject_id = String(required=True)
     purpose = String(required=True)
-    decision_id = String(required=True)
     fields = Dict(keys=String(), values=Nested(FieldOutSchema), required=True)
 
 
@@ -171,8 +172,9 @@ def patch_profile(subject_id: str, body: dict[str, Any]) -> dict[str, Any]:
 @bp.input(ProfileReadQuerySchema, location="query", arg_name="query")
 @bp.output(ProfileSchema)
 @bp.doc(
-    summary="Read a profile for a purpose: each field shown, masked, tokenised or withheld as the decision says",
-    description="Plaintext of L3 data needs a justification and is audited as data.unmasked.",
+    summary="Read a profile for a purpose: each field shown, masked, tokenised or withheld as its decision says",
+    description="One decision per field (withheld fields carry the decision's reason codes). Plaintext of L3 "
+    "data needs a justification and is audited as data.unmasked.",
     security=SECURITY,
     responses=[200, *ERRORS],
 )
@@ -183,24 +185,28 @@ def get_profile(subject_id: str, query: dict[str, Any]) -> dict[str, Any]:
     rows = vault().fields(session, subject)
     principal = current_principal()
     engine: DecisionEngine = current_app.extensions["govsvc.decisions"]
-    decision = engine.decide(
+    decisions = engine.decide_each(  # one decision per field, read in one round trip
         session,
-        DecisionRequest(
-            subject={"subject_id": subject.subject_id},
-            action="read",
-            purpose=query["purpose"],
-            roles=(principal.role,),
-            principal_id=principal.principal_id,
-            fields=tuple(row.field for row in rows),
-        ),
+        [
+            DecisionRequest(
+                subject={"subject_id": subject.subject_id},
+                action="read",
+                purpose=query["purpose"],
+                roles=(principal.role,),
+                principal_id=principal.principal_id,
+                fields=(row.field,),
+            )
+            for row in rows
+        ],
     )
-    if not decision.allowed:
-        raise PermissionDenied(
-            "The decision for this purpose is deny.",
-            decision_id=decision.decision_id,
-            reasons=sorted({reason.code for reason in decision.reasons}),
-        )
-    shown_l3 = [row for row in rows if row.level == "L3" and decision.obligations.get(row.field) == "show"]
+    for outcome in decisions:
+        if isinstance(outcome, ServiceError):
+            raise outcome
+    by_field = {row.field: outcome for row, outcome in zip(rows, decisions, strict=True)}
+    treatments = {
+        name: decision.obligations[name] if decision.allowed else "withhold" for name, decision in by_field.items()
+    }
+    shown_l3 = [row for row in rows if row.level == "L3" and treatments[row.field] == "show"]
     check_justification(query["justification"], required=bool(shown_l3))
     try:
         stored = vault().read(session, subject, rows)
@@ -208,10 +214,13 @@ def get_profile(subject_id: str, query: dict[str, Any]) -> dict[str, Any]:
         raise KeyDestroyed("This subject was erased by crypto-shredding; the profile cannot be read.") from None
     fields: dict[str, Any] = {}
     for item in stored:
-        value, treatment = vault().apply(item, decision.obligations.get(item.field, "withhold"))
+        decision = by_field[item.field]
+        value, treatment = vault().apply(item, treatments[item.field])
         fields[item.field] = {
             "value": value,
             "treatment": treatment,
+            "reasons": sorted({reason.code for reason in decision.reasons}),
+            "decision_id": decision.decision_id,
             "category": item.category,
             "level": item.level,
             "version": item.version,
@@ -230,12 +239,7 @@ def get_profile(subject_id: str, query: dict[str, Any]) -> dict[str, Any]:
                 "via": "vault",
             },
         )
-    return {
-        "subject_id": subject.subject_id,
-        "purpose": query["purpose"],
-        "decision_id": decision.decision_id,
-        "fields": fields,
-    }
+    return {"subject_id": subject.subject_id, "purpose": query["purpose"], "fields": fields}
 
 
 @bp.get("/subjects/<string:subject_id>/profile/history")

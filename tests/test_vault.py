@@ -1,0 +1,276 @@
+"""The profile vault and the encrypt/decrypt API over HTTP: obligations per role, audited plaintext, history,
+blind-index search, crypto-shredding, key management, and clear errors."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from govsvc.audit.models import AuditEvent
+from govsvc.vault.models import VaultField
+from tests.conftest import TEST_ROOT_KEYS
+from tests.support.asserts import assert_problem
+
+PROFILE = {
+    "name": "张伟",
+    "email": "Zhang.Wei@Example.cn",
+    "mobile": "+8613812345678",
+    "id_number": "11010519491231002X",
+    "bank_card": "6222021234567890128",
+    "preferences": "短信优先",
+}
+
+
+@pytest.fixture
+def subject(client, auth_headers) -> str:
+    body = {"identifiers": [{"kind": "crm_id", "value": "C-1001", "system": "crm"}], "jurisdictions": ["pipl"]}
+    response = client.post("/v1/subjects", json=body, headers=auth_headers("app"))
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["subject_id"]
+
+
+def _events(database, action: str) -> list[AuditEvent]:
+    engine = create_engine(database.url)
+    with engine.connect() as connection:
+        rows = connection.execute(select(AuditEvent).where(AuditEvent.action == action)).all()
+    engine.dispose()
+    return list(rows)
+
+
+def _put(client, headers, subject: str, fields: dict, **extra) -> dict:
+    response = client.put(f"/v1/vault/subjects/{subject}/profile", json={"fields": fields, **extra}, headers=headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def test_values_are_sealed_by_level_and_read_as_each_role_may(client, auth_headers, subject, database) -> None:
+    app_key = auth_headers("app")
+    written = _put(client, app_key, subject, PROFILE)
+    assert {c["change"] for c in written["changes"]} == {"created"}
+    engine = create_engine(database.url)
+    with engine.connect() as connection:
+        rows = {r.field: r for r in connection.execute(select(VaultField))}
+    engine.dispose()
+    assert rows["preferences"].value_plain == "短信优先" and rows["preferences"].value_enc is None  # L1
+    for field in ("name", "email", "mobile", "id_number", "bank_card"):  # L2 and L3: sealed, no plaintext
+        assert rows[field].value_plain is None and PROFILE[field].encode() not in rows[field].value_enc
+    read = client.get(f"/v1/vault/subjects/{subject}/profile?purpose=essential.service", headers=app_key)
+    assert read.status_code == 200, read.get_json()
+    fields = read.get_json()["fields"]
+    assert fields["name"] == {**fields["name"], "value": "张伟", "treatment": "show", "level": "L2"}
+    assert fields["id_number"] == {**fields["id_number"], "treatment": "withhold", "value": None}
+    assert fields["id_number"]["reasons"] == ["category_not_in_purpose"]
+    legal = client.get(f"/v1/vault/subjects/{subject}/profile?purpose=essential.legal_obligation", headers=app_key)
+    fields = legal.get_json()["fields"]
+    assert fields["id_number"]["treatment"].startswith("mask") and fields["id_number"]["value"] == "110***********002X"
+    assert fields["bank_card"]["value"].endswith("0128") and "6222" not in fields["bank_card"]["value"]
+    agent = client.get(
+        f"/v1/vault/subjects/{subject}/profile?purpose=essential.service", headers=auth_headers("support_agent")
+    )
+    assert agent.get_json()["fields"]["mobile"]["value"] == "+86*******5678"
+    assert agent.get_json()["fields"]["name"]["value"] == "张*"
+    assert _events(database, "data.unmasked") == []  # nothing L3 was shown in plaintext
+
+
+def test_plaintext_of_l3_needs_a_justification_and_is_audited(client, auth_headers, subject, database) -> None:
+    _put(client, auth_headers("app"), subject, PROFILE)
+    dpo = auth_headers("dpo")
+    url = f"/v1/vault/subjects/{subject}/profile?purpose=essential.legal_obligation"
+    assert_problem(client.get(url, headers=dpo), 422, "validation-error")
+    assert_problem(client.get(url + "&justification=call+13812345678", headers=dpo), 422, "validation-error")
+    read = client.get(url + "&justification=ticket+DSR42", headers=dpo)
+    assert read.status_code == 200
+    assert read.get_json()["fields"]["id_number"] == {
+        **read.get_json()["fields"]["id_number"],
+        "value": PROFILE["id_number"],
+    }
+    (event,) = _events(database, "data.unmasked")
+    assert event.subject_ref == subject and event.purpose == "essential.legal_obligation"
+    assert "ticket DSR42" in event.details and "id_number" in event.details
+    assert PROFILE["id_number"] not in (event.details or "") + (event.data_categories or "")
+
+
+def test_a_denied_purpose_and_a_role_without_the_vault_are_refused(client, auth_headers, subject) -> None:
+    _put(client, auth_headers("app"), subject, {"email": "a@example.cn"})
+    url = f"/v1/vault/subjects/{subject}/profile?purpose=marketing.communications.email"
+    denied = client.get(url, headers=auth_headers("app")).get_json()["fields"]["email"]
+    assert denied["treatment"] == "withhold" and denied["value"] is None and denied["reasons"] == ["no_consent"]
+    unknown = client.get(f"/v1/vault/subjects/{subject}/profile?purpose=no.such.purpose", headers=auth_headers("app"))
+    assert_problem(unknown, 422, "validation-error")
+    assert_problem(
+        client.get(f"/v1/vault/subjects/{subject}/profile?purpose=essential.service", headers=auth_headers("analyst")),
+        403,
+        "forbidden",
+    )
+
+
+def test_rectification_keeps_history_and_search_uses_the_blind_index(client, auth_headers, subject) -> None:
+    app_key = auth_headers("app")
+    _put(client, app_key, subject, {"email": "old@example.cn", "name": "张伟"})
+    patched = client.patch(
+        f"/v1/vault/subjects/{subject}/profile",
+        json={"fields": {"email": "New@Example.cn", "name": None}, "justification": "ticket 7731"},
+        headers=app_key,
+    )
+    assert {c["field"]: c["change"] for c in patched.get_json()["changes"]} == {"email": "replaced", "name": "deleted"}
+    history = client.get(f"/v1/vault/subjects/{subject}/profile/history", headers=auth_headers("dpo")).get_json()
+    assert [(e["field"], e["change"], e["value"]) for e in history["entries"]] == [
+        ("email", "replaced", "old@example.cn"),
+        ("name", "deleted", "张伟"),
+    ]
+    found = client.post(
+        "/v1/vault/profiles:search", json={"field": "email", "value": "new@EXAMPLE.cn"}, headers=app_key
+    )
+    assert found.get_json() == {"subject_ids": [subject]}
+    stale = client.post(
+        "/v1/vault/profiles:search", json={"field": "email", "value": "old@example.cn"}, headers=app_key
+    )
+    assert stale.get_json() == {"subject_ids": []}
+    assert_problem(
+        client.post("/v1/vault/profiles:search", json={"field": "name", "value": "x"}, headers=app_key),
+        422,
+        "validation-error",
+    )
+
+
+def test_erasure_by_crypto_shredding(client, auth_headers, subject, database) -> None:
+    app_key, dpo = auth_headers("app"), auth_headers("dpo")
+    _put(client, app_key, subject, PROFILE)
+    token = client.post(
+        "/v1/crypto/encrypt",
+        json={"subject_id": subject, "field": "id_number", "plaintext": "11010519491231002X"},
+        headers=app_key,
+    ).get_json()["token"]
+    assert_problem(client.delete(f"/v1/vault/subjects/{subject}/profile", headers=app_key), 403, "forbidden")
+    erased = client.delete(f"/v1/vault/subjects/{subject}/profile", headers=dpo)
+    assert erased.status_code == 200 and erased.get_json()["key_versions_destroyed"] == 1
+    url = f"/v1/vault/subjects/{subject}/profile?purpose=essential.service"
+    assert_problem(client.get(url, headers=app_key), 410, "key-destroyed")
+    decrypt = {
+        "subject_id": subject,
+        "field": "id_number",
+        "token": token,
+        "purpose": "essential.legal_obligation",
+        "justification": "case 12",
+    }
+    assert_problem(client.post("/v1/crypto/decrypt", json=decrypt, headers=app_key), 410, "key-destroyed")
+    assert client.post(
+        "/v1/vault/profiles:search", json={"field": "email", "value": PROFILE["email"]}, headers=app_key
+    ).get_json() == {"subject_ids": []}
+    (event,) = _events(database, "key.destroyed")
+    assert event.subject_ref == subject
+
+
+def test_encrypt_and_decrypt_for_apps_gated_by_the_decision(client, auth_headers, subject, database) -> None:
+    app_key = auth_headers("app")
+    sealed = client.post(
+        "/v1/crypto/encrypt",
+        json={"subject_id": subject, "field": "email", "plaintext": "wei@example.cn"},
+        headers=app_key,
+    )
+    assert sealed.status_code == 200 and sealed.get_json()["token"].startswith("gv1.")
+    token = sealed.get_json()["token"]
+    body = {
+        "subject_id": subject,
+        "field": "email",
+        "token": token,
+        "purpose": "essential.service",
+        "justification": "order 5512",
+    }
+    opened = client.post("/v1/crypto/decrypt", json=body, headers=app_key)
+    assert opened.get_json() == {**opened.get_json(), "value": "wei@example.cn", "treatment": "show"}
+    assert len(_events(database, "data.unmasked")) == 1
+    assert_problem(
+        client.post("/v1/crypto/decrypt", json=body | {"field": "mobile"}, headers=app_key), 422, "undecryptable"
+    )
+    assert_problem(
+        client.post("/v1/crypto/decrypt", json=body | {"token": token[:-3] + "AAA"}, headers=app_key),
+        422,
+        "undecryptable",
+    )
+    assert_problem(
+        client.post("/v1/crypto/decrypt", json=body | {"token": "nonsense"}, headers=app_key), 422, "undecryptable"
+    )
+    assert_problem(
+        client.post("/v1/crypto/decrypt", json=body | {"purpose": "marketing.communications.email"}, headers=app_key),
+        403,
+        "forbidden",
+    )
+    health = client.post(
+        "/v1/crypto/encrypt",
+        json={"subject_id": subject, "field": "health_notes", "plaintext": "过敏"},
+        headers=app_key,
+    ).get_json()["token"]
+    withheld = client.post(
+        "/v1/crypto/decrypt", json=body | {"field": "health_notes", "token": health}, headers=app_key
+    )
+    assert_problem(withheld, 403, "forbidden")
+    same = [
+        client.post(
+            "/v1/crypto/encrypt",
+            json={"subject_id": subject, "field": "email", "plaintext": "x@example.cn", "deterministic": True},
+            headers=app_key,
+        ).get_json()["token"]
+        for _ in range(2)
+    ]
+    assert same[0] == same[1] != token
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "slug"),
+    [
+        ({"no_such_field": "x"}, 422, "validation-error"),
+        ({"name": 42}, 422, "validation-error"),
+        ({"name": ""}, 422, "validation-error"),
+        ({"mobile": "not a phone"}, 422, "validation-error"),
+    ],
+)
+def test_bad_profiles_are_refused_and_nothing_is_written(client, auth_headers, subject, fields, status, slug) -> None:
+    app_key = auth_headers("app")
+    response = client.put(
+        f"/v1/vault/subjects/{subject}/profile", json={"fields": {"email": "ok@example.cn", **fields}}, headers=app_key
+    )
+    assert_problem(response, status, slug)
+    read = client.get(f"/v1/vault/subjects/{subject}/profile?purpose=essential.service", headers=app_key)
+    assert read.get_json()["fields"] == {}
+    assert_problem(
+        client.put("/v1/vault/subjects/sub_unknown/profile", json={"fields": {}}, headers=app_key), 404, "not-found"
+    )
+
+
+def test_key_management_is_audited_and_shows_no_key_material(client, auth_headers, subject, database, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    admin = auth_headers("admin")
+    _put(client, auth_headers("app"), subject, PROFILE)
+    status = client.get("/v1/crypto/keys", headers=admin)
+    assert status.status_code == 200
+    document = status.get_json()
+    assert document["subject_keys"] == {"active": 1} and document["tenant_keys"][0]["status"] == "active"
+    assert "wrapped" not in str(document).replace("wrapped_by", "")
+    assert client.post("/v1/crypto/keys:rotate-tenant", headers=admin).get_json() == {"rewrapped": 1}
+    assert client.post("/v1/crypto/keys:rotate-root", headers=admin).get_json() == {"rewrapped": 0}
+    started = client.post("/v1/crypto/keys:rotate-data-keys", json={"subject_id": subject}, headers=admin)
+    assert started.status_code == 202
+    rotation = started.get_json()["rotation_id"]
+    import time
+
+    for _ in range(100):
+        progress = client.get(f"/v1/crypto/rotations/{rotation}", headers=admin).get_json()
+        if progress["status"] == "done":
+            break
+        time.sleep(0.05)
+    assert progress["status"] == "done" and progress["values_done"] == 5
+    assert (
+        client.get(
+            f"/v1/vault/subjects/{subject}/profile?purpose=essential.service", headers=auth_headers("app")
+        ).status_code
+        == 200
+    )
+    assert len(_events(database, "key.rotated")) == 3
+    assert_problem(client.post("/v1/crypto/keys:rotate-root", headers=auth_headers("dpo")), 403, "forbidden")
+    assert_problem(client.get("/v1/crypto/rotations/rot_nope", headers=admin), 404, "not-found")
+    logged = caplog.text
+    for secret in (TEST_ROOT_KEYS.split(":", 1)[1], PROFILE["id_number"], PROFILE["bank_card"]):
+        assert secret not in logged
