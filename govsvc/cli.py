@@ -6,6 +6,7 @@ read without echo (a password); they are never logged.
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -15,13 +16,15 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from govsvc.audit import signing
-from govsvc.audit.service import AuditContext, record
+from govsvc.audit.service import AuditContext, record, reset_context, set_context
 from govsvc.auth import service as auth_service
 from govsvc.bootstrap import seed_all
 from govsvc.config import Settings
 from govsvc.core import migrate
 from govsvc.core.db import Database, utcnow
 from govsvc.core.errors import ServiceError
+from govsvc.crypto.keys import KeyStore
+from govsvc.crypto.providers import new_root_key_line
 from govsvc.policy import service as policy_service
 
 CLI_CONTEXT = AuditContext(principal_id="cli", role="system")
@@ -254,9 +257,81 @@ def audit_verify(seq_from: int | None, seq_to: int | None) -> None:
     sys.exit(0 if report.ok else 1)
 
 
+crypto_group = AppGroup("crypto", help="The key hierarchy: status, rotation.")
+
+
+def _key_store() -> KeyStore:
+    return current_app.extensions["govsvc.keys"]
+
+
+@crypto_group.command("status")
+def crypto_status() -> None:
+    """Root, tenant and subject key versions (never key material)."""
+    with _db().transaction() as session:
+        status = _key_store().status(session)
+    click.echo(json.dumps(status, default=str, indent=2, ensure_ascii=False))
+
+
+@crypto_group.command("new-root-key")
+@click.argument("version", type=click.IntRange(min=1))
+def crypto_new_root_key(version: int) -> None:
+    """Print a keyring line with a fresh random root key (append it to the key file, then rotate-root)."""
+    click.echo(new_root_key_line(version))
+
+
+@crypto_group.command("rotate-root")
+def crypto_rotate_root() -> None:
+    """Re-wrap the tenant keys under the newest root key version of the keyring (data untouched)."""
+    token = set_context(CLI_CONTEXT)
+    try:
+        with _db().transaction() as session:
+            count = _key_store().rotate_root(session)
+            record(session, "key.rotated", object_ref="key:root", details={"rewrapped": count})
+    finally:
+        reset_context(token)
+    click.echo(f"re-wrapped {count} tenant key(s) under root version {_key_store().provider.current_version}")
+
+
+@crypto_group.command("rotate-tenant")
+def crypto_rotate_tenant() -> None:
+    """A new tenant key version; subject data keys are re-wrapped under it (data untouched)."""
+    token = set_context(CLI_CONTEXT)
+    try:
+        with _db().transaction() as session:
+            count = _key_store().rotate_tenant(session)
+            record(session, "key.rotated", object_ref="key:tenant", details={"rewrapped": count})
+    finally:
+        reset_context(token)
+    click.echo(f"re-wrapped {count} subject key(s) under the new tenant key")
+
+
+@crypto_group.command("rotate-data-keys")
+@click.option("--resume", "resume_id", default=None, help="continue this rotation where it stopped")
+@click.option("--chunk", type=click.IntRange(min=1, max=100_000), default=1000)
+def crypto_rotate_data_keys(resume_id: str | None, chunk: int) -> None:
+    """New data key versions for every subject, then re-encrypt their values in chunks (resumable)."""
+    from govsvc.vault.service import run_rotation, start_rotation
+
+    token = set_context(CLI_CONTEXT)
+    try:
+        if resume_id is None:
+            with _db().transaction() as session:
+                rotation = start_rotation(session, _key_store(), subject=None, actor="cli")
+                record(session, "key.rotated", object_ref="key:data:all", details={"rotation_id": rotation.rotation_id})
+                resume_id = rotation.rotation_id
+            click.echo(f"rotation {resume_id} started")
+        done = run_rotation(_db(), _key_store(), resume_id, chunk=chunk)
+    except ServiceError as error:
+        _fail(error)
+        return
+    finally:
+        reset_context(token)
+    click.echo(f"rotation {done.rotation_id}: {done.status}, {done.values_done} values re-encrypted")
+
+
 def register_commands(app: Flask) -> None:
     """Attach the commands to an app's CLI."""
-    for command in (db_group, seed, init, policy_group, clients_group, admins_group, audit_group):
+    for command in (db_group, seed, init, policy_group, clients_group, admins_group, audit_group, crypto_group):
         app.cli.add_command(command)
 
 

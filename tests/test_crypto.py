@@ -318,3 +318,17 @@ def test_tokens_of_one_subject_do_not_open_for_another(world) -> None:
             keys.open(session, subject_id, "id_number", b"\x01\x05short")
         stored = session.scalars(select(CryptoKey.wrapped)).all()
     assert all(b"11010519491231002X" not in (w or b"") for w in stored)
+
+
+def test_cli_reports_status_and_rotates(world) -> None:
+    app, db, subject_id, lines = world
+    _profile(app, db, subject_id, name="李雷", mobile="+8613812345678")
+    runner = app.test_cli_runner()
+    status = runner.invoke(args=["crypto", "status"])
+    assert status.exit_code == 0 and '"active": 1' in status.output and lines[1] not in status.output
+    line = runner.invoke(args=["crypto", "new-root-key", "2"]).output.strip()
+    assert line.startswith("2:") and len(base64.b64decode(line[2:])) == 32
+    assert "re-wrapped 1 subject key" in runner.invoke(args=["crypto", "rotate-tenant"]).output
+    rotated = runner.invoke(args=["crypto", "rotate-data-keys", "--chunk", "1"])
+    assert rotated.exit_code == 0 and "done, 2 values re-encrypted" in rotated.output
+    assert runner.invoke(args=["crypto", "rotate-data-keys", "--resume", "rot_nope"]).exit_code == 1

@@ -72,6 +72,12 @@ class Ciphers:
     version: int
     gcm: AESGCM
     siv: AESSIV
+    gcm_header: bytes = b""  # the token headers of this key, built once
+    siv_header: bytes = b""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gcm_header", header(FORMAT_GCM, self.key_id, self.version))
+        object.__setattr__(self, "siv_header", header(FORMAT_SIV, self.key_id, self.version))
 
     @classmethod
     def of(cls, key_id: str, version: int, key: bytes) -> Ciphers:
@@ -108,7 +114,7 @@ _DOES_NOT_OPEN = "the ciphertext does not open here: altered, moved to another r
 
 def seal(ciphers: Ciphers, plaintext: bytes, bound_to: bytes, *, deterministic: bool = False) -> bytes:
     """Encrypt ``plaintext`` (AES-256-GCM with a random nonce, or AES-SIV: equal plaintexts, equal tokens)."""
-    head = header(FORMAT_SIV if deterministic else FORMAT_GCM, ciphers.key_id, ciphers.version)
+    head = ciphers.siv_header if deterministic else ciphers.gcm_header
     associated = head + b"\x00" + bound_to
     if deterministic:
         return head + siv_encrypt(ciphers.siv, plaintext, [associated])

@@ -366,8 +366,11 @@ def _reencrypt_chunk(
         query = query.where(Subject.subject_id == rotation.scope.split(":", 1)[1])
     rows = session.execute(query).all()
     updates = []
+    active: dict[str, tokens.Ciphers] = {}  # each subject's active key, read once per chunk
     for pk, field, row_version, token, subject_id in rows:
-        current = keys.subject_ciphers(session, subject_id)
+        current = active.get(subject_id)
+        if current is None:
+            current = active[subject_id] = keys.subject_ciphers(session, subject_id)
         if tokens.parse_header(token).key_version == current.version:
             continue
         name = f"history:{field}:{row_version}" if table is VaultFieldHistory else field
