@@ -111,6 +111,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     app.extensions["govsvc.decisions"] = DecisionEngine(
         app.extensions["govsvc.field_keys"], app.extensions["govsvc.policy"], app.extensions["govsvc.taxonomy"]
     )
+    app.extensions["govsvc.pii"] = _pii_service(settings)
     app.extensions["govsvc.audit_ip_key"] = ip_hash_key(settings.secret_key)
     app.extensions["govsvc.sequencer"] = Sequencer(
         database,
@@ -133,6 +134,19 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     return app
 
 
+def _pii_service(settings: Settings) -> Any:
+    """The PII service; its engines are built and warmed up once per process and shared by every app."""
+    from govsvc.config import ConfigError
+    from govsvc.pii.engines import get_engines
+    from govsvc.pii.masking import MaskingConfigError
+    from govsvc.pii.service import PiiService
+
+    try:
+        return PiiService.build(get_engines(settings.pii_nlp), Path(settings.policy_dir), settings.secret_key)
+    except (MaskingConfigError, RuntimeError) as error:
+        raise ConfigError(str(error)) from error
+
+
 def _start_sequencer_with_first_request(app: APIFlask) -> None:
     """Serving processes sequence the audit log in a background thread (CLI runs do not)."""
     started = False
@@ -152,6 +166,7 @@ def _register_blueprints(app: APIFlask) -> None:
     from govsvc.consent.api import wellknown_bp
     from govsvc.decisions.api import bp as decisions_bp
     from govsvc.health.api import bp as health_bp
+    from govsvc.pii.api import bp as pii_bp
     from govsvc.policy.api import bp as policy_bp
     from govsvc.subjects.api import bp as subjects_bp
     from govsvc.taxonomy.api import bp as taxonomy_bp
@@ -166,6 +181,7 @@ def _register_blueprints(app: APIFlask) -> None:
         consent_bp,
         wellknown_bp,
         decisions_bp,
+        pii_bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -6,7 +6,9 @@ pattern search gives up after ``REGEX_TIMEOUT_SECONDS`` (2 s unless set) instead
 
 from __future__ import annotations
 
+import logging
 import os
 
+logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # it logs every recognizer load and lookup at INFO
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 os.environ.setdefault("REGEX_TIMEOUT_SECONDS", "2")
