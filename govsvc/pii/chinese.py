@@ -200,11 +200,15 @@ class BankCardRecognizer(ChineseRecognizer):
     _CARD = _compile(r"\d{13,19}|\d{4}(?:[ -]\d{4}){2,3}(?:[ -]?\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{4,5}")
     _BRANDS = regex.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[0689]|35|6|9)")
 
+    _NOT_A_CARD = ("订单", "单号", "编号", "运单", "身份证", "证件", "order", "invoice", "tracking", "ref")
+
     def find(self, text: str) -> Iterable[Match]:
         for found in _search(self._CARD, text):
             digits = _compact(found.group())
             if not 13 <= len(digits) <= 19 or not self._BRANDS.match(digits):
                 continue
+            if find_context(text, found.start(), found.end(), self._NOT_A_CARD, before=10, after=0):
+                continue  # an order or ID number that happens to pass Luhn
             if luhn_valid(digits):
                 yield self._scored(card_entity(digits), text, found.start(), found.end(), 0.8)
             elif 16 <= len(digits) <= 19 and digits[0] in "4569":
@@ -220,8 +224,12 @@ class UsccRecognizer(ChineseRecognizer):
     CONTEXT = ("统一社会信用代码", "信用代码", "税号", "纳税人识别号", "营业执照", "uscc", "tax id")
     _USCC = _compile(r"[1-9ANY][0-9A-HJ-NPQRTUWXY]\d{6}[0-9A-HJ-NPQRTUWXY]{10}")
 
+    _ID_LIKE = regex.compile(r"^\d{6}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{4}$")
+
     def find(self, text: str) -> Iterable[Match]:
         for found in _search(self._USCC, text):
+            if self._ID_LIKE.match(found.group()):
+                continue  # an 18-digit number shaped like a resident ID (even a wrong one) is not read as a USCC
             if uscc_valid(found.group()):
                 yield self._scored("CN_USCC", text, found.start(), found.end(), 0.85)
 

@@ -23,7 +23,7 @@ import regex
 import spacy
 import yaml
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
-from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     IbanRecognizer,
     IpRecognizer,
@@ -86,6 +86,8 @@ _SPECIFICITY = {
     "WECHAT_ID": 5,
     "PHONE_NUMBER": 6,
 }
+_NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP"})
+_LATIN_NAME = regex.compile(r"[A-Z][a-z]+\s+[A-Z][a-z]+")
 _HAN = regex.compile(r"\p{Han}")
 _LATIN = regex.compile(r"[A-Za-z]")
 _WIDTH_TABLE = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
@@ -170,6 +172,8 @@ def build_registry(use_model: bool) -> RecognizerRegistry:
     recognizers: list[EntityRecognizer] = [
         PhoneRecognizer(supported_language="en"),
         UsSsnRecognizer(supported_language="en"),
+        # foreign numbers in Chinese text (mainland numbers are CN_MOBILE / CN_LANDLINE)
+        PhoneRecognizer(supported_language="zh", context=["电话", "手机", "phone", "tel"]),
     ]
     for language in LANGUAGES:
         recognizers += [IbanRecognizer(supported_language=language), IpRecognizer(supported_language=language)]
@@ -194,6 +198,20 @@ class Finding:
 
     def as_dict(self) -> dict[str, object]:
         return {"entity_type": self.entity_type, "start": self.start, "end": self.end, "score": round(self.score, 2)}
+
+
+def _plausible(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Drop what cannot be right: names and places with digits in them (the NER tags "Order 123..." as a person),
+    phone numbers longer than E.164's 15 digits."""
+    kept = []
+    for result in results:
+        value = text[result.start : result.end]
+        if result.entity_type in _NER_ENTITIES and any(char.isdigit() for char in value):
+            continue
+        if result.entity_type == "PHONE_NUMBER" and sum(char.isdigit() for char in value) > 15:
+            continue
+        kept.append(result)
+    return kept
 
 
 def deoverlap(results: Iterable[RecognizerResult]) -> list[Finding]:
@@ -258,33 +276,50 @@ class PiiEngines:
         *,
         batch_size: int = 32,
     ) -> list[list[Finding]]:
-        """Findings for each (width-folded) text: NLP batched per language through ``nlp.pipe``."""
-        findings: list[list[Finding]] = [[] for _ in texts]
+        """Findings for each (width-folded) text: NLP batched per language through ``nlp.pipe``.
+
+        Chinese texts with English names in them (``客户 John Smith 来电``) also go through the English NER.
+        """
+        raw: list[list[RecognizerResult]] = [[] for _ in texts]
         for language in LANGUAGES:
             indexes = [i for i, lang in enumerate(languages) if lang == language and texts[i]]
-            if not indexes:
-                continue
-            with self.nlp.locks[language]:
-                artifacts = [
-                    artifact
-                    for _, artifact in self.nlp.process_batch(
-                        [texts[i] for i in indexes], language, batch_size=batch_size
-                    )
-                ]
-            for index, artifact in zip(indexes, artifacts, strict=True):
-                findings[index] = self._analyze_one(texts[index], language, entities, score_threshold, artifact)
-        return findings
+            self._run(texts, indexes, language, entities, score_threshold, batch_size, raw)
+        if self.mode == "spacy":
+            ner_entities = [e for e in entities if e in _NER_ENTITIES]
+            mixed = [i for i, lang in enumerate(languages) if lang == "zh" and _LATIN_NAME.search(texts[i])]
+            if ner_entities and mixed:
+                self._run(texts, mixed, "en", ner_entities, score_threshold, batch_size, raw, ner_only=True)
+        return [deoverlap(_plausible(texts[i], results)) for i, results in enumerate(raw)]
 
-    def _analyze_one(
-        self, text: str, language: str, entities: Sequence[str], score_threshold: float, artifacts: NlpArtifacts
-    ) -> list[Finding]:
-        chosen = self.entities_for(text, entities, language)
-        if not chosen:
-            return []
-        results = self.analyzer.analyze(
-            text, language, entities=chosen, score_threshold=score_threshold, nlp_artifacts=artifacts
-        )
-        return deoverlap(results)
+    def _run(
+        self,
+        texts: Sequence[str],
+        indexes: list[int],
+        language: str,
+        entities: Sequence[str],
+        score_threshold: float,
+        batch_size: int,
+        raw: list[list[RecognizerResult]],
+        *,
+        ner_only: bool = False,
+    ) -> None:
+        if not indexes:
+            return
+        with self.nlp.locks[language]:
+            artifacts = [
+                artifact
+                for _, artifact in self.nlp.process_batch([texts[i] for i in indexes], language, batch_size=batch_size)
+            ]
+        for index, artifact in zip(indexes, artifacts, strict=True):
+            chosen = list(entities) if ner_only else self.entities_for(texts[index], entities, language)
+            if not chosen:
+                continue
+            results = self.analyzer.analyze(
+                texts[index], language, entities=chosen, score_threshold=score_threshold, nlp_artifacts=artifact
+            )
+            if ner_only:
+                results = [r for r in results if r.recognition_metadata.get("recognizer_name") == "SpacyRecognizer"]
+            raw[index].extend(results)
 
     def warm_up(self) -> None:
         """The first call loads phone metadata, compiles patterns and reads the suffix list: do it at start-up."""

@@ -34,7 +34,7 @@ TOKEN_RE = re.compile(r"\[pii:(v\d+):([A-Z][A-Z0-9_]{1,39}):([A-Za-z0-9_-]*)\]")
 _NONCE = 12
 _DISTRICT_RE = re.compile(r"区|县|旗")
 _CITY_RE = re.compile(r"市|州|盟")
-_PHONE_PREFIX_RE = re.compile(r"^(?:\+86|0086|86)[- ]?(?=1\d{2}[- ]?\d{4}[- ]?\d{4}$)")
+_PHONE_PREFIX_RE = re.compile(r"^(?:(?:\+|00)86[- ]?(?=1\d{2}[- ]?\d{4}[- ]?\d{4}$)|\+\d{1,3}[- ]|00\d{1,3}[- ])")
 
 
 class MaskingConfigError(ValueError):

@@ -42,11 +42,13 @@ STOP_WORDS = frozenset(
     | {"关于", "关注", "关闭", "关系", "管理", "全部", "全额", "应该", "应用", "和解", "连续", "连接", "项目", "邮箱"}
     | {"宁愿", "尚未", "时候", "路上", "游戏", "蓝牙", "柏林", "杭州", "曲线", "谷歌", "花呗", "车辆", "车牌", "信息"}
     | {"万元", "高级", "钱包", "金卡", "黄金", "白金", "龙卡", "董事", "孔子", "康复", "温度", "严重", "申请", "申诉"}
+    | {"来电", "来访", "来信", "回电", "致电", "申报", "明细", "明确", "安排", "康乐", "文明", "高兴", "常用", "应用"}
     | {"解决", "解冻", "解绑", "包裹", "支付", "支行", "邱园", "国内", "国外", "卫生", "方式", "方案", "吉利", "雷达"}
 )
 CUES_BEFORE = ("客户", "联系人", "姓名", "户名", "持卡人", "用户", "先生", "女士", "经理", "专员", "来访人", "收件人")
 CUES_BEFORE += ("患者", "家属", "申请人", "投诉人", "致电", "回访", "开户人", "员工", "同事", "业务员", "name")
 CUES_AFTER = ("先生", "女士", "小姐", "经理", "老师", "总", "来电", "反映", "表示", "称", "致电", "投诉", "本人")
+_LABEL_BEFORE = regex.compile(r"(?:姓名|联系人|户名|持卡人|收件人|申请人|投诉人)[:：]?\s*$")
 _HAN_RUN = regex.compile(r"\p{Han}+")
 _jieba_lock = threading.Lock()
 _tags: dict[str, str] | None = None
@@ -108,6 +110,16 @@ class ChineseNameRecognizer(ChineseRecognizer):
         return self.find(text)
 
     def _names(self, text: str, offset: int, words: Sequence[tuple[str, int]]) -> Iterable[Match]:
+        candidates = list(self._from_words(text, offset, words))
+        candidates += self._after_cues(text) + self._before_titles(text)
+        kept: list[Match] = []
+        for match in sorted(candidates, key=lambda m: (-m.score, -(m.end - m.start))):
+            if not any(match.start < other.end and other.start < match.end for other in kept):
+                kept.append(match)
+        return sorted(kept, key=lambda m: m.start)
+
+    def _from_words(self, text: str, offset: int, words: Sequence[tuple[str, int]]) -> Iterable[Match]:
+        """Words jieba made of a surname and a one- or two-character given name."""
         assert _tags is not None
         index = 0
         while index < len(words):
@@ -115,18 +127,17 @@ class ChineseNameRecognizer(ChineseRecognizer):
             start = offset + position
             candidate = None
             surname = _surname_length(word) if _is_han(word) else 0
-            if surname and 1 <= len(word) - surname <= 2 and word not in STOP_WORDS:
+            if surname and 1 <= len(word) - surname <= 2 and _plausible(word, surname):
                 tag = _tags.get(word)
                 if tag is None or tag.startswith("nr"):
                     candidate = (start, start + len(word), 0.55 if tag is None else 0.6)
-                elif find_context(text, start, start, CUES_BEFORE, before=4, after=0):
-                    candidate = (start, start + len(word), 0.5)
+                elif _LABEL_BEFORE.search(text[max(0, start - 6) : start]):
+                    candidate = (start, start + len(word), 0.5)  # a dictionary word right after 姓名： is a name
             elif surname and len(word) == surname and index + 1 < len(words):
                 given, _ = words[index + 1]
-                if _is_han(given) and 1 <= len(given) <= 2 and given not in STOP_WORDS:
+                if _is_han(given) and 1 <= len(given) <= 2 and _plausible(word + given, surname):
                     end = start + len(word) + len(given)
-                    tag = _tags.get(given, "")
-                    if self._cue(text, start, end) or tag.startswith("nr"):
+                    if _tags.get(given, "").startswith("nr"):
                         candidate = (start, end, 0.5)
                         index += 1
             if candidate:
@@ -135,10 +146,87 @@ class ChineseNameRecognizer(ChineseRecognizer):
                 yield Match("PERSON", begin, end, score + 0.3 if cue else score, cue)
             index += 1
 
+    def _after_cues(self, text: str) -> list[Match]:
+        """客户王玉申请...: a surname right after a cue, and a given name up to the next dictionary word."""
+        found = []
+        for cue in _CUE_BEFORE_RE.finditer(text, timeout=REGEX_TIMEOUT):
+            start = cue.end()
+            surname = _surname_length(text[start : start + 2])
+            if not surname:
+                continue
+            end = start + surname
+            while end - start - surname < 2 and end < len(text) and _given_char(text[end]):
+                if end - start - surname >= 1 and _word_starts(text, end):
+                    break
+                end += 1
+            if end - start > surname and _plausible(text[start:end], surname):
+                found.append(Match("PERSON", start, end, 0.85, cue.group(1)))
+        return found
+
+    def _before_titles(self, text: str) -> list[Match]:
+        """黄金兰女士, 王建国先生, 邓杰、...: the name just before a title or an enumeration comma."""
+        found = []
+        for title in _TITLE_RE.finditer(text, timeout=REGEX_TIMEOUT):
+            end = title.start()
+            for length in (4, 3, 2):
+                start = end - length
+                if start < 0 or not all(_given_char(char) for char in text[start:end]):
+                    continue
+                surname = _surname_length(text[start:end])
+                if not surname or length - surname > 2 or length == surname:
+                    continue
+                if length == 2 and text[end - 1] in _TOP_SURNAMES:
+                    continue  # 向李先生: a surname and a title, not a full name
+                if _plausible(text[start:end], surname):
+                    found.append(Match("PERSON", start, end, 0.8, title.group()))
+                    break
+        return found
+
     @staticmethod
     def _cue(text: str, start: int, end: int) -> str | None:
         before = find_context(text, start, end, CUES_BEFORE, before=4, after=0)
         return before or find_context(text, start, end, CUES_AFTER, before=0, after=3)
+
+
+_FUNCTION_CHARS = frozenset("的了在是和与及等已于把被向对从给为也都就还又并而或着过请您你我他她它们这那个位")
+_TITLES = ("先生", "女士", "小姐", "老师", "同学", "阿姨", "师傅")
+_TOP_SURNAMES = frozenset("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹")
+_CUE_BEFORE_RE = regex.compile(
+    r"(客户经理|客户|对接人|联系人|收件人|寄件人|持卡人|开户人|户名|姓名|回访|致电|专员|申请人|投诉人|患者|家属|用户|、)[:：]?\s?"
+)
+_TITLE_RE = regex.compile(r"先生|女士|小姐|老师|、")
+
+
+def _given_char(char: str) -> bool:
+    return "\u4e00" <= char <= "\u9fff" and char not in _FUNCTION_CHARS
+
+
+def _word_starts(text: str, position: int) -> bool:
+    """Whether a common dictionary word (not a name) starts at ``position``: the given name ends before it."""
+    assert _tags is not None
+    for length in (2, 3):
+        word = text[position : position + length]
+        if len(word) == length and word in _tags and not _tags[word].startswith("nr"):
+            return True
+    return False
+
+
+def _frequency(word: str) -> int:
+    import jieba
+
+    return jieba.dt.FREQ.get(word) or 0
+
+
+def _plausible(name: str, surname: int) -> bool:
+    """Not a stop-list word, no title or function character in the given name."""
+    given = name[surname:]
+    assert _tags is not None
+    tag = _tags.get(name)
+    if tag and not tag.startswith("nr") and _frequency(name) >= 500:
+        return False  # a common word that starts with a surname character (银行, 黄金, 方便)
+    if name in STOP_WORDS or given in STOP_WORDS or any(char in _FUNCTION_CHARS for char in given):
+        return False
+    return not any(title in name for title in _TITLES)
 
 
 _PROVINCE = r"(?:[\p{Han}]{2,3}(?:省|自治区)|北京市?|上海市?|天津市?|重庆市?|香港|澳门)"
