@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import govsvc.pii.engines as engines_module
 from govsvc.config import PROJECT_ROOT
 from govsvc.pii.checksums import luhn_valid, resident_id_check_char, resident_id_valid, uscc_check_char, uscc_valid
 from govsvc.pii.engines import DEFAULT_ENTITIES, detect_language, fold_width, get_engines
@@ -159,6 +160,21 @@ def test_mixed_text_finds_chinese_identifiers_in_english(service) -> None:
     assert "CN_RESIDENT_ID:11010519491231002X" in result
     assert "CN_MOBILE:+86 138-1234-5678" in result
     assert service.analyze([text])[0].language == "en"
+
+
+def test_the_phone_prefilter_never_hides_a_phone_number(service, monkeypatch) -> None:
+    texts = [
+        "call 212-555-0100 4111 1111 1111 1111",
+        "card 4111 1111 1111 1111, call (212) 555-0100",
+        "ref 12345678901234567 or +1 415 555 0132",
+        "order 2125550100 shipped",
+        "IBAN GB82WEST12345698765432 phone 020 7946 0958",
+    ]
+    with_filter = [service.analyze([text], language="en")[0].findings for text in texts]
+    monkeypatch.setattr(engines_module, "_may_hold_phone", lambda text: True)
+    without = [service.analyze([text], language="en")[0].findings for text in texts]
+    assert with_filter == without
+    assert any(f.entity_type == "PHONE_NUMBER" for found in with_filter for f in found)
 
 
 def test_findings_are_de_overlapped(service) -> None:

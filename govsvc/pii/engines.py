@@ -86,6 +86,9 @@ _SPECIFICITY = {
     "WECHAT_ID": 5,
     "PHONE_NUMBER": 6,
 }
+# A run of digit groups (single separators between them): a phone number has 7 to 15 digits (E.164). A single
+# group of 16+ digits or a 4-4-4-4 card grouping holds none, so the costly phonenumbers matcher is skipped.
+_DIGIT_RUN = regex.compile(r"\+?\(?\d+\)?(?:[ .\-/]?\(?\d+\)?)*")
 _NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP"})
 _LATIN_NAME = regex.compile(r"[A-Z][a-z]+\s+[A-Z][a-z]+")
 _HAN = regex.compile(r"\p{Han}")
@@ -200,6 +203,18 @@ class Finding:
         return {"entity_type": self.entity_type, "start": self.start, "end": self.end, "score": round(self.score, 2)}
 
 
+def _may_hold_phone(text: str) -> bool:
+    """Whether any run of digits in the text could hold a phone number (cheap; errs on the side of yes)."""
+    for run in _DIGIT_RUN.finditer(text):
+        groups = regex.findall(r"\d+", run.group())
+        digits = sum(len(group) for group in groups)
+        if digits < 7:
+            continue
+        if digits <= 15 or not (len(groups) == 1 or all(len(group) == 4 for group in groups[:-1])):
+            return True
+    return False
+
+
 def _plausible(text: str, results: list[RecognizerResult]) -> list[RecognizerResult]:
     """Drop what cannot be right: names and places with digits in them (the NER tags "Order 123..." as a person),
     phone numbers longer than E.164's 15 digits."""
@@ -263,6 +278,8 @@ class PiiEngines:
             if entity in _NEEDS_LATIN and not has_latin:
                 continue
             if entity == "PERSON" and not (has_han or has_latin):
+                continue
+            if entity == "PHONE_NUMBER" and not _may_hold_phone(text):
                 continue
             chosen.append(entity)
         return chosen
