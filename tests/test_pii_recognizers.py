@@ -177,6 +177,26 @@ def test_the_phone_prefilter_never_hides_a_phone_number(service, monkeypatch) ->
     assert any(f.entity_type == "PHONE_NUMBER" for found in with_filter for f in found)
 
 
+def test_the_fast_path_finds_what_presidio_analyze_finds(service, monkeypatch) -> None:
+    engines = service.engines
+    texts = [
+        "My phone number is 212-555-0100, John Smith, card 4111 1111 1111 1111, IBAN GB82WEST12345698765432",
+        "客户张伟，身份证号11010519491231002X，手机13812345678，银行卡6222021234567890123，邮箱zw@example.cn",
+        "Customer 李娜 (mobile +86 138-1234-5678) lives in Seattle, SSN 078-05-1120, IP 10.2.3.4",
+    ]
+    fast = engines.analyze_many(texts, [detect_language(t) for t in texts], DEFAULT_ENTITIES, 0.0)
+
+    def presidio(text, language, entities, threshold, artifacts):
+        return engines.analyzer.analyze(
+            text, language, entities=entities, score_threshold=threshold, nlp_artifacts=artifacts
+        )
+
+    monkeypatch.setattr(engines, "analyze_one", presidio)
+    slow = engines.analyze_many(texts, [detect_language(t) for t in texts], DEFAULT_ENTITIES, 0.0)
+    assert fast == slow
+    assert sum(map(len, fast)) >= 12
+
+
 def test_findings_are_de_overlapped(service) -> None:
     text = "Mail john.smith@example.com today"
     analysis = service.analyze([text], entities=["EMAIL_ADDRESS", "URL"], score_threshold=0.0)[0]

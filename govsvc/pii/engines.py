@@ -23,7 +23,7 @@ import regex
 import spacy
 import yaml
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
-from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     IbanRecognizer,
     IpRecognizer,
@@ -253,6 +253,7 @@ class PiiEngines:
     analyzer: AnalyzerEngine
     build_seconds: float = 0.0
     supported: dict[str, frozenset[str]] = field(default_factory=dict)
+    _recognizer_cache: dict[tuple[str, tuple[str, ...]], tuple[list, dict]] = field(default_factory=dict)
 
     @property
     def nlp_name(self) -> str:
@@ -331,12 +332,51 @@ class PiiEngines:
             chosen = list(entities) if ner_only else self.entities_for(texts[index], entities, language)
             if not chosen:
                 continue
-            results = self.analyzer.analyze(
-                texts[index], language, entities=chosen, score_threshold=score_threshold, nlp_artifacts=artifact
-            )
+            results = self.analyze_one(texts[index], language, chosen, score_threshold, artifact)
             if ner_only:
                 results = [r for r in results if r.recognition_metadata.get("recognizer_name") == "SpacyRecognizer"]
             raw[index].extend(results)
+
+    def analyze_one(
+        self, text: str, language: str, entities: list[str], score_threshold: float, artifacts: NlpArtifacts
+    ) -> list[RecognizerResult]:
+        """What ``AnalyzerEngine.analyze`` does, from Presidio's own parts, with less per-call work: the recognizers
+        of an entity set are looked up once, and only results whose recognizer has context words go through the
+        context enhancer (which deep-copies whatever it is given)."""
+        recognizers, by_id = self._recognizers(language, tuple(entities))
+        results: list[RecognizerResult] = []
+        for recognizer in recognizers:
+            found = recognizer.analyze(text=text, entities=entities, nlp_artifacts=artifacts) or []
+            for result in found:
+                metadata = result.recognition_metadata = result.recognition_metadata or {}
+                metadata.setdefault(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY, recognizer.id)
+                metadata.setdefault(RecognizerResult.RECOGNIZER_NAME_KEY, recognizer.name)
+            results.extend(found)
+        needs_context = [
+            r
+            for r in results
+            if by_id[r.recognition_metadata[RecognizerResult.RECOGNIZER_IDENTIFIER_KEY]].context
+            and not r.recognition_metadata.get(RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY)
+        ]
+        if needs_context:
+            done = {id(r) for r in needs_context}
+            results = [r for r in results if id(r) not in done]
+            results += self.analyzer._enhance_using_context(text, needs_context, artifacts, recognizers, None)
+        return EntityRecognizer.remove_duplicates([r for r in results if r.score >= score_threshold])
+
+    def _recognizers(
+        self, language: str, entities: tuple[str, ...]
+    ) -> tuple[list[EntityRecognizer], dict[str, EntityRecognizer]]:
+        key = (language, entities)
+        cached = self._recognizer_cache.get(key)
+        if cached is None:
+            recognizers = self.analyzer.registry.get_recognizers(language=language, entities=list(entities))
+            for recognizer in recognizers:
+                if not recognizer.is_loaded:
+                    recognizer.load()
+                    recognizer.is_loaded = True
+            cached = self._recognizer_cache[key] = (recognizers, {r.id: r for r in recognizers})
+        return cached
 
     def warm_up(self) -> None:
         """The first call loads phone metadata, compiles patterns and reads the suffix list: do it at start-up."""
