@@ -282,10 +282,13 @@ def anonymize(body: dict[str, Any]) -> Response:
 @requires("pii", "deanonymize")
 def deanonymize(body: dict[str, Any]) -> Response:
     justification = body["justification"].strip()
-    if len(justification) < 10 or pii_kind(justification):
+    kind = pii_kind(justification)
+    if len(justification) < 10 or kind:
+        message = f"it looks like personal data ({kind})" if kind else "at least 10 characters"
         raise ValidationFailed(
-            "The justification must be a reason (a case or ticket reference), not personal data.",
-            errors=[{"field": "justification", "message": "at least 10 characters, without personal data"}],
+            "The justification must be a reason (a case or ticket reference without long digit runs), "
+            "not personal data: it is kept in the audit log.",
+            errors=[{"field": "justification", "message": message}],
         )
     service = pii_service()
     if len(body["text"]) > _settings().pii_max_text_chars * 4:

@@ -323,19 +323,22 @@ class PiiEngines:
     ) -> None:
         if not indexes:
             return
-        with self.nlp.locks[language]:
+        pipeline = self.nlp.nlp[language]
+        # A memory zone frees the strings and lexemes these texts added to the vocabulary when it closes: without
+        # it a long-running worker's vocabulary grows with every new word it has seen (numbers, names...).
+        with self.nlp.locks[language], pipeline.memory_zone():
             artifacts = [
                 artifact
                 for _, artifact in self.nlp.process_batch([texts[i] for i in indexes], language, batch_size=batch_size)
             ]
-        for index, artifact in zip(indexes, artifacts, strict=True):
-            chosen = list(entities) if ner_only else self.entities_for(texts[index], entities, language)
-            if not chosen:
-                continue
-            results = self.analyze_one(texts[index], language, chosen, score_threshold, artifact)
-            if ner_only:
-                results = [r for r in results if r.recognition_metadata.get("recognizer_name") == "SpacyRecognizer"]
-            raw[index].extend(results)
+            for index, artifact in zip(indexes, artifacts, strict=True):
+                chosen = list(entities) if ner_only else self.entities_for(texts[index], entities, language)
+                if not chosen:
+                    continue
+                results = self.analyze_one(texts[index], language, chosen, score_threshold, artifact)
+                if ner_only:
+                    results = [r for r in results if r.recognition_metadata.get("recognizer_name") == "SpacyRecognizer"]
+                raw[index].extend(results)
 
     def analyze_one(
         self, text: str, language: str, entities: list[str], score_threshold: float, artifacts: NlpArtifacts

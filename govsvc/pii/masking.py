@@ -188,7 +188,8 @@ def _maskable(char: str) -> bool:
 
 
 def mask_chars(value: str, keep_first: int, keep_last: int) -> str:
-    """Mask letters, digits and Han characters outside the window; separators stay. At least one is masked."""
+    """Mask letters, digits and Han characters outside the window; separators stay. A window never shows a whole
+    value: at least one character is masked."""
     positions = [index for index, char in enumerate(value) if _maskable(char)]
     count = len(positions)
     while keep_first + keep_last >= count and (keep_first or keep_last):
@@ -207,7 +208,7 @@ def apply_window(value: str, window: Window) -> str:
         return (local[:1] if len(local) > 1 else "") + MASK_CHAR * 3 + "@" + domain
     if window.style == "address":
         division = _DISTRICT_RE.search(value) or _CITY_RE.search(value)  # the first district, else the city
-        if division and division.end() < len(value):
+        if division:  # the divisions are the window: what follows them is masked (a city alone stays)
             return value[: division.end()] + mask_chars(value[division.end() :], 0, 0)
         return mask_chars(value, 0, 0)
     prefix = _PHONE_PREFIX_RE.match(value)
