@@ -271,3 +271,16 @@ def test_policy_grants_deanonymize_only_to_roles_that_may_see_plaintext() -> Non
     assert granted == {"dpo", "compliance_officer", "legal"}
     readers = {line.values[0] for line in lines if line.ptype == "p" and line.values[1:3] == ("data:user", "read")}
     assert granted <= readers
+
+
+def test_the_service_refuses_to_start_with_a_broken_masking_policy(app_factory, tmp_path) -> None:
+    import shutil
+
+    from govsvc.config import ConfigError
+
+    policy_dir = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, policy_dir)
+    text = (policy_dir / "masking.yaml").read_text().replace("support_agent: partial", "support_agent: everything")
+    (policy_dir / "masking.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"roles\.support_agent"):
+        app_factory(policy_dir=str(policy_dir))

@@ -329,3 +329,13 @@ def test_field_name_hints() -> None:
     assert field_hint("姓名") == "PERSON"
     assert field_hint("company_name") is None
     assert field_hint("status") is None
+
+
+def test_nlp_setting_without_the_model(monkeypatch) -> None:
+    monkeypatch.setattr(engines_module, "model_installed", lambda name=engines_module.MODEL_NAME: False)
+    assert engines_module.resolve_mode("auto") is False  # falls back to pattern-only
+    assert engines_module.resolve_mode("pattern") is False
+    with pytest.raises(RuntimeError, match="not installed"):
+        engines_module.resolve_mode("spacy")
+    with pytest.raises(ValueError, match="GOVSVC_PII_NLP"):
+        engines_module.resolve_mode("gpu")
