@@ -147,6 +147,22 @@ def test_chinese_names_and_the_domain_stop_list(service) -> None:
     assert names == {"欧阳娜娜", "王建国"}
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "客户反映上个月的账单金额有误，要求重新核对。",
+        "请于本周内完成客户满意度调查。",
+        "客户对高铁票退款流程有疑问。",
+        "客户询问黄金积存业务的起存金额。",
+        "客户说方便的话周末再联系。",
+        "关于白金卡年费减免的申请已通过。",
+        "客户银行卡号码需要脱敏。",
+    ],
+)
+def test_no_names_in_sentences_without_any(service, text: str) -> None:
+    assert not [key for key in found(service, text) if key.startswith("PERSON")]
+
+
 def test_language_is_detected_by_script() -> None:
     assert detect_language("Please call John back") == "en"
     assert detect_language("客户来电咨询账单") == "zh"

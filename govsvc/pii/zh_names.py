@@ -129,7 +129,9 @@ class ChineseNameRecognizer(ChineseRecognizer):
             surname = _surname_length(word) if _is_han(word) else 0
             if surname and 1 <= len(word) - surname <= 2 and _plausible(word, surname):
                 tag = _tags.get(word)
-                if tag is None or tag.startswith("nr"):
+                if _common_word(word[surname:]) and not self._cue(text, start, start + len(word)):
+                    pass  # 于本周 is in the dictionary as a name; without a cue it is "in this week"
+                elif tag is None or tag.startswith("nr"):
                     candidate = (start, start + len(word), 0.55 if tag is None else 0.6)
                 elif _LABEL_BEFORE.search(text[max(0, start - 6) : start]):
                     candidate = (start, start + len(word), 0.5)  # a dictionary word right after 姓名： is a name
@@ -209,6 +211,13 @@ def _word_starts(text: str, position: int) -> bool:
         if len(word) == length and word in _tags and not _tags[word].startswith("nr"):
             return True
     return False
+
+
+def _common_word(word: str) -> bool:
+    """A frequent dictionary word that is not a name (本周, 金额): unlikely to be a given name without a cue."""
+    assert _tags is not None
+    tag = _tags.get(word)
+    return len(word) > 1 and tag is not None and not tag.startswith("nr") and _frequency(word) >= 100
 
 
 def _frequency(word: str) -> int:
