@@ -161,10 +161,27 @@ def test_size_limits_are_clear_4xx(app_factory, headers) -> None:
         {"text": "a", "operator": "show"},
         {"text": 5},
         {"text": "a", "extra": 1},
+        {"text": "a", "score_threshold": "0.5"},
+        {"text": "a", "score_threshold": True},
     ],
 )
 def test_bad_requests_are_422(client, headers, body) -> None:
     assert_problem(client.post("/v1/pii/anonymize", json=body, headers=headers("app")), 422, "validation-error")
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/v1/pii/analyze", '{"text": "\\ud800 13812345678"}'),
+        ("/v1/pii/anonymize", '{"texts": ["ok", "\\udfff"]}'),
+        ("/v1/pii/records:mask", '{"record": {"a": "\\ud800"}}'),
+        ("/v1/pii/records:scan", '{"record": {"\\ud800": "x"}}'),
+        ("/v1/pii/deanonymize", '{"text": "\\ud800", "justification": "ticket ABC review"}'),
+    ],
+)
+def test_invalid_unicode_is_a_422_not_a_500(client, headers, path, raw) -> None:
+    response = client.post(path, data=raw, content_type="application/json", headers=headers("dpo"))
+    assert_problem(response, 422, "validation-error")
 
 
 def test_records_scan_and_mask_nested_json(client, headers) -> None:

@@ -37,6 +37,15 @@ def _settings() -> Any:
     return current_app.config["GOVSVC_SETTINGS"]
 
 
+class StrictFloat(Float):
+    """A number, not a numeric string or a boolean."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 _LANGUAGE = {"validate": OneOf(list(LANGUAGES)), "metadata": {"description": "en or zh; detected by script if absent"}}
 
 
@@ -48,7 +57,7 @@ class AnalyzeOptions(StrictSchema):
         validate=Length(min=1, max=50),
         metadata={"description": "entity types to look for (GET /v1/pii/entities); a default set if absent"},
     )
-    score_threshold = Float(load_default=DEFAULT_SCORE_THRESHOLD, validate=Range(min=0, max=1))
+    score_threshold = StrictFloat(load_default=DEFAULT_SCORE_THRESHOLD, validate=Range(min=0, max=1))
 
 
 class TextsInSchema(AnalyzeOptions):
@@ -161,11 +170,23 @@ class EntitiesOutSchema(Schema):
     role_profile = String(required=True)
 
 
+def check_unicode(value: str, field: str) -> None:
+    """Lone surrogates (``\\ud800`` in JSON) are not text: refuse them rather than fail later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationFailed(
+            "The text is not valid Unicode.", errors=[{"field": field, "message": "contains lone surrogates"}]
+        ) from None
+
+
 def _texts(body: dict[str, Any]) -> list[str]:
     text, texts = body.get("text"), body.get("texts")
     if (text is None) == (texts is None):
         raise ValidationFailed("Send either text or texts.", errors=[{"field": "text", "message": "text xor texts"}])
     items = [text] if text is not None else list(texts)
+    for index, item in enumerate(items):
+        check_unicode(item, "text" if text is not None else f"texts[{index}]")
     limit = _settings().pii_max_text_chars
     too_long = [f"texts[{i}]" if texts is not None else "text" for i, item in enumerate(items) if len(item) > limit]
     if too_long:
@@ -291,6 +312,7 @@ def deanonymize(body: dict[str, Any]) -> Response:
             errors=[{"field": "justification", "message": message}],
         )
     service = pii_service()
+    check_unicode(body["text"], "text")
     if len(body["text"]) > _settings().pii_max_text_chars * 4:
         raise ValidationFailed("The text is too long.", errors=[{"field": "text", "message": "too long"}])
     plaintext, entity_types = service.deanonymize(body["text"])

@@ -122,11 +122,15 @@ def collect_values(records: list[Any]) -> list[Value]:
         else:
             return
         for key, child in items:
+            if isinstance(key, str):
+                _check_unicode(key, path)
             child_path = _child_path(path, key)
             child_hint = field_hint(key) if isinstance(key, str) else hint
             if isinstance(child, str) or (isinstance(child, int) and not isinstance(child, bool)):
-                if isinstance(child, str) and not child.strip():
-                    continue
+                if isinstance(child, str):
+                    if not child.strip():
+                        continue
+                    _check_unicode(child, child_path)
                 values.append(Value(index, child_path, node, key, str(child), child_hint or hint))
                 if len(values) > MAX_VALUES:
                     raise ValidationFailed(
@@ -143,6 +147,15 @@ def collect_values(records: list[Any]) -> list[Value]:
             )
         walk(item, index, "$", None, 1)
     return values
+
+
+def _check_unicode(value: str, path: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationFailed(
+            "A value is not valid Unicode.", errors=[{"field": path, "message": "contains lone surrogates"}]
+        ) from None
 
 
 def _with_hint(value: Value, analysis: TextAnalysis) -> tuple[list[Finding], str]:
