@@ -1,14 +1,15 @@
-"""Run the benchmarks: ``python -m bench`` runs all; ``python -m bench pii`` (or rbac, audit, decisions) only those."""
+"""Run the benchmarks: ``python -m bench`` runs all; ``python -m bench pii`` (or another name) only that one."""
 
 import sys
 
-from bench import audit, decisions, pii, rbac
+from bench import audit, crypto, decisions, pii, rbac
 
 BENCHES = {
     "rbac": lambda: rbac.main(),
     "audit": lambda: audit.main([]),
     "decisions": lambda: decisions.main(),
     "pii": lambda: pii.main([]),
+    "crypto": lambda: crypto.main(),
 }
 
 if __name__ == "__main__":

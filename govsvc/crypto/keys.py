@@ -7,6 +7,7 @@ for good, including copies in backups.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -45,15 +46,16 @@ class KeyCache:
         self._lock = threading.Lock()
 
     def get(self, key_id: str, version: int) -> Ciphers | None:
-        with self._lock:
-            entry = self._entries.get((key_id, version))
-            if entry is None:
-                return None
-            if entry[0] < time.monotonic():
-                del self._entries[(key_id, version)]
-                return None
+        # Lock-free: each OrderedDict call is atomic in CPython; an entry evicted meanwhile is simply a miss.
+        entry = self._entries.get((key_id, version))
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            self._entries.pop((key_id, version), None)
+            return None
+        with contextlib.suppress(KeyError):
             self._entries.move_to_end((key_id, version))
-            return entry[1]
+        return entry[1]
 
     def put(self, ciphers: Ciphers) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ import binascii
 import os
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -30,8 +31,7 @@ class TokenError(ValueError):
     """Not a token, or one that does not open: altered, moved, or under another key."""
 
 
-@dataclass(frozen=True)
-class TokenHeader:
+class TokenHeader(NamedTuple):
     format: int
     key_id: str
     key_version: int
@@ -60,8 +60,7 @@ def parse_header(token: bytes) -> TokenHeader:
         key_id = token[2:end].decode("ascii")
     except UnicodeDecodeError:
         raise TokenError("the token's key id is not ASCII") from None
-    (version,) = struct.unpack(">I", token[end : end + 4])
-    return TokenHeader(token[0], key_id, version, end + 4)
+    return TokenHeader(token[0], key_id, int.from_bytes(token[end : end + 4], "big"), end + 4)
 
 
 @dataclass(frozen=True)
