@@ -29,7 +29,6 @@ from govsvc.core.db import Database, utcnow
 from govsvc.crypto import tokens
 from govsvc.crypto.keys import KeyCache, KeyStore
 from govsvc.crypto.tokens import Ciphers
-from govsvc.decisions.service import DecisionRequest
 from govsvc.subjects.service import IdentifierInput, create_subject, get_subject
 from govsvc.taxonomy.service import TaxonomyCache
 from govsvc.vault.models import VaultField
@@ -121,28 +120,17 @@ def bench_vault_read(app, subjects: int, reads: int) -> None:
     def read(subject_id: str) -> int:
         session = database.new_session(write=True)
         try:
-            subject = get_subject(session, subject_id)
-            rows = vault.fields(session, subject)
-            decisions = engine.decide_each(
+            views = vault.read_for_purpose(
                 session,
-                [
-                    DecisionRequest(
-                        subject={"subject_id": subject_id},
-                        action="read",
-                        purpose="essential.legal_obligation",
-                        roles=("dpo",),
-                        principal_id="client:bench",
-                        fields=(row.field,),
-                    )
-                    for row in rows
-                ],
+                engine,
+                get_subject(session, subject_id),
+                purpose="essential.legal_obligation",
+                role="dpo",
+                principal_id="client:bench",
+                justification="bench run",
             )
-            shown = 0
-            for item, decision in zip(vault.read(session, subject, rows), decisions, strict=True):
-                value, _ = vault.apply(item, decision.obligations[item.field] if decision.allowed else "withhold")
-                shown += value is not None
-            session.commit()
-            return shown
+            session.commit()  # the data.unmasked event of the L3 plaintext
+            return sum(view.value is not None for view in views.values())
         finally:
             session.close()
 

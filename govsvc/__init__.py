@@ -127,7 +127,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     )
     app.extensions["govsvc.pii"] = _pii_service(settings)
     app.extensions["govsvc.vault"] = Vault(
-        app.extensions["govsvc.keys"], app.extensions["govsvc.field_keys"], app.extensions["govsvc.pii"].rules
+        app.extensions["govsvc.keys"], app.extensions["govsvc.field_keys"], app.extensions["govsvc.pii"].masker
     )
     app.extensions["govsvc.audit_ip_key"] = ip_hash_key(settings.secret_key)
     app.extensions["govsvc.sequencer"] = Sequencer(

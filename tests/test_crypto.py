@@ -237,9 +237,9 @@ def test_data_key_rotation_is_chunked_and_resumes_after_a_crash(world) -> None:
 
         subject = get_subject(session, subject_id)
         vault: Vault = app.extensions["govsvc.vault"]
-        opened = {f.field: f.value for f in vault.read(session, subject, vault.fields(session, subject))}
+        opened = vault.open_all(session, subject)
         assert opened == values | {"mobile": "+8613900000000"}
-        assert vault.history(session, subject)[0]["value"] == "+8613812345678"
+        assert vault.history(session, subject, justification="ticket 12")[0]["value"] == "+8613812345678"
 
 
 def _copy_database(database, app, label: str) -> str:

@@ -116,7 +116,9 @@ def test_rectification_keeps_history_and_search_uses_the_blind_index(client, aut
         headers=app_key,
     )
     assert {c["field"]: c["change"] for c in patched.get_json()["changes"]} == {"email": "replaced", "name": "deleted"}
-    history = client.get(f"/v1/vault/subjects/{subject}/profile/history", headers=auth_headers("dpo")).get_json()
+    history_url = f"/v1/vault/subjects/{subject}/profile/history"
+    assert_problem(client.get(history_url, headers=auth_headers("dpo")), 422, "validation-error")
+    history = client.get(history_url + "?justification=ticket+7731", headers=auth_headers("dpo")).get_json()
     assert [(e["field"], e["change"], e["value"]) for e in history["entries"]] == [
         ("email", "replaced", "old@example.cn"),
         ("name", "deleted", "张伟"),
@@ -275,3 +277,14 @@ def test_key_management_is_audited_and_shows_no_key_material(client, auth_header
     logged = caplog.text
     for secret in (TEST_ROOT_KEYS.split(":", 1)[1], PROFILE["id_number"], PROFILE["bank_card"]):
         assert secret not in logged
+
+
+def test_tokenize_gives_the_pii_apis_stable_pseudonym(app) -> None:
+    vault = app.extensions["govsvc.vault"]
+    category = "user.contact.phone_number"
+    first = vault.present("mobile", category, "+86 138 1234 5678", "tokenize")
+    assert first == vault.present("mobile", category, "13812345678", "tokenize")  # same person, other writing
+    assert first != vault.present("mobile", category, "13812345679", "tokenize") and "5678" not in first
+    keys = app.extensions["govsvc.pii"].masker.keys
+    assert first == "tok_" + keys.pseudonym(category, "13812345678")
+    assert vault.present("mobile", category, "13812345678", "withhold") is None

@@ -20,12 +20,20 @@ from govsvc.crypto import tokens
 from govsvc.crypto.keys import KeyStore
 from govsvc.crypto.models import KeyRotation
 from govsvc.crypto.tokens import TokenError
-from govsvc.decisions.service import DecisionEngine, DecisionRequest
 from govsvc.subjects import service as subjects
 from govsvc.taxonomy.api import taxonomy_cache
-from govsvc.vault.api import check_justification
-from govsvc.vault.service import StoredField, Vault, run_rotation, start_rotation
-from govsvc.vault.service import get_rotation as load_rotation
+from govsvc.vault.service import (
+    Vault,
+    audit_plaintext,
+    check_justification,
+    field_decisions,
+    run_rotation,
+    start_rotation,
+    treatment_of,
+)
+from govsvc.vault.service import (
+    get_rotation as load_rotation,
+)
 
 logger = logging.getLogger("govsvc.crypto")
 bp = APIBlueprint("crypto", __name__, url_prefix="/v1/crypto", tag="Encryption and keys")
@@ -145,41 +153,40 @@ def decrypt(body: dict[str, Any]) -> dict[str, Any]:
     except TokenError as error:
         raise Undecryptable(str(error)) from None
     principal = current_principal()
-    engine: DecisionEngine = current_app.extensions["govsvc.decisions"]
-    decision = engine.decide(
+    field = body["field"]
+    decision = field_decisions(
+        current_app.extensions["govsvc.decisions"],
         session,
-        DecisionRequest(
-            subject={"subject_id": subject.subject_id},
-            action="read",
-            purpose=body["purpose"],
-            roles=(principal.role,),
-            principal_id=principal.principal_id,
-            fields=(body["field"],),
-        ),
-    )
-    obligation = decision.obligations.get(body["field"], "withhold")
-    if not decision.allowed or obligation == "withhold":
+        subject.subject_id,
+        [field],
+        purpose=body["purpose"],
+        role=principal.role,
+        principal_id=principal.principal_id,
+    )[field]
+    treatment = treatment_of(decision, field)
+    if treatment == "withhold":
         raise PermissionDenied(
             "The decision for this field and purpose does not allow reading it.",
             decision_id=decision.decision_id,
             reasons=sorted({reason.code for reason in decision.reasons}) or ["withheld"],
         )
-    plaintext = key_store().open(session, subject.subject_id, body["field"], sealed)
+    plaintext = key_store().open(session, subject.subject_id, field, sealed)
     vault: Vault = current_app.extensions["govsvc.vault"]
-    level = taxonomy_cache().current(session).level(category)
-    value, treatment = vault.apply(
-        StoredField(body["field"], category, level, plaintext, 0, decision.evaluated_at), obligation
-    )
     if treatment == "show":
-        record(
+        audit_plaintext(
             session,
-            "data.unmasked",
-            subject_ref=subject.subject_id,
+            subject.subject_id,
             purpose=body["purpose"],
-            data_categories=[category],
-            details={"field": body["field"], "justification": body["justification"], "via": "crypto.decrypt"},
+            categories=[category],
+            fields=[field],
+            justification=body["justification"],
+            via="crypto.decrypt",
         )
-    return {"value": value, "treatment": treatment, "decision_id": decision.decision_id}
+    return {
+        "value": vault.present(field, category, plaintext, treatment),
+        "treatment": treatment,
+        "decision_id": decision.decision_id,
+    }
 
 
 @bp.get("/keys")

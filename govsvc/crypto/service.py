@@ -52,7 +52,6 @@ class FieldKeys:
 
     def __init__(self, secret_key: str) -> None:
         self._index_key = derive_key(secret_key, "govsvc blind index v1")
-        self.pseudonym_key = derive_key(secret_key, "govsvc pseudonym v1")
         self._aead = AESGCM(derive_key(secret_key, "govsvc identifier encryption v1"))
 
     def blind_index(self, *parts: str) -> str:

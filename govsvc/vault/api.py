@@ -12,13 +12,10 @@ from flask import current_app
 from govsvc.audit.service import record
 from govsvc.core.access import current_principal, requires
 from govsvc.core.db import get_session
-from govsvc.core.errors import KeyDestroyed, ServiceError, ValidationFailed
-from govsvc.core.pii_guard import pii_kind
 from govsvc.core.schemas import StrictSchema
-from govsvc.decisions.service import DecisionEngine, DecisionRequest
 from govsvc.subjects import service as subjects
 from govsvc.taxonomy.api import taxonomy_cache
-from govsvc.vault.service import Vault
+from govsvc.vault.service import Vault, check_justification
 
 bp = APIBlueprint("vault", __name__, url_prefix="/v1/vault", tag="Profile vault")
 SECURITY = "BearerAuth"
@@ -27,22 +24,6 @@ ERRORS = [400, 401, 403, 404, 410, 413, 415, 422]
 
 def vault() -> Vault:
     return current_app.extensions["govsvc.vault"]
-
-
-def check_justification(justification: str | None, *, required: bool) -> None:
-    """A justification is required for plaintext of L3 data; it is audited, so it must not carry personal data."""
-    if justification is None:
-        if required:
-            raise ValidationFailed(
-                "Reading L3 data in plaintext needs a justification.",
-                errors=[{"field": "justification", "message": "say why (a ticket or case reference)"}],
-            )
-        return
-    if pii_kind(justification) is not None:
-        raise ValidationFailed(
-            "The justification is audited and must not contain personal data.",
-            errors=[{"field": "justification", "message": "refer to a case or ticket, not to a person"}],
-        )
 
 
 class ProfileWriteSchema(StrictSchema):
@@ -58,6 +39,10 @@ class ProfileWriteSchema(StrictSchema):
 class ProfileReadQuerySchema(StrictSchema):
     purpose = String(required=True, validate=Length(min=1, max=80))
     justification = String(load_default=None, validate=Length(min=3, max=500))
+
+
+class HistoryQuerySchema(StrictSchema):
+    justification = String(required=True, validate=Length(min=3, max=500))
 
 
 class FieldChangeSchema(Schema):
@@ -182,81 +167,39 @@ def patch_profile(subject_id: str, body: dict[str, Any]) -> dict[str, Any]:
 def get_profile(subject_id: str, query: dict[str, Any]) -> dict[str, Any]:
     session = get_session()
     subject = subjects.get_subject(session, subject_id)
-    rows = vault().fields(session, subject)
     principal = current_principal()
-    engine: DecisionEngine = current_app.extensions["govsvc.decisions"]
-    decisions = engine.decide_each(  # one decision per field, read in one round trip
+    views = vault().read_for_purpose(
         session,
-        [
-            DecisionRequest(
-                subject={"subject_id": subject.subject_id},
-                action="read",
-                purpose=query["purpose"],
-                roles=(principal.role,),
-                principal_id=principal.principal_id,
-                fields=(row.field,),
-            )
-            for row in rows
-        ],
+        current_app.extensions["govsvc.decisions"],
+        subject,
+        purpose=query["purpose"],
+        role=principal.role,
+        principal_id=principal.principal_id,
+        justification=query["justification"],
     )
-    for outcome in decisions:
-        if isinstance(outcome, ServiceError):
-            raise outcome
-    by_field = {row.field: outcome for row, outcome in zip(rows, decisions, strict=True)}
-    treatments = {
-        name: decision.obligations[name] if decision.allowed else "withhold" for name, decision in by_field.items()
+    return {
+        "subject_id": subject.subject_id,
+        "purpose": query["purpose"],
+        "fields": {name: vars(view) for name, view in views.items()},
     }
-    shown_l3 = [row for row in rows if row.level == "L3" and treatments[row.field] == "show"]
-    check_justification(query["justification"], required=bool(shown_l3))
-    try:
-        stored = vault().read(session, subject, rows)
-    except KeyDestroyed:
-        raise KeyDestroyed("This subject was erased by crypto-shredding; the profile cannot be read.") from None
-    fields: dict[str, Any] = {}
-    for item in stored:
-        decision = by_field[item.field]
-        value, treatment = vault().apply(item, treatments[item.field])
-        fields[item.field] = {
-            "value": value,
-            "treatment": treatment,
-            "reasons": sorted({reason.code for reason in decision.reasons}),
-            "decision_id": decision.decision_id,
-            "category": item.category,
-            "level": item.level,
-            "version": item.version,
-            "updated_at": item.updated_at,
-        }
-    if shown_l3:
-        record(
-            session,
-            "data.unmasked",
-            subject_ref=subject.subject_id,
-            purpose=query["purpose"],
-            data_categories=sorted({row.category for row in shown_l3}),
-            details={
-                "fields": sorted(row.field for row in shown_l3),
-                "justification": query["justification"],
-                "via": "vault",
-            },
-        )
-    return {"subject_id": subject.subject_id, "purpose": query["purpose"], "fields": fields}
 
 
 @bp.get("/subjects/<string:subject_id>/profile/history")
+@bp.input(HistoryQuerySchema, location="query", arg_name="query")
 @bp.output(ProfileHistorySchema)
-@bp.doc(summary="Previous values of every field (rectification history)", security=SECURITY, responses=[200, *ERRORS])
+@bp.doc(
+    summary="Previous values of every field (rectification history); needs a justification, audited",
+    security=SECURITY,
+    responses=[200, *ERRORS],
+)
 @requires("vault", "history")
-def get_history(subject_id: str) -> dict[str, Any]:
+def get_history(subject_id: str, query: dict[str, Any]) -> dict[str, Any]:
     session = get_session()
     subject = subjects.get_subject(session, subject_id)
-    entries = vault().history(session, subject)
-    record(
-        session,
-        "data.unmasked",
-        subject_ref=subject.subject_id,
-        details={"via": "vault.history", "entries": len(entries)},
-    )
-    return {"subject_id": subject.subject_id, "entries": entries}
+    return {
+        "subject_id": subject.subject_id,
+        "entries": vault().history(session, subject, justification=query["justification"]),
+    }
 
 
 @bp.post("/profiles:search")

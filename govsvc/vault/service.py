@@ -7,8 +7,6 @@ the previous value, sealed, for rectification history. Erasure destroys the subj
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,13 +16,17 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
+from govsvc.audit.service import record
 from govsvc.core.db import Database, utcnow
-from govsvc.core.errors import NotFoundError, ValidationFailed
+from govsvc.core.errors import KeyDestroyed, NotFoundError, ServiceError, ValidationFailed
+from govsvc.core.pii_guard import pii_kind
 from govsvc.crypto import tokens
 from govsvc.crypto.keys import KeyStore
 from govsvc.crypto.models import CryptoKey, KeyRotation
 from govsvc.crypto.service import FieldKeys
-from govsvc.pii.masking import MaskingRules, apply_window, mask_chars
+from govsvc.crypto.tokens import Ciphers
+from govsvc.decisions.service import Decision, DecisionEngine, DecisionRequest
+from govsvc.pii.masking import Masker, apply_window, mask_chars, normalise_for_pseudonym
 from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.subjects.service import normalise
 from govsvc.taxonomy.service import Taxonomy
@@ -44,22 +46,97 @@ class FieldChange:
 
 
 @dataclass(frozen=True)
-class StoredField:
-    """A field as stored, its plaintext opened (only ever held in memory)."""
+class FieldView:
+    """A field as one caller may see it: its value after the decision's obligation, and why."""
 
-    field: str
+    value: str | None
+    treatment: str  # show | mask:<profile> | tokenize | withhold
+    reasons: list[str]
+    decision_id: str
     category: str
     level: str
-    value: str
     version: int
     updated_at: datetime
 
 
+def check_justification(justification: str | None, *, required: bool) -> None:
+    """Plaintext of L3 data needs a justification; it is audited, so it must not carry personal data itself."""
+    if justification is None:
+        if required:
+            raise ValidationFailed(
+                "Reading L3 data in plaintext needs a justification.",
+                errors=[{"field": "justification", "message": "say why (a ticket or case reference)"}],
+            )
+        return
+    if pii_kind(justification) is not None:
+        raise ValidationFailed(
+            "The justification is audited and must not contain personal data.",
+            errors=[{"field": "justification", "message": "refer to a case or ticket, not to a person"}],
+        )
+
+
+def field_decisions(
+    engine: DecisionEngine,
+    session: Session,
+    subject_id: str,
+    fields: list[str],
+    *,
+    purpose: str,
+    role: str,
+    principal_id: str,
+) -> dict[str, Decision]:
+    """One read decision per field (all in one round trip); the first invalid request's error is raised."""
+    outcomes = engine.decide_each(
+        session,
+        [
+            DecisionRequest(
+                subject={"subject_id": subject_id},
+                action="read",
+                purpose=purpose,
+                roles=(role,),
+                principal_id=principal_id,
+                fields=(field,),
+            )
+            for field in fields
+        ],
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, ServiceError):
+            raise outcome
+    return dict(zip(fields, outcomes, strict=True))  # type: ignore[arg-type]
+
+
+def treatment_of(decision: Decision, field: str) -> str:
+    """The obligation a decision puts on a field; ``withhold`` when it denies."""
+    return decision.obligations.get(field, "withhold") if decision.allowed else "withhold"
+
+
+def audit_plaintext(
+    session: Session,
+    subject_id: str,
+    *,
+    purpose: str,
+    categories: list[str],
+    fields: list[str],
+    justification: str | None,
+    via: str,
+) -> None:
+    """The ``data.unmasked`` event of a plaintext read: what, for which purpose, and why; never the values."""
+    record(
+        session,
+        "data.unmasked",
+        subject_ref=subject_id,
+        purpose=purpose,
+        data_categories=sorted(set(categories)),
+        details={"fields": sorted(fields), "justification": justification, "via": via},
+    )
+
+
 class Vault:
-    def __init__(self, keys: KeyStore, index_keys: FieldKeys, masking: MaskingRules) -> None:
+    def __init__(self, keys: KeyStore, index_keys: FieldKeys, masker: Masker) -> None:
         self.keys = keys
         self.index_keys = index_keys
-        self.masking = masking
+        self.masker = masker
 
     # -- writing -----------------------------------------------------------------------------------------------
 
@@ -107,6 +184,13 @@ class Vault:
         if replace_all:
             targets |= {name: None for name in current if name not in values}
         now = utcnow()
+        sealing: list[Ciphers] = []  # the subject's active data key, looked up once, when first needed
+
+        def seal(name: str, value: str) -> bytes:
+            if not sealing:
+                sealing.append(self.keys.subject_ciphers(session, subject.subject_id, create=True))
+            return self.keys.seal_with(sealing[0], subject.subject_id, name, value)
+
         for name in sorted(targets):
             value = targets[name]
             row = current.get(name)
@@ -116,7 +200,7 @@ class Vault:
                     changes.append(FieldChange(name, "unchanged"))
                     continue
                 self._keep_history(
-                    session, subject, row, old, "deleted" if value is None else "replaced", actor, justification
+                    session, subject, row, seal, old, "deleted" if value is None else "replaced", actor, justification
                 )
                 if value is None:
                     session.delete(row)
@@ -132,8 +216,8 @@ class Vault:
             category, level = classified[name]
             row.category, row.level = category, level
             if level in ENCRYPTED_LEVELS:
-                row.value_enc = self.keys.seal(session, subject.subject_id, name, value)
-                row.key_version = tokens.parse_header(row.value_enc).key_version
+                row.value_enc = seal(name, value)
+                row.key_version = sealing[0].version
                 row.value_plain = None
             else:
                 row.value_plain, row.value_enc, row.key_version = value, None, None
@@ -148,12 +232,13 @@ class Vault:
         session: Session,
         subject: Subject,
         row: VaultField,
+        seal: Callable[[str, str], bytes],
         old: str,
         change: str,
         actor: str,
         justification: str | None,
     ) -> None:
-        sealed = self.keys.seal(session, subject.subject_id, f"history:{row.field}:{row.version}", old)
+        sealed = seal(_history_name(row.field, row.version), old)
         session.add(
             VaultFieldHistory(
                 subject_pk=subject.pk,
@@ -173,43 +258,99 @@ class Vault:
     def _open(self, session: Session, subject: Subject, row: VaultField) -> str:
         if row.value_enc is None:
             if row.value_plain is None:
-                raise NotFoundError(f"The field {row.field!r} was erased.")
+                raise KeyDestroyed("This subject was erased by crypto-shredding; its profile cannot be read.")
             return row.value_plain
         return self.keys.open(session, subject.subject_id, row.field, row.value_enc)
 
-    def fields(self, session: Session, subject: Subject) -> list[VaultField]:
-        return list(
+    def open_all(self, session: Session, subject: Subject) -> dict[str, str]:
+        """Every current value in plaintext, for the service's own use (re-encryption checks, subject access)."""
+        rows = session.scalars(select(VaultField).where(VaultField.subject_pk == subject.pk))
+        return {row.field: self._open(session, subject, row) for row in rows}
+
+    def read_for_purpose(
+        self,
+        session: Session,
+        engine: DecisionEngine,
+        subject: Subject,
+        *,
+        purpose: str,
+        role: str,
+        principal_id: str,
+        justification: str | None,
+    ) -> dict[str, FieldView]:
+        """Every field as ``role`` may see it for ``purpose``; L3 plaintext needs a justification and is audited."""
+        rows = list(
             session.scalars(select(VaultField).where(VaultField.subject_pk == subject.pk).order_by(VaultField.field))
         )
-
-    def read(self, session: Session, subject: Subject, rows: list[VaultField]) -> list[StoredField]:
-        """The fields with their plaintext (the caller applies obligations before anything leaves the service)."""
-        return [
-            StoredField(
-                row.field, row.category, row.level, self._open(session, subject, row), row.version, row.updated_at
+        decisions = field_decisions(
+            engine,
+            session,
+            subject.subject_id,
+            [row.field for row in rows],
+            purpose=purpose,
+            role=role,
+            principal_id=principal_id,
+        )
+        treatments = {row.field: treatment_of(decisions[row.field], row.field) for row in rows}
+        shown_l3 = [row for row in rows if row.level == "L3" and treatments[row.field] == "show"]
+        check_justification(justification, required=bool(shown_l3))
+        views = {}
+        for row in rows:
+            decision = decisions[row.field]
+            value = self._open(session, subject, row) if treatments[row.field] != "withhold" else None
+            views[row.field] = FieldView(
+                value=self.present(row.field, row.category, value, treatments[row.field]),
+                treatment=treatments[row.field],
+                reasons=sorted({reason.code for reason in decision.reasons}),
+                decision_id=decision.decision_id,
+                category=row.category,
+                level=row.level,
+                version=row.version,
+                updated_at=row.updated_at,
             )
+        if shown_l3:
+            audit_plaintext(
+                session,
+                subject.subject_id,
+                purpose=purpose,
+                categories=[row.category for row in shown_l3],
+                fields=[row.field for row in shown_l3],
+                justification=justification,
+                via="vault",
+            )
+        return views
+
+    def history(self, session: Session, subject: Subject, *, justification: str) -> list[dict[str, Any]]:
+        """Every previous value, opened (rectification history); audited as ``data.unmasked``."""
+        check_justification(justification, required=True)
+        rows = session.scalars(
+            select(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk).order_by(VaultFieldHistory.pk)
+        ).all()
+        entries = [
+            {
+                "field": row.field,
+                "version": row.version,
+                "change": row.change,
+                "value": self.keys.open(
+                    session, subject.subject_id, _history_name(row.field, row.version), row.value_enc
+                )
+                if row.value_enc is not None
+                else None,
+                "justification": row.justification,
+                "changed_at": row.changed_at,
+                "changed_by": row.changed_by,
+            }
             for row in rows
         ]
-
-    def history(self, session: Session, subject: Subject, field: str | None = None) -> list[dict[str, Any]]:
-        query = select(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk)
-        if field is not None:
-            query = query.where(VaultFieldHistory.field == field)
-        entries = []
-        for row in session.scalars(query.order_by(VaultFieldHistory.pk)):
-            value = None
-            if row.value_enc is not None:
-                value = self.keys.open(session, subject.subject_id, f"history:{row.field}:{row.version}", row.value_enc)
-            entries.append(
-                {
-                    "field": row.field,
-                    "version": row.version,
-                    "change": row.change,
-                    "value": value,
-                    "justification": row.justification,
-                    "changed_at": row.changed_at,
-                    "changed_by": row.changed_by,
-                }
+        if entries:
+            audit_plaintext(
+                session,
+                subject.subject_id,
+                purpose="vault.history",
+                categories=[],
+                fields=sorted({row.field for row in rows}),
+                justification=justification,
+                via="vault.history",
             )
         return entries
 
@@ -229,32 +370,29 @@ class Vault:
         )
         return list(session.scalars(query))
 
-    def pseudonym(self, field: str, value: str) -> str:
-        """A stable keyed pseudonym (``tokenize`` obligation): equal values, equal tokens; not reversible."""
-        digest = hmac.new(self.index_keys.pseudonym_key, f"{field}\x1f{value}".encode(), hashlib.sha256).hexdigest()
-        return "tok_" + digest[:24]
-
-    def apply(self, stored: StoredField, obligation: str) -> tuple[str | None, str]:
-        """(value shown, treatment) for one obligation: show, mask:<profile>, tokenize or withhold."""
-        if obligation == "show":
-            return stored.value, "show"
-        if obligation.startswith("mask"):
-            return self._mask(stored, obligation.partition(":")[2] or "default"), obligation
-        if obligation == "tokenize":
-            return self.pseudonym(stored.field, stored.value), "tokenize"
-        return None, "withhold"
-
-    def _mask(self, stored: StoredField, profile: str) -> str | None:
-        """A ``mask:<profile>`` obligation, by the masking rules (policies/masking.yaml): the category's fixed
-        window, or less (mask_all, redact, pseudonymize) when the profile says so; never more."""
-        operator = self.masking.operator(profile, stored.category) if profile in self.masking.profiles else "mask"
+    def present(self, field: str, category: str, value: str | None, treatment: str) -> str | None:
+        """A value under one obligation: show, ``mask:<profile>`` (the masking rules of policies/masking.yaml: the
+        category's fixed window, or less when the profile says so), tokenize (the keyed pseudonym the PII API
+        gives the same value) or withhold."""
+        if value is None or treatment == "withhold":
+            return None
+        if treatment == "show":
+            return value
+        if treatment == "tokenize":
+            return self._pseudonym(category, value)
+        rules = self.masker.rules
+        profile = treatment.partition(":")[2] or "default"
+        operator = rules.operator(profile, category) if profile in rules.profiles else "mask"
         if operator == "mask":
-            return apply_window(stored.value, self.masking.window(stored.category))
+            return apply_window(value, rules.window(category))
         if operator == "pseudonymize":
-            return self.pseudonym(stored.field, stored.value)
+            return self._pseudonym(category, value)
         if operator == "redact":
             return ""
-        return mask_chars(stored.value, 0, 0)  # mask_all, replace, encrypt: nothing of the value
+        return mask_chars(value, 0, 0)  # mask_all, replace, encrypt: nothing of the value
+
+    def _pseudonym(self, category: str, value: str) -> str:
+        return "tok_" + self.masker.keys.pseudonym(category, normalise_for_pseudonym(category, value))
 
     # -- erasure -----------------------------------------------------------------------------------------------
 
@@ -276,6 +414,11 @@ class Vault:
             "fields": int(plain or 0),
             "identifiers_removed": int(identifiers or 0),
         }
+
+
+def _history_name(field: str, version: int) -> str:
+    """What a history value is bound to (its own AAD, so it cannot pass for the current value)."""
+    return f"history:{field}:{version}"
 
 
 # -- data-key rotation: re-encrypt every sealed value, in chunks, resumable -----------------------------------------
@@ -386,7 +529,7 @@ def _reencrypt_chunk(
             current = active[subject_id] = keys.subject_ciphers(session, subject_id)
         if tokens.parse_header(token).key_version == current.version:
             continue
-        name = f"history:{field}:{row_version}" if table is VaultFieldHistory else field
+        name = _history_name(field, row_version) if table is VaultFieldHistory else field
         plaintext = keys.open(session, subject_id, name, token)
         sealed = tokens.seal(current, plaintext.encode(), tokens.context(keys.tenant, subject_id, name))
         updates.append({"b_pk": pk, "value_enc": sealed, "key_version": current.version})
