@@ -332,3 +332,28 @@ def test_cli_reports_status_and_rotates(world) -> None:
     rotated = runner.invoke(args=["crypto", "rotate-data-keys", "--chunk", "1"])
     assert rotated.exit_code == 0 and "done, 2 values re-encrypted" in rotated.output
     assert runner.invoke(args=["crypto", "rotate-data-keys", "--resume", "rot_nope"]).exit_code == 1
+
+
+def test_a_rotation_passes_over_shredded_subjects(world) -> None:
+    app, db, subject_id, _ = world
+    keys: KeyStore = app.extensions["govsvc.keys"]
+    vault: Vault = app.extensions["govsvc.vault"]
+    with db.transaction() as session:
+        other = create_subject(
+            session,
+            app.extensions["govsvc.field_keys"],
+            identifiers=[IdentifierInput(kind="email", value="han.meimei@example.cn", system="")],
+            jurisdictions=["pipl"],
+            known_jurisdictions=["pipl"],
+        ).subject_id
+    _profile(app, db, subject_id, name="李雷", mobile="+8613812345678")
+    _profile(app, db, other, name="韩梅梅", mobile="+8613900000000")
+    with db.transaction() as session:
+        from govsvc.subjects.service import get_subject
+
+        vault.shred(session, get_subject(session, other))
+        rotation = start_rotation(session, keys, subject=None, actor="test").rotation_id
+    done = run_rotation(db, keys, rotation, chunk=1)
+    assert done.status == "done" and done.values_done == 2  # the live subject's two sealed values only
+    with db.transaction() as session:
+        assert vault.open_all(session, get_subject(session, subject_id)) == {"name": "李雷", "mobile": "+8613812345678"}

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from govsvc.core.db import utcnow
@@ -247,27 +247,69 @@ class KeyStore:
         self.cache.put(ciphers)
         return ciphers
 
-    def start_subject_rotation(self, session: Session, subject_id: str) -> int:
-        """A new active data key version; the previous one is ``retiring`` until its data is re-encrypted."""
-        current = self.subject_ciphers(session, subject_id)
-        session.execute(
-            update(CryptoKey)
-            .where(CryptoKey.key_id == current.key_id, CryptoKey.status == "active")
-            .values(status="retiring")
-        )
-        return self.new_subject_key(session, subject_id, current.version + 1).version
+    def preload(self, session: Session, subject_ids: list[str]) -> dict[str, Ciphers]:
+        """Every usable key version of these subjects unwrapped into the cache with one query per 500 subjects;
+        returns each subject's active key (subjects without one are left out)."""
+        active: dict[str, Ciphers] = {}
+        for offset in range(0, len(subject_ids), 500):
+            key_ids = [subject_key_id(subject_id) for subject_id in subject_ids[offset : offset + 500]]
+            rows = session.scalars(
+                select(CryptoKey).where(CryptoKey.key_id.in_(key_ids), CryptoKey.wrapped.is_not(None))
+            ).all()
+            for row in rows:
+                ciphers = self.cache.get(row.key_id, row.version)
+                if ciphers is None:
+                    ciphers = Ciphers.of(row.key_id, row.version, self._unwrap_subject(session, row))
+                    self.cache.put(ciphers)
+                if row.status == "active":
+                    active[row.key_id.split(":", 1)[1]] = ciphers
+        return active
 
-    def retire_subject_keys(self, session: Session, subject_id: str) -> None:
-        """After re-encryption: old versions lose their wrapped material."""
-        key_id = subject_key_id(subject_id)
-        session.execute(
-            update(CryptoKey)
-            .where(CryptoKey.key_id == key_id, CryptoKey.status == "retiring")
-            .values(status="retired", wrapped=None, retired_at=utcnow())
-        )
-        current = self.subject_ciphers(session, subject_id)
-        self.cache.drop(key_id)
-        self.cache.put(current)
+    def start_subject_rotations(self, session: Session, subject_ids: list[str]) -> int:
+        """A new active data key version for each subject (in bulk); the previous one is ``retiring`` until its
+        data is re-encrypted. Returns the number of keys rotated."""
+        current = self.preload(session, subject_ids)
+        tenant = self.tenant_ciphers(session)
+        wrapped_by = f"{tenant_key_id(self.tenant)}:{tenant.version}"
+        key_ids = [subject_key_id(subject_id) for subject_id in current]
+        for offset in range(0, len(key_ids), 500):
+            session.execute(
+                update(CryptoKey)
+                .where(CryptoKey.key_id.in_(key_ids[offset : offset + 500]), CryptoKey.status == "active")
+                .values(status="retiring")
+            )
+        rows = []
+        for old in current.values():
+            key = os.urandom(32)
+            version = old.version + 1
+            rows.append(
+                {
+                    "key_id": old.key_id,
+                    "version": version,
+                    "kind": "subject",
+                    "wrapped": self._wrap_subject(tenant, old.key_id, version, key),
+                    "wrapped_by": wrapped_by,
+                    "status": "active",
+                    "created_at": utcnow(),
+                }
+            )
+            self.cache.put(Ciphers.of(old.key_id, version, key))
+        if rows:
+            session.execute(insert(CryptoKey), rows)
+        return len(rows)
+
+    def retire_rotated(self, session: Session, key_id: str | None = None) -> int:
+        """After re-encryption: the ``retiring`` versions (of one key, or all) lose their wrapped material, in one
+        statement. Returns how many versions were retired."""
+        query = update(CryptoKey).where(CryptoKey.kind == "subject", CryptoKey.status == "retiring")
+        if key_id is not None:
+            query = query.where(CryptoKey.key_id == key_id)
+        result = session.execute(query.values(status="retired", wrapped=None, retired_at=utcnow()))
+        if key_id is not None:
+            self.cache.drop(key_id)
+        else:
+            self.cache.clear()
+        return int(result.rowcount or 0)
 
     def destroy_subject_keys(self, session: Session, subject_id: str) -> int:
         """Crypto-shred: every version's wrapped key is erased. Returns how many versions were destroyed."""

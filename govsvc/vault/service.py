@@ -437,8 +437,7 @@ def start_rotation(session: Session, keys: KeyStore, *, subject: Subject | None,
                 select(CryptoKey.key_id).where(CryptoKey.kind == "subject", CryptoKey.status == "active")
             )
         ]
-    for subject_id in subject_ids:
-        keys.start_subject_rotation(session, subject_id)
+    keys.start_subject_rotations(session, subject_ids)
     rotation = KeyRotation(
         rotation_id="rot_" + uuid.uuid4().hex[:16],
         scope=f"subject:{subject.subject_id}" if subject is not None else "all",
@@ -484,11 +483,7 @@ def run_rotation(
                 return _rotation(session, rotation_id)
     with database.transaction() as session:
         rotation = _rotation(session, rotation_id)
-        for key_id in session.scalars(
-            select(CryptoKey.key_id).where(CryptoKey.kind == "subject", CryptoKey.status == "retiring").distinct()
-        ).all():
-            if rotation.scope == "all" or rotation.scope == key_id:
-                keys.retire_subject_keys(session, key_id.split(":", 1)[1])
+        keys.retire_rotated(session, None if rotation.scope == "all" else rotation.scope)
         rotation.status = "done"
         rotation.finished_at = utcnow()
     with database.transaction() as session:
@@ -522,16 +517,18 @@ def _reencrypt_chunk(
         query = query.where(Subject.subject_id == rotation.scope.split(":", 1)[1])
     rows = session.execute(query).all()
     updates = []
-    active: dict[str, tokens.Ciphers] = {}  # each subject's active key, read once per chunk
+    active = keys.preload(session, sorted({row[4] for row in rows}))  # every key of the chunk: one query
     for pk, field, row_version, token, subject_id in rows:
         current = active.get(subject_id)
         if current is None:
-            current = active[subject_id] = keys.subject_ciphers(session, subject_id)
-        if tokens.parse_header(token).key_version == current.version:
+            continue  # crypto-shredded: its ciphertext stays unreadable, nothing to re-encrypt
+        header = tokens.parse_header(token)
+        if header.key_version == current.version:
             continue
         name = _history_name(field, row_version) if table is VaultFieldHistory else field
-        plaintext = keys.open(session, subject_id, name, token)
-        sealed = tokens.seal(current, plaintext.encode(), tokens.context(keys.tenant, subject_id, name))
+        bound = tokens.context(keys.tenant, subject_id, name)
+        old = keys.subject_ciphers(session, subject_id, header.key_version)  # preloaded: from the cache
+        sealed = tokens.seal(current, tokens.open_sealed(old, token, bound, header), bound)
         updates.append({"b_pk": pk, "value_enc": sealed, "key_version": current.version})
     if updates:
         session.connection().execute(update(table.__table__).where(table.__table__.c.pk == bindparam("b_pk")), updates)
