@@ -7,7 +7,6 @@ for good, including copies in backups.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -38,41 +37,65 @@ def tenant_key_id(tenant: str) -> str:
 
 
 class KeyCache:
-    """Unwrapped keys: least recently used first out, each for ``ttl`` seconds at most. Thread-safe."""
+    """Unwrapped keys: least recently used first out, each for ``ttl`` seconds at most. Thread-safe.
+
+    Keys are found by (key id, version), or by a token's header bytes (no parsing on the hot path of ``open``).
+    """
 
     def __init__(self, size: int = 10_000, ttl: float = 300.0) -> None:
         self._size, self._ttl = size, ttl
         self._entries: OrderedDict[tuple[str, int], tuple[float, Ciphers]] = OrderedDict()
+        self._by_header: dict[bytes, tuple[str, int]] = {}
         self._lock = threading.Lock()
 
     def get(self, key_id: str, version: int) -> Ciphers | None:
+        return self._fresh((key_id, version))
+
+    def for_token(self, token: bytes) -> Ciphers | None:
+        """The cached key whose header starts ``token``, if any (a miss means: parse the header and look up)."""
+        if len(token) < 2:
+            return None
+        key = self._by_header.get(token[: 6 + token[1]])
+        return self._fresh(key) if key is not None else None
+
+    def _fresh(self, key: tuple[str, int]) -> Ciphers | None:
         # Lock-free: each OrderedDict call is atomic in CPython; an entry evicted meanwhile is simply a miss.
-        entry = self._entries.get((key_id, version))
+        entry = self._entries.get(key)
         if entry is None:
             return None
         if entry[0] < time.monotonic():
-            self._entries.pop((key_id, version), None)
+            self._entries.pop(key, None)
             return None
-        with contextlib.suppress(KeyError):
-            self._entries.move_to_end((key_id, version))
+        try:
+            self._entries.move_to_end(key)
+        except KeyError:  # evicted by another thread just now: still valid for this call
+            return entry[1]
         return entry[1]
 
     def put(self, ciphers: Ciphers) -> None:
+        key = (ciphers.key_id, ciphers.version)
         with self._lock:
-            self._entries[(ciphers.key_id, ciphers.version)] = (time.monotonic() + self._ttl, ciphers)
-            self._entries.move_to_end((ciphers.key_id, ciphers.version))
+            self._entries[key] = (time.monotonic() + self._ttl, ciphers)
+            self._entries.move_to_end(key)
+            self._by_header[ciphers.gcm_header] = self._by_header[ciphers.siv_header] = key
             while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self._forget_headers(evicted)
+
+    def _forget_headers(self, ciphers: Ciphers) -> None:
+        self._by_header.pop(ciphers.gcm_header, None)
+        self._by_header.pop(ciphers.siv_header, None)
 
     def drop(self, key_id: str) -> None:
         """Forget every version of a key (rotated or destroyed)."""
         with self._lock:
             for cached in [entry for entry in self._entries if entry[0] == key_id]:
-                del self._entries[cached]
+                self._forget_headers(self._entries.pop(cached)[1])
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._by_header.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -341,6 +364,13 @@ class KeyStore:
 
     def open(self, session: Session, subject_id: str, field: str, token: bytes) -> str:
         """The plaintext of a token; Undecryptable if it was altered or moved, KeyDestroyed after shredding."""
+        bound = tokens.context(self.tenant, subject_id, field)
+        cached = self.cache.for_token(token)
+        if cached is not None and cached.key_id == subject_key_id(subject_id):
+            try:
+                return tokens.open_sealed(cached, token, bound).decode()
+            except TokenError as error:
+                raise Undecryptable(str(error)) from None
         try:
             parsed = tokens.parse_header(token)
         except TokenError as error:
@@ -349,7 +379,7 @@ class KeyStore:
             raise Undecryptable("The token belongs to another subject.")
         ciphers = self.subject_ciphers(session, subject_id, parsed.key_version)
         try:
-            return tokens.open_sealed(ciphers, token, tokens.context(self.tenant, subject_id, field), parsed).decode()
+            return tokens.open_sealed(ciphers, token, bound, parsed).decode()
         except TokenError as error:
             raise Undecryptable(str(error)) from None
 

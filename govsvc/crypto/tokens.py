@@ -123,15 +123,19 @@ def seal(ciphers: Ciphers, plaintext: bytes, bound_to: bytes, *, deterministic: 
 
 def open_sealed(ciphers: Ciphers, token: bytes, bound_to: bytes, parsed: TokenHeader | None = None) -> bytes:
     """The plaintext; TokenError when the token was altered, moved, or sealed under another key."""
-    parsed = parsed or parse_header(token)
-    if parsed.key_id != ciphers.key_id or parsed.key_version != ciphers.version:
-        raise TokenError("the token was sealed under another key")
-    head = token[: parsed.length]
-    body = token[parsed.length :]
-    associated = head + b"\x00" + bound_to
-    if parsed.format == FORMAT_SIV:
-        return siv_decrypt(ciphers.siv, body, [associated])
-    return gcm_decrypt(ciphers.gcm, body[:_NONCE], body[_NONCE:], associated)
+    if parsed is None and token.startswith(ciphers.gcm_header):  # the usual case: nothing to parse
+        length, format_ = len(ciphers.gcm_header), FORMAT_GCM
+    elif parsed is None and token.startswith(ciphers.siv_header):
+        length, format_ = len(ciphers.siv_header), FORMAT_SIV
+    else:
+        parsed = parsed or parse_header(token)
+        if parsed.key_id != ciphers.key_id or parsed.key_version != ciphers.version:
+            raise TokenError("the token was sealed under another key")
+        length, format_ = parsed.length, parsed.format
+    associated = token[:length] + b"\x00" + bound_to
+    if format_ == FORMAT_SIV:
+        return siv_decrypt(ciphers.siv, token[length:], [associated])
+    return gcm_decrypt(ciphers.gcm, token[length : length + _NONCE], token[length + _NONCE :], associated)
 
 
 def to_text(token: bytes) -> str:
