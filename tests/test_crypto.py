@@ -357,3 +357,16 @@ def test_a_rotation_passes_over_shredded_subjects(world) -> None:
     assert done.status == "done" and done.values_done == 2  # the live subject's two sealed values only
     with db.transaction() as session:
         assert vault.open_all(session, get_subject(session, subject_id)) == {"name": "李雷", "mobile": "+8613812345678"}
+
+
+def test_the_key_cache_finds_keys_by_token_header_and_forgets_them_with_the_key() -> None:
+    cache = KeyCache(size=1, ttl=60)
+    first, second = Ciphers.of("subject:a", 1, os.urandom(32)), Ciphers.of("subject:b", 2, os.urandom(32))
+    cache.put(first)
+    token = tokens.seal(first, b"x", b"ctx")
+    assert cache.for_token(token) is first and cache.for_token(b"") is None
+    cache.put(second)  # evicts the first key, and its header with it
+    assert cache.for_token(token) is None
+    assert cache.for_token(tokens.seal(second, b"x", b"ctx", deterministic=True)) is second
+    cache.drop("subject:b")
+    assert cache.for_token(tokens.seal(second, b"x", b"ctx")) is None
