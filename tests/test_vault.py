@@ -288,3 +288,47 @@ def test_tokenize_gives_the_pii_apis_stable_pseudonym(app) -> None:
     keys = app.extensions["govsvc.pii"].masker.keys
     assert first == "tok_" + keys.pseudonym(category, "13812345678")
     assert vault.present("mobile", category, "13812345678", "withhold") is None
+
+
+def _rotate_all(client, admin) -> None:
+    import time
+
+    rotation = client.post("/v1/crypto/keys:rotate-data-keys", json={}, headers=admin).get_json()["rotation_id"]
+    for _ in range(100):
+        if client.get(f"/v1/crypto/rotations/{rotation}", headers=admin).get_json()["status"] == "done":
+            return
+        time.sleep(0.05)
+    raise AssertionError("the rotation did not finish")
+
+
+def test_tokens_kept_by_apps_survive_a_rotation_and_rewrap_to_the_new_key(client, auth_headers, subject) -> None:
+    app_key, dpo, admin = auth_headers("app"), auth_headers("dpo"), auth_headers("admin")
+    old = client.post(
+        "/v1/crypto/encrypt",
+        json={"subject_id": subject, "field": "email", "plaintext": "na@example.cn"},
+        headers=app_key,
+    ).get_json()
+    _rotate_all(client, admin)
+    read = {"subject_id": subject, "field": "email", "purpose": "essential.service", "justification": "case 12"}
+    assert client.post("/v1/crypto/decrypt", json=read | {"token": old["token"]}, headers=dpo).get_json()["value"] == (
+        "na@example.cn"
+    )
+    rewrap = {"subject_id": subject, "field": "email", "token": old["token"]}
+    new = client.post("/v1/crypto/rewrap", json=rewrap, headers=app_key).get_json()
+    assert old["key_version"] == 1 and new["key_version"] == 2 and new["token"] != old["token"]
+    assert client.post("/v1/crypto/decrypt", json=read | {"token": new["token"]}, headers=dpo).get_json()["value"] == (
+        "na@example.cn"
+    )
+    again = client.post("/v1/crypto/rewrap", json=rewrap | {"token": new["token"]}, headers=app_key).get_json()
+    assert again == new  # already under the active version
+    moved = client.post("/v1/crypto/rewrap", json=rewrap | {"field": "mobile"}, headers=app_key)
+    assert_problem(moved, 422, "undecryptable")
+    assert_problem(client.post("/v1/crypto/rewrap", json=rewrap, headers=dpo), 403, "forbidden")
+
+
+def test_key_status_and_flags_are_strict(client, auth_headers, subject) -> None:
+    body = {"subject_id": subject, "field": "email", "plaintext": "x@example.cn", "deterministic": "yes"}
+    assert_problem(client.post("/v1/crypto/encrypt", json=body, headers=auth_headers("app")), 422, "validation-error")
+    client.post("/v1/crypto/encrypt", json=body | {"deterministic": False}, headers=auth_headers("app"))
+    created = client.get("/v1/crypto/keys", headers=auth_headers("admin")).get_json()["tenant_keys"][0]["created_at"]
+    assert "T" in created and created.endswith("+00:00")  # ISO 8601 like every other time of the API

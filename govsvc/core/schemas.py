@@ -22,6 +22,15 @@ def QueryBoolean(**kwargs: Any) -> Boolean:
     return Boolean(truthy={"true"}, falsy={"false"}, **kwargs)
 
 
+class StrictBoolean(Boolean):
+    """A JSON boolean: ``true`` or ``false`` only (marshmallow's Boolean also takes "yes", 1, "on"...)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 def StrictInteger(**kwargs: Any) -> Integer:
     """An integer field that rejects floats and numeric strings."""
     return Integer(strict=True, **kwargs)

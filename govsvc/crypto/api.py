@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from apiflask import APIBlueprint, Schema
-from apiflask.fields import AwareDateTime, Boolean, Dict, Integer, List, String
+from apiflask.fields import AwareDateTime, Dict, Integer, List, Nested, String
 from apiflask.validators import Length
 from flask import current_app, url_for
 
@@ -15,7 +15,7 @@ from govsvc.audit.service import record
 from govsvc.core.access import current_principal, requires
 from govsvc.core.db import Database, get_db, get_session
 from govsvc.core.errors import PermissionDenied, Undecryptable, ValidationFailed
-from govsvc.core.schemas import StrictSchema
+from govsvc.core.schemas import StrictBoolean, StrictSchema
 from govsvc.crypto import tokens
 from govsvc.crypto.keys import KeyStore
 from govsvc.crypto.models import KeyRotation
@@ -49,7 +49,7 @@ class EncryptSchema(StrictSchema):
     subject_id = String(required=True, validate=Length(min=1, max=40))
     field = String(required=True, validate=Length(min=1, max=80), metadata={"description": "a taxonomy field"})
     plaintext = String(required=True, validate=Length(min=1, max=65536))
-    deterministic = Boolean(
+    deterministic = StrictBoolean(
         load_default=False,
         metadata={"description": "AES-SIV: equal plaintexts give equal tokens (reveals equality; see README)"},
     )
@@ -58,6 +58,12 @@ class EncryptSchema(StrictSchema):
 class TokenSchema(Schema):
     token = String(required=True, metadata={"description": "gv1.<base64url>: format, key id, key version, ciphertext"})
     key_version = Integer(required=True)
+
+
+class RewrapSchema(StrictSchema):
+    subject_id = String(required=True, validate=Length(min=1, max=40))
+    field = String(required=True, validate=Length(min=1, max=80))
+    token = String(required=True, validate=Length(min=8, max=100_000))
 
 
 class DecryptSchema(StrictSchema):
@@ -74,10 +80,23 @@ class DecryptedSchema(Schema):
     decision_id = String(required=True)
 
 
+class RootKeySchema(Schema):
+    provider = String(required=True)
+    current_version = Integer(required=True)
+    versions = List(Integer(), required=True)
+
+
+class TenantKeySchema(Schema):
+    version = Integer(required=True)
+    status = String(required=True)
+    wrapped_by = String(allow_none=True)
+    created_at = AwareDateTime(required=True)
+
+
 class KeyStatusSchema(Schema):
-    root = Dict(required=True)
+    root = Nested(RootKeySchema, required=True)
     tenant = String(required=True)
-    tenant_keys = List(Dict(), required=True)
+    tenant_keys = List(Nested(TenantKeySchema), required=True)
     subject_keys = Dict(keys=String(), values=Integer(), required=True)
     cached_keys = Integer(required=True)
 
@@ -130,6 +149,34 @@ def encrypt(body: dict[str, Any]) -> dict[str, Any]:
         details={"field": body["field"], "deterministic": body["deterministic"]},
     )
     return {"token": tokens.to_text(sealed), "key_version": tokens.parse_header(sealed).key_version}
+
+
+@bp.post("/rewrap")
+@bp.input(RewrapSchema, arg_name="body")
+@bp.output(TokenSchema)
+@bp.doc(
+    summary="Move a token to the subject's active key version (after a data-key rotation); no plaintext returned",
+    security=SECURITY,
+    responses=[200, *ERRORS],
+)
+@requires("crypto", "encrypt")
+def rewrap(body: dict[str, Any]) -> dict[str, Any]:
+    session = get_session()
+    category = _field_category(body["field"])
+    subject = subjects.get_subject(session, body["subject_id"])
+    try:
+        sealed = tokens.from_text(body["token"])
+    except TokenError as error:
+        raise Undecryptable(str(error)) from None
+    rewrapped = key_store().rewrap(session, subject.subject_id, body["field"], sealed)
+    record(
+        session,
+        "data.rewrapped",
+        subject_ref=subject.subject_id,
+        data_categories=[category],
+        details={"field": body["field"], "changed": rewrapped != sealed},
+    )
+    return {"token": tokens.to_text(rewrapped), "key_version": tokens.parse_header(rewrapped).key_version}
 
 
 @bp.post("/decrypt")

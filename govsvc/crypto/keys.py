@@ -322,17 +322,16 @@ class KeyStore:
         return len(rows)
 
     def retire_rotated(self, session: Session, key_id: str | None = None) -> int:
-        """After re-encryption: the ``retiring`` versions (of one key, or all) lose their wrapped material, in one
-        statement. Returns how many versions were retired."""
+        """After re-encryption: the ``retiring`` versions (of one key, or all) become ``retired``, in one statement.
+
+        A retired version never seals again but still opens: apps may hold tokens of it (``/v1/crypto/encrypt``)
+        and move them to the active version with ``rewrap``. Only destruction (crypto-shredding) erases a version.
+        Returns how many versions were retired.
+        """
         query = update(CryptoKey).where(CryptoKey.kind == "subject", CryptoKey.status == "retiring")
         if key_id is not None:
             query = query.where(CryptoKey.key_id == key_id)
-        result = session.execute(query.values(status="retired", wrapped=None, retired_at=utcnow()))
-        if key_id is not None:
-            self.cache.drop(key_id)
-        else:
-            self.cache.clear()
-        return int(result.rowcount or 0)
+        return int(session.execute(query.values(status="retired", retired_at=utcnow())).rowcount or 0)
 
     def destroy_subject_keys(self, session: Session, subject_id: str) -> int:
         """Crypto-shred: every version's wrapped key is erased. Returns how many versions were destroyed."""
@@ -382,6 +381,17 @@ class KeyStore:
             return tokens.open_sealed(ciphers, token, bound, parsed).decode()
         except TokenError as error:
             raise Undecryptable(str(error)) from None
+
+    def rewrap(self, session: Session, subject_id: str, field: str, token: bytes) -> bytes:
+        """The same plaintext sealed under the subject's active key version (the token itself if it already is);
+        the plaintext never leaves this call."""
+        active = self.subject_ciphers(session, subject_id)
+        if token.startswith((active.gcm_header, active.siv_header)):
+            self.open(session, subject_id, field, token)  # still proves the token belongs here
+            return token
+        deterministic = token[:1] == bytes((tokens.FORMAT_SIV,))
+        plaintext = self.open(session, subject_id, field, token)
+        return self.seal_with(active, subject_id, field, plaintext, deterministic=deterministic)
 
     def status(self, session: Session) -> dict[str, object]:
         """What an admin sees: root versions, tenant key versions, subject key counts by status. No key material."""
