@@ -301,3 +301,9 @@ def test_the_service_refuses_to_start_with_a_broken_masking_policy(app_factory, 
     (policy_dir / "masking.yaml").write_text(text)
     with pytest.raises(ConfigError, match=r"roles\.support_agent"):
         app_factory(policy_dir=str(policy_dir))
+
+
+def test_integer_values_are_analysed_and_stay_integers_when_nothing_is_found(client, headers) -> None:
+    record = {"phone": 13812345678, "orders": 7, "vip": False, "score": 0.5, "blank": " ", "none": None}
+    masked = client.post("/v1/pii/records:mask", json={"record": record}, headers=headers("app")).get_json()["record"]
+    assert masked == {**record, "phone": "138****5678"}

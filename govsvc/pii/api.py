@@ -19,9 +19,18 @@ from govsvc.core.errors import ValidationFailed
 from govsvc.core.pii_guard import pii_kind
 from govsvc.core.schemas import QueryBoolean, StrictSchema
 from govsvc.pii.engines import LANGUAGES
-from govsvc.pii.masking import OPERATORS
+from govsvc.pii.masking import OPERATORS, count_by_type
 from govsvc.pii.records import mask_csv, mask_records, scan_records
-from govsvc.pii.service import DEFAULT_SCORE_THRESHOLD, PiiService, UsageCounts, audit_call, audit_unmasked
+from govsvc.pii.service import (
+    DEFAULT_SCORE_THRESHOLD,
+    AnalysisOptions,
+    PiiService,
+    TextAnalysis,
+    UsageCounts,
+    audit_call,
+    audit_unmasked,
+    check_unicode,
+)
 
 bp = APIBlueprint("pii", __name__, url_prefix="/v1/pii", tag="PII")
 SECURITY = "BearerAuth"
@@ -170,31 +179,21 @@ class EntitiesOutSchema(Schema):
     role_profile = String(required=True)
 
 
-def check_unicode(value: str, field: str) -> None:
-    """Lone surrogates (``\\ud800`` in JSON) are not text: refuse them rather than fail later."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationFailed(
-            "The text is not valid Unicode.", errors=[{"field": field, "message": "contains lone surrogates"}]
-        ) from None
-
-
 def _texts(body: dict[str, Any]) -> list[str]:
-    text, texts = body.get("text"), body.get("texts")
+    text, texts = body["text"], body["texts"]
     if (text is None) == (texts is None):
         raise ValidationFailed("Send either text or texts.", errors=[{"field": "text", "message": "text xor texts"}])
-    items = [text] if text is not None else list(texts)
-    for index, item in enumerate(items):
-        check_unicode(item, "text" if text is not None else f"texts[{index}]")
+    named = [("text", text)] if text is not None else [(f"texts[{index}]", item) for index, item in enumerate(texts)]
+    for name, item in named:
+        check_unicode(item, name)
     limit = _settings().pii_max_text_chars
-    too_long = [f"texts[{i}]" if texts is not None else "text" for i, item in enumerate(items) if len(item) > limit]
+    too_long = [name for name, item in named if len(item) > limit]
     if too_long:
         raise ValidationFailed(
             f"Texts are limited to {limit} characters.",
             errors=[{"field": name, "message": f"longer than {limit} characters"} for name in too_long],
         )
-    return items
+    return [item for _, item in named]
 
 
 def _records(body: dict[str, Any]) -> tuple[list[Any], bool]:
@@ -207,6 +206,23 @@ def _records(body: dict[str, Any]) -> tuple[list[Any], bool]:
             f"At most {limit} records per call.", errors=[{"field": "records", "message": f"more than {limit}"}]
         )
     return ([record] if record is not None else records), record is not None
+
+
+def _options(service: PiiService, body: dict[str, Any]) -> AnalysisOptions:
+    """A request's analysis options; its entity types checked (the default set when it names none)."""
+    return {
+        "language": body["language"],
+        "entities": service.check_entities(body.get("entities")),
+        "score_threshold": body["score_threshold"],
+    }
+
+
+def _analyze(service: PiiService, texts: list[str], body: dict[str, Any]) -> tuple[list[TextAnalysis], UsageCounts]:
+    analyses = service.analyze(texts, **_options(service, body))
+    usage = UsageCounts()
+    for text, analysis in zip(texts, analyses, strict=True):
+        usage.add_text(text, analysis)
+    return analyses, usage
 
 
 def _audit(action: str, usage: UsageCounts, **extra: Any) -> None:
@@ -243,17 +259,7 @@ def entities() -> dict[str, Any]:
 )
 @requires("pii", "analyze")
 def analyze(body: dict[str, Any]) -> Response:
-    service = pii_service()
-    texts = _texts(body)
-    analyses = service.analyze(
-        texts,
-        language=body["language"],
-        entities=service.check_entities(body["entities"]),
-        score_threshold=body["score_threshold"],
-    )
-    usage = UsageCounts()
-    for text, analysis in zip(texts, analyses, strict=True):
-        usage.add_text(text, analysis)
+    analyses, usage = _analyze(pii_service(), _texts(body), body)
     _audit("pii.analyzed", usage)
     results = [{"language": a.language, "entities": [f.as_dict() for f in a.findings]} for a in analyses]
     return _json({"results": results})
@@ -274,16 +280,9 @@ def anonymize(body: dict[str, Any]) -> Response:
     service = pii_service()
     texts = _texts(body)
     profile = service.check_profile(body["profile"], current_principal().role)
-    analyses = service.analyze(
-        texts,
-        language=body["language"],
-        entities=service.check_entities(body["entities"]),
-        score_threshold=body["score_threshold"],
-    )
-    usage = UsageCounts()
+    analyses, usage = _analyze(service, texts, body)
     results = []
     for text, analysis in zip(texts, analyses, strict=True):
-        usage.add_text(text, analysis)
         masked, items = service.anonymize(text, analysis, profile, body["operator"])
         results.append({"text": masked, "language": analysis.language, "items": items})
     _audit("pii.anonymized", usage, profile=profile, operator=body["operator"] or "profile")
@@ -319,10 +318,7 @@ def deanonymize(body: dict[str, Any]) -> Response:
     audit_unmasked(
         get_session(), entity_types, service.rules, {"justification": justification, "tokens": len(entity_types)}
     )
-    counts: dict[str, int] = {}
-    for entity_type in entity_types:
-        counts[entity_type] = counts.get(entity_type, 0) + 1
-    return _json({"text": plaintext, "entities": counts})
+    return _json({"text": plaintext, "entities": count_by_type(entity_types)})
 
 
 @bp.post("/records:scan")
@@ -338,13 +334,7 @@ def deanonymize(body: dict[str, Any]) -> Response:
 def records_scan(body: dict[str, Any]) -> Response:
     service = pii_service()
     records, _ = _records(body)
-    results, usage = scan_records(
-        service,
-        records,
-        language=body["language"],
-        entities=service.check_entities(body["entities"]),
-        threshold=body["score_threshold"],
-    )
+    results, usage = scan_records(service, records, _options(service, body))
     _audit("pii.records_scanned", usage, records=len(records))
     return _json({"results": results})
 
@@ -358,15 +348,7 @@ def records_mask(body: dict[str, Any]) -> Response:
     service = pii_service()
     records, single = _records(body)
     profile = service.check_profile(body["profile"], current_principal().role)
-    masked, usage = mask_records(
-        service,
-        records,
-        language=body["language"],
-        entities=service.check_entities(body["entities"]),
-        threshold=body["score_threshold"],
-        profile=profile,
-        operator=body["operator"],
-    )
+    masked, usage = mask_records(service, records, _options(service, body), profile=profile, operator=body["operator"])
     _audit("pii.records_masked", usage, records=len(records), profile=profile, operator=body["operator"] or "profile")
     return _json({"profile": profile, **({"record": masked[0]} if single else {"records": masked})})
 
@@ -393,9 +375,7 @@ def csv_mask(query: dict[str, Any]) -> Response:
     chunks = mask_csv(
         service,
         lines,
-        language=query["language"],
-        entities=service.check_entities(None),
-        threshold=query["score_threshold"],
+        _options(service, query),
         profile=profile,
         operator=query["operator"],
         header=query["header"],

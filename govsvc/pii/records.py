@@ -18,7 +18,7 @@ from typing import Any
 
 from govsvc.core.errors import ValidationFailed
 from govsvc.pii.engines import Finding
-from govsvc.pii.service import PiiService, TextAnalysis, UsageCounts
+from govsvc.pii.service import AnalysisOptions, PiiService, TextAnalysis, UsageCounts, check_unicode
 
 MAX_DEPTH = 32
 MAX_VALUES = 20_000
@@ -123,21 +123,21 @@ def collect_values(records: list[Any]) -> list[Value]:
             return
         for key, child in items:
             if isinstance(key, str):
-                _check_unicode(key, path)
+                check_unicode(key, path)
             child_path = _child_path(path, key)
-            child_hint = field_hint(key) if isinstance(key, str) else hint
-            if isinstance(child, str) or (isinstance(child, int) and not isinstance(child, bool)):
-                if isinstance(child, str):
-                    if not child.strip():
-                        continue
-                    _check_unicode(child, child_path)
-                values.append(Value(index, child_path, node, key, str(child), child_hint or hint))
-                if len(values) > MAX_VALUES:
-                    raise ValidationFailed(
-                        "Too many values.", errors=[{"field": "records", "message": f"at most {MAX_VALUES} values"}]
-                    )
-            else:
-                walk(child, index, child_path, child_hint or hint, depth + 1)
+            child_hint = (field_hint(key) if isinstance(key, str) else None) or hint
+            if not isinstance(child, str | int) or isinstance(child, bool):
+                walk(child, index, child_path, child_hint, depth + 1)
+                continue
+            text = str(child)
+            if not text.strip():
+                continue
+            check_unicode(text, child_path)
+            values.append(Value(index, child_path, node, key, text, child_hint))
+            if len(values) > MAX_VALUES:
+                raise ValidationFailed(
+                    "Too many values.", errors=[{"field": "records", "message": f"at most {MAX_VALUES} values"}]
+                )
 
     for index, item in enumerate(records):
         if not isinstance(item, dict):
@@ -149,72 +149,58 @@ def collect_values(records: list[Any]) -> list[Value]:
     return values
 
 
-def _check_unicode(value: str, path: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationFailed(
-            "A value is not valid Unicode.", errors=[{"field": path, "message": "contains lone surrogates"}]
-        ) from None
-
-
-def _with_hint(value: Value, analysis: TextAnalysis) -> tuple[list[Finding], str]:
-    """Content findings; a hinted value with none is the hinted entity as a whole."""
-    if analysis.findings or value.hint is None:
-        return analysis.findings, "content"
-    return [Finding(value.hint, 0, len(value.text), 1.0, "field_name")], "field_name"
+def _findings(
+    service: PiiService,
+    texts: list[str],
+    hints: list[str | None],
+    options: AnalysisOptions,
+    usage: UsageCounts,
+) -> list[tuple[list[Finding], str]]:
+    """Per value (analysed together), its findings and their source, counted in ``usage``: the content findings,
+    or, for a hinted value with none, the hinted entity as a whole."""
+    analyses = service.analyze(texts, **options)
+    found = []
+    for text, hint, analysis in zip(texts, hints, analyses, strict=True):
+        if analysis.findings or hint is None:
+            findings, source = analysis.findings, "content"
+        else:
+            findings, source = [Finding(hint, 0, len(text), 1.0, "field_name")], "field_name"
+        usage.add_text(text, TextAnalysis(analysis.language, findings))
+        found.append((findings, source))
+    return found
 
 
 def scan_records(
-    service: PiiService, records: list[Any], *, language: str | None, entities: tuple[str, ...], threshold: float
+    service: PiiService, records: list[Any], options: AnalysisOptions
 ) -> tuple[list[dict[str, Any]], UsageCounts]:
     """Per record, the findings with the JSON path of their value."""
     values = collect_values(records)
-    analyses = service.analyze(
-        [v.text for v in values], language=language, entities=entities, score_threshold=threshold
-    )
-    results: list[dict[str, Any]] = [{"index": index, "findings": []} for index in range(len(records))]
     usage = UsageCounts()
-    for value, analysis in zip(values, analyses, strict=True):
-        findings, source = _with_hint(value, analysis)
-        usage.add_text(value.text, TextAnalysis(analysis.language, findings))
-        for finding in findings:
-            results[value.record]["findings"].append({"path": value.path, **finding.as_dict(), "source": source})
+    found = _findings(service, [v.text for v in values], [v.hint for v in values], options, usage)
+    results: list[dict[str, Any]] = [{"index": index, "findings": []} for index in range(len(records))]
+    for value, (findings, source) in zip(values, found, strict=True):
+        results[value.record]["findings"] += [{"path": value.path, **f.as_dict(), "source": source} for f in findings]
     return results, usage
 
 
 def mask_records(
-    service: PiiService,
-    records: list[Any],
-    *,
-    language: str | None,
-    entities: tuple[str, ...],
-    threshold: float,
-    profile: str,
-    operator: str | None,
+    service: PiiService, records: list[Any], options: AnalysisOptions, *, profile: str, operator: str | None
 ) -> tuple[list[Any], UsageCounts]:
     """The records with every finding masked in place (the caller's parsed JSON is modified and returned)."""
     values = collect_values(records)
-    analyses = service.analyze(
-        [v.text for v in values], language=language, entities=entities, score_threshold=threshold
-    )
     usage = UsageCounts()
-    for value, analysis in zip(values, analyses, strict=True):
-        findings, _ = _with_hint(value, analysis)
-        usage.add_text(value.text, TextAnalysis(analysis.language, findings))
+    found = _findings(service, [v.text for v in values], [v.hint for v in values], options, usage)
+    for value, (findings, _) in zip(values, found, strict=True):
         if findings:
-            masked, _ = service.masker.mask_text(value.text, findings, profile, operator)
-            value.container[value.key] = masked
+            value.container[value.key] = service.masker.mask_text(value.text, findings, profile, operator)[0]
     return records, usage
 
 
 def mask_csv(
     service: PiiService,
     lines: Iterable[str],
+    options: AnalysisOptions,
     *,
-    language: str | None,
-    entities: tuple[str, ...],
-    threshold: float,
     profile: str,
     operator: str | None,
     header: bool,
@@ -239,10 +225,10 @@ def mask_csv(
         _check_row(row, reader.line_num)
         chunk.append(row)
         if len(chunk) >= CSV_CHUNK_ROWS:
-            yield _mask_chunk(service, chunk, hints, language, entities, threshold, profile, operator, usage)
+            yield _mask_chunk(service, chunk, hints, options, profile, operator, usage)
             chunk = []
     if chunk:
-        yield _mask_chunk(service, chunk, hints, language, entities, threshold, profile, operator, usage)
+        yield _mask_chunk(service, chunk, hints, options, profile, operator, usage)
 
 
 def _check_row(row: list[str], line: int) -> None:
@@ -259,24 +245,18 @@ def _mask_chunk(
     service: PiiService,
     rows: list[list[str]],
     hints: list[str | None],
-    language: str | None,
-    entities: tuple[str, ...],
-    threshold: float,
+    options: AnalysisOptions,
     profile: str,
     operator: str | None,
     usage: UsageCounts,
 ) -> str:
     cells = [(r, c) for r, row in enumerate(rows) for c, cell in enumerate(row) if cell.strip()]
-    analyses = service.analyze(
-        [rows[r][c] for r, c in cells], language=language, entities=entities, score_threshold=threshold
-    )
-    for (r, c), analysis in zip(cells, analyses, strict=True):
-        hint = hints[c] if c < len(hints) else None
-        value = Value(r, "", rows[r], c, rows[r][c], hint)
-        findings, _ = _with_hint(value, analysis)
-        usage.add_text(value.text, TextAnalysis(analysis.language, findings))
+    texts = [rows[r][c] for r, c in cells]
+    cell_hints = [hints[c] if c < len(hints) else None for _, c in cells]
+    found = _findings(service, texts, cell_hints, options, usage)
+    for (r, c), text, (findings, _) in zip(cells, texts, found, strict=True):
         if findings:
-            rows[r][c] = service.masker.mask_text(value.text, findings, profile, operator)[0]
+            rows[r][c] = service.masker.mask_text(text, findings, profile, operator)[0]
     return _write(rows)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,25 @@ from govsvc.pii.engines import DEFAULT_ENTITIES, LANGUAGES, Finding, PiiEngines,
 from govsvc.pii.masking import Masker, MaskingRules, PiiKeys, TokenError, count_by_type, load_rules
 
 DEFAULT_SCORE_THRESHOLD = 0.4
+
+
+class AnalysisOptions(TypedDict):
+    """What a call analyses for (``PiiService.analyze``'s keyword arguments): one request's, passed along whole."""
+
+    language: str | None
+    entities: tuple[str, ...]
+    score_threshold: float
+
+
+def check_unicode(value: str, field: str) -> None:
+    """Lone surrogates (``\\ud800`` in JSON) are not text: refuse them rather than fail later (when encoding)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationFailed(
+            "The request holds text that is not valid Unicode.",
+            errors=[{"field": field, "message": "contains lone surrogates"}],
+        ) from None
 
 
 @dataclass
