@@ -60,7 +60,6 @@ class ChineseRecognizer(EntityRecognizer):
 
     ENTITIES: tuple[str, ...] = ()
     CONTEXT: tuple[str, ...] = ()
-    needs: str = ""  # a character class the text must contain for this recognizer to be able to match ("digit")
 
     def __init__(self, supported_language: str = "zh") -> None:
         super().__init__(supported_entities=list(self.ENTITIES), supported_language=supported_language, context=[])
@@ -123,7 +122,6 @@ class ResidentIdRecognizer(ChineseRecognizer):
 
     ENTITIES = ("CN_RESIDENT_ID",)
     CONTEXT = ("身份证", "证件号", "公民身份号码", "身份号码", "居住证", "id", "identity")
-    needs = "digit"
     _ID18 = _compile(r"[1-9]\d{5}[ ]?(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])[ ]?\d{3}[\dXx]")
     _ID15 = _compile(r"[1-9]\d{5}\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}")
 
@@ -146,7 +144,6 @@ class MobileRecognizer(ChineseRecognizer):
 
     ENTITIES = ("CN_MOBILE",)
     CONTEXT = ("手机", "电话", "联系方式", "致电", "来电", "号码", "tel", "phone", "mobile", "微信", "whatsapp")
-    needs = "digit"
     _MOBILE = regex.compile(
         r"(?<![0-9A-Za-z+])(?:(?:\+|00)?86[- ]?)?(?:1\d{10}|1\d{2}[- ]\d{4}[- ]\d{4})" + _NOT_ALNUM_AFTER
     )
@@ -167,7 +164,6 @@ class LandlineRecognizer(ChineseRecognizer):
 
     ENTITIES = ("CN_LANDLINE",)
     CONTEXT = ("电话", "座机", "固话", "传真", "办公", "tel", "phone", "fax")
-    needs = "digit"
     _LANDLINE = _compile(
         r"(?:\+86[- ]?|0086[- ]?)?(?:\(0\d{2,3}\)|0\d{2,3})[- ]?[2-9]\d{6,7}(?:(?:转|-|ext\.?)\d{1,6})?"
     )
@@ -196,7 +192,6 @@ class BankCardRecognizer(ChineseRecognizer):
 
     ENTITIES = ("CN_BANK_CARD", "CREDIT_CARD")
     CONTEXT = _CARD_CONTEXT
-    needs = "digit"
     _CARD = _compile(r"\d{13,19}|\d{4}(?:[ -]\d{4}){2,3}(?:[ -]?\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{4,5}")
     _BRANDS = regex.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[0689]|35|6|9)")
 
@@ -299,7 +294,6 @@ class EmailRecognizer(ChineseRecognizer):
 
     ENTITIES = ("EMAIL_ADDRESS",)
     CONTEXT = ("邮箱", "邮件", "email", "e-mail", "mail")
-    needs = "@"
     _EMAIL = regex.compile(
         r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
         r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"

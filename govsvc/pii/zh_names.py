@@ -96,7 +96,6 @@ class ChineseNameRecognizer(ChineseRecognizer):
     """PERSON in Chinese (or mixed) text."""
 
     ENTITIES = ("PERSON",)
-    needs = "han"
 
     def find(self, text: str) -> Iterable[Match]:
         for run in _HAN_RUN.finditer(text, timeout=REGEX_TIMEOUT):
@@ -253,7 +252,6 @@ class ChineseAddressRecognizer(ChineseRecognizer):
 
     ENTITIES = ("CN_ADDRESS",)
     CONTEXT = ("地址", "住址", "住在", "寄到", "收货", "位于", "address")
-    needs = "han"
     _FULL = regex.compile(
         f"(?:{_PROVINCE}{_CITY}?|{_CITY}){_DISTRICT}?{_TOWN}?{_STREET}{_NUMBER}{_BUILDING}{_UNIT}"
         f"|(?:{_PROVINCE}{_CITY}?|{_CITY}){_DISTRICT}{_TOWN}?{_STREET}?"
