@@ -34,7 +34,11 @@ from govsvc.config import PROJECT_ROOT, Settings
 from govsvc.consent.models import ConsentEvent, ConsentState
 from govsvc.core import migrate
 from govsvc.core.db import Database, utcnow
+from govsvc.crypto import tokens
+from govsvc.crypto.keys import KeyStore
+from govsvc.crypto.providers import LocalKeyProvider
 from govsvc.crypto.service import FieldKeys
+from govsvc.crypto.tokens import Ciphers
 from govsvc.decisions.service import DecisionRequest
 from govsvc.policy.service import bump_version
 from govsvc.subjects.models import Subject, SubjectIdentifier
@@ -49,7 +53,12 @@ CHUNK = 5000
 
 def build(database: Database, settings: Settings, subjects: int, events_per_subject: int, policy_lines: int) -> None:
     """Subjects with an e-mail identifier each, consent events alternating given/withdrawn, extra policy lines."""
-    keys = FieldKeys(SECRET)
+    keys = FieldKeys(
+        SECRET,
+        KeyStore(LocalKeyProvider.from_settings(root_keys="", root_key_file="", secret_key=SECRET, production=False)),
+    )
+    # Identifier values are sealed under a throwaway key per subject: decisions never read them (blind index only).
+    gcm_key = os.urandom(32)
     now = utcnow()
     started = time.perf_counter()
     with database.engine.begin() as connection:
@@ -75,7 +84,9 @@ def build(database: Database, settings: Settings, subjects: int, events_per_subj
                         "kind": "email",
                         "system": "",
                         "blind_index": keys.blind_index("email", "", email),
-                        "value_enc": keys.encrypt(email, f"{subject_id}|email|"),
+                        "value_enc": tokens.seal(
+                            Ciphers.of(f"subject:{subject_id}", 1, gcm_key), email.encode(), subject_id.encode()
+                        ),
                         "created_at": now,
                     }
                 )

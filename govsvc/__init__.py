@@ -111,11 +111,6 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     app.extensions["govsvc.db"] = database
     app.extensions["govsvc.policy"] = PolicyEngine(Path(settings.policy_dir))
     app.extensions["govsvc.taxonomy"] = TaxonomyCache()
-    app.extensions["govsvc.field_keys"] = FieldKeys(settings.secret_key)
-    app.extensions["govsvc.decisions"] = DecisionEngine(
-        app.extensions["govsvc.field_keys"], app.extensions["govsvc.policy"], app.extensions["govsvc.taxonomy"]
-    )
-    app.extensions["govsvc.known_keys"] = KnownKeys()
     app.extensions["govsvc.keys"] = KeyStore(
         LocalKeyProvider.from_settings(
             root_keys=settings.root_keys,
@@ -125,6 +120,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
         ),
         cache=KeyCache(settings.key_cache_size, settings.key_cache_seconds),
     )
+    app.extensions["govsvc.field_keys"] = FieldKeys(settings.secret_key, app.extensions["govsvc.keys"])
+    app.extensions["govsvc.decisions"] = DecisionEngine(
+        app.extensions["govsvc.field_keys"], app.extensions["govsvc.policy"], app.extensions["govsvc.taxonomy"]
+    )
+    app.extensions["govsvc.known_keys"] = KnownKeys()
     app.extensions["govsvc.pii"] = _pii_service(settings)
     app.extensions["govsvc.vault"] = Vault(
         app.extensions["govsvc.keys"], app.extensions["govsvc.field_keys"], app.extensions["govsvc.pii"].masker

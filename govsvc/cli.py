@@ -123,6 +123,12 @@ def init() -> None:
     if report.taxonomy_version:
         click.echo(f"taxonomy version {report.taxonomy_version} (seeded)")
     click.echo(f"audit checkpoint key: {report.audit_vkey}")
+    from govsvc.subjects.service import reseal_legacy_values
+
+    with _db().transaction() as session:
+        resealed = reseal_legacy_values(session, current_app.extensions["govsvc.field_keys"])
+    if resealed:
+        click.echo(f"re-sealed {resealed} identifier values and birth dates under their subjects' data keys")
 
 
 policy_group = AppGroup("policy", help="The service's RBAC policy.")

@@ -370,3 +370,27 @@ def test_the_key_cache_finds_keys_by_token_header_and_forgets_them_with_the_key(
     assert cache.for_token(tokens.seal(second, b"x", b"ctx", deterministic=True)) is second
     cache.drop("subject:b")
     assert cache.for_token(tokens.seal(second, b"x", b"ctx")) is None
+
+
+def test_shredding_reaches_identifier_values_and_birth_dates(world) -> None:
+    """They are sealed under the subject's data key too: a copy kept from before the erasure no longer opens."""
+    from govsvc.subjects.models import Subject, SubjectIdentifier
+    from govsvc.subjects.service import BIRTH_DATE, get_subject, identifier_name, update_subject
+
+    app, db, subject_id, _ = world
+    keys = app.extensions["govsvc.field_keys"]
+    vault: Vault = app.extensions["govsvc.vault"]
+    with db.transaction() as session:
+        subject = get_subject(session, subject_id)
+        update_subject(session, keys, subject, {"birth_date": __import__("datetime").date(1990, 3, 7)}, ["pipl"])
+    with db.transaction() as session:
+        kept_email = session.scalar(select(SubjectIdentifier.value_enc))
+        kept_birth = session.scalar(select(Subject.birth_date_enc).where(Subject.subject_id == subject_id))
+        assert keys.open(session, subject_id, identifier_name("email", ""), kept_email) == "li.lei@example.cn"
+        vault.shred(session, get_subject(session, subject_id))
+    app.extensions["govsvc.keys"].cache.clear()
+    with db.transaction() as session:
+        with pytest.raises(KeyDestroyed):
+            keys.open(session, subject_id, identifier_name("email", ""), kept_email)
+        with pytest.raises(KeyDestroyed):
+            keys.open(session, subject_id, BIRTH_DATE, kept_birth)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from govsvc.crypto.service import DecryptionFailed, FieldKeys
-from govsvc.subjects.models import SubjectIdentifier
+from govsvc.core.errors import Undecryptable
+from govsvc.subjects.models import Subject, SubjectIdentifier
+from govsvc.subjects.service import birth_date_of, identifier_name
 from tests.conftest import TEST_SECRET_KEY
 from tests.support.asserts import assert_problem
 
@@ -83,15 +86,49 @@ def test_an_identifier_belongs_to_one_subject(client, app_key) -> None:
 
 def test_ciphertext_is_bound_to_its_subject_and_kind(app, client, app_key) -> None:
     created = _create(client, app_key)
-    keys = FieldKeys(TEST_SECRET_KEY)
+    keys = app.extensions["govsvc.field_keys"]
+    subject_id = created["subject_id"]
     with app.extensions["govsvc.db"].transaction(write=False) as session:
         rows = list(session.scalars(select(SubjectIdentifier)))
-    email = next(row for row in rows if row.kind == "email")
-    assert keys.decrypt(email.value_enc, f"{created['subject_id']}|email|") == "wang.fang@example.cn"
-    with pytest.raises(DecryptionFailed):
-        keys.decrypt(email.value_enc, f"{created['subject_id']}|phone|")  # moved to another field
-    with pytest.raises(DecryptionFailed):
-        keys.decrypt(email.value_enc, "sub_aaaaaaaaaaaaaaaa|email|")  # moved to another subject
+        email = next(row for row in rows if row.kind == "email")
+        assert keys.is_sealed_for(subject_id, email.value_enc)  # under the subject's own data key
+        assert keys.open(session, subject_id, identifier_name("email", ""), email.value_enc) == "wang.fang@example.cn"
+        with pytest.raises(Undecryptable):
+            keys.open(session, subject_id, identifier_name("phone", ""), email.value_enc)  # moved to another field
+        with pytest.raises(Undecryptable):
+            keys.open(session, "sub_aaaaaaaaaaaaaaaa", identifier_name("email", ""), email.value_enc)  # another subject
+
+
+def test_values_written_before_data_keys_are_resealed_by_init(app, client, app_key) -> None:
+    """A database from before the key hierarchy: its identifier values and birth dates were sealed under a key
+    derived from the secret; `govsvc init` re-seals them under each subject's data key."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from govsvc.crypto.kdf import derive_key
+
+    created = _create(client, app_key)
+    subject_id = created["subject_id"]
+    legacy = AESGCM(derive_key(TEST_SECRET_KEY, "govsvc identifier encryption v1"))
+
+    def old_format(value: str, associated: str) -> bytes:
+        nonce = os.urandom(12)
+        return b"\x01" + nonce + legacy.encrypt(nonce, value.encode(), associated.encode())
+
+    database = app.extensions["govsvc.db"]
+    with database.transaction() as session:
+        email = session.scalar(select(SubjectIdentifier).where(SubjectIdentifier.kind == "email"))
+        email.value_enc = old_format("wang.fang@example.cn", f"{subject_id}|email|")
+        subject = session.scalar(select(Subject).where(Subject.subject_id == subject_id))
+        subject.birth_date_enc = old_format("1990-03-07", f"{subject_id}|birth_date")
+    result = app.test_cli_runner().invoke(args=["init"])
+    assert result.exit_code == 0 and "re-sealed 2 identifier values and birth dates" in result.output
+    assert "re-sealed" not in app.test_cli_runner().invoke(args=["init"]).output  # nothing left to do
+    keys = app.extensions["govsvc.field_keys"]
+    with database.transaction(write=False) as session:
+        email = session.scalar(select(SubjectIdentifier).where(SubjectIdentifier.kind == "email"))
+        assert keys.open(session, subject_id, identifier_name("email", ""), email.value_enc) == "wang.fang@example.cn"
+        subject = session.scalar(select(Subject).where(Subject.subject_id == subject_id))
+        assert birth_date_of(session, keys, subject).isoformat() == "1990-03-07"
 
 
 @pytest.mark.parametrize(

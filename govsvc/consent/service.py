@@ -229,7 +229,7 @@ def record_act(
     today: date | None = None,
 ) -> list[ConsentEvent]:
     """Validate an act, append its events, update the projection, audit it."""
-    age = age_on(birth_date_of(keys, subject), today or utcnow().date())
+    age = age_on(birth_date_of(session, keys, subject), today or utcnow().date())
     purposes = _check_act(taxonomy, act, subject, age)
     states = _locked_states(session, subject)
     now = utcnow()

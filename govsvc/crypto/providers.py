@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from govsvc.config import ConfigError
-from govsvc.crypto.service import derive_key
+from govsvc.crypto.kdf import derive_key
 
 _NONCE = 12
 

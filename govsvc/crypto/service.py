@@ -1,9 +1,5 @@
-"""Keyed blind indexes and authenticated encryption of identifier values.
-
-Keys are derived (HKDF-SHA256) from ``GOVSVC_SECRET_KEY`` with a distinct label per use, so the secret itself never
-encrypts or indexes anything. The field-encryption issue replaces this derivation with wrapped per-tenant and
-per-subject data keys; the functions here keep their signatures.
-"""
+"""Keys derived from the service secret (HKDF-SHA256, one label per use), and the keys of subjects' identifying
+values: blind indexes, and sealing under each subject's data key (``govsvc.crypto.keys``)."""
 
 from __future__ import annotations
 
@@ -12,9 +8,14 @@ import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy.orm import Session
+
+from govsvc.crypto import tokens
+from govsvc.crypto.kdf import derive_key
+from govsvc.crypto.keys import KeyStore, subject_key_id
+
+__all__ = ["DecryptionFailed", "FieldKeys", "KeyWrapper", "derive_key"]
 
 _NONCE = 12
 _FORMAT_V1 = b"\x01"
@@ -22,11 +23,6 @@ _FORMAT_V1 = b"\x01"
 
 class DecryptionFailed(ValueError):
     """A ciphertext was altered, moved to another record, or encrypted under another key."""
-
-
-def derive_key(secret_key: str, label: str) -> bytes:
-    """A 256-bit key for one purpose (``label``), derived from the service secret."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label.encode()).derive(secret_key.encode())
 
 
 class KeyWrapper:
@@ -48,25 +44,38 @@ class KeyWrapper:
 
 
 class FieldKeys:
-    """The blind-index and encryption keys of identifier values."""
+    """Keys of a subject's identifying values: keyed blind indexes (equality search without plaintext), and the
+    values themselves sealed under the subject's data key, so that crypto-shredding reaches them too."""
 
-    def __init__(self, secret_key: str) -> None:
+    def __init__(self, secret_key: str, store: KeyStore) -> None:
         self._index_key = derive_key(secret_key, "govsvc blind index v1")
-        self._aead = AESGCM(derive_key(secret_key, "govsvc identifier encryption v1"))
+        self._legacy = AESGCM(derive_key(secret_key, "govsvc identifier encryption v1"))
+        self.store = store
 
     def blind_index(self, *parts: str) -> str:
         """HMAC-SHA256 over the parts (e.g. kind, system, normalised value): equality search without plaintext."""
         return hmac.new(self._index_key, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
 
-    def encrypt(self, plaintext: str, associated: str) -> bytes:
-        """AES-256-GCM; ``associated`` binds the ciphertext to its record and field."""
-        nonce = os.urandom(_NONCE)
-        return _FORMAT_V1 + nonce + self._aead.encrypt(nonce, plaintext.encode(), associated.encode())
+    def seal(self, session: Session, subject_id: str, name: str, plaintext: str) -> bytes:
+        """``plaintext`` sealed under the subject's data key, bound to the subject and ``name``."""
+        return self.store.seal(session, subject_id, name, plaintext)
 
-    def decrypt(self, token: bytes, associated: str) -> str:
+    def open(self, session: Session, subject_id: str, name: str, token: bytes) -> str:
+        return self.store.open(session, subject_id, name, token)
+
+    def is_sealed_for(self, subject_id: str, token: bytes) -> bool:
+        """Whether ``token`` is a data-key token of this subject (not a value of the earlier, derived-key format)."""
+        try:
+            return tokens.parse_header(token).key_id == subject_key_id(subject_id)
+        except tokens.TokenError:
+            return False
+
+    def open_legacy(self, token: bytes, associated: str) -> str:
+        """A value sealed before data keys existed (format byte, nonce, ciphertext under a key derived from the
+        secret key): read once by ``govsvc init`` to re-seal it under the subject's data key."""
         if token[:1] != _FORMAT_V1:
             raise DecryptionFailed("unknown ciphertext format")
         try:
-            return self._aead.decrypt(token[1 : 1 + _NONCE], token[1 + _NONCE :], associated.encode()).decode()
+            return self._legacy.decrypt(token[1 : 1 + _NONCE], token[1 + _NONCE :], associated.encode()).decode()
         except InvalidTag:
             raise DecryptionFailed("the ciphertext does not belong to this record or key") from None

@@ -28,7 +28,7 @@ from govsvc.crypto.service import FieldKeys
 from govsvc.decisions import lookup
 from govsvc.decisions.lookup import ConsentView, Snapshot, SubjectView
 from govsvc.policy.service import PolicyEngine
-from govsvc.subjects.service import age_on, normalise
+from govsvc.subjects.service import BIRTH_DATE, age_on, normalise
 from govsvc.taxonomy.service import Purpose, Taxonomy, TaxonomyCache
 
 ACTIONS = ("read", "write", "use", "share", "export", "delete")
@@ -109,13 +109,13 @@ class DecisionEngine:
         normalised = normalise(kind, str(reference.get("value") or ""))
         return (kind, system, self.keys.blind_index(kind, system, normalised))
 
-    def _age(self, view: SubjectView, today: date) -> int | None:
+    def _age(self, session: Session, view: SubjectView, today: date) -> int | None:
         if view.birth_date_enc is None:
             return None
         key = bytes(view.birth_date_enc)
         birth = self._births.get(key)
         if birth is None:
-            birth = date.fromisoformat(self.keys.decrypt(key, f"{view.subject_id}|birth_date"))
+            birth = date.fromisoformat(self.keys.open(session, view.subject_id, BIRTH_DATE, key))
             if len(self._births) > CACHE_SUBJECTS:
                 self._births.clear()
             self._births[key] = birth
@@ -188,7 +188,7 @@ class DecisionEngine:
             if view is None:
                 results.append(NotFoundError("No such subject: register it first (POST /v1/subjects)."))
                 continue
-            view.age = self._age(view, today)
+            view.age = self._age(session, view, today)
             try:
                 results.append(self._evaluate(session, taxonomy, request, view, now))
             except ServiceError as error:

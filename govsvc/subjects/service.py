@@ -40,6 +40,9 @@ class IdentifierInput:
     system: str = ""
 
 
+BIRTH_DATE = "birth_date"  # what a birth date is bound to when sealed
+
+
 def new_subject_id() -> str:
     return "sub_" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
 
@@ -117,13 +120,14 @@ def _attach(session: Session, keys: FieldKeys, subject: Subject, identifier: Ide
         raise ConflictError(
             f"This {identifier.kind} identifier already belongs to another subject.", subject_id=owner.subject_id
         )
+    name = identifier_name(identifier.kind, identifier.system)
     session.add(
         SubjectIdentifier(
             subject_pk=subject.pk,
             kind=identifier.kind,
             system=identifier.system,
             blind_index=blind_index,
-            value_enc=keys.encrypt(normalised, f"{subject.subject_id}|{identifier.kind}|{identifier.system}"),
+            value_enc=keys.seal(session, subject.subject_id, name, normalised),
             created_at=utcnow(),
         )
     )
@@ -150,10 +154,10 @@ def create_subject(
         created_at=utcnow(),
         updated_at=utcnow(),
     )
-    if birth_date is not None:
-        subject.birth_date_enc = keys.encrypt(birth_date.isoformat(), f"{subject.subject_id}|birth_date")
     session.add(subject)
     session.flush()
+    if birth_date is not None:
+        subject.birth_date_enc = keys.seal(session, subject.subject_id, BIRTH_DATE, birth_date.isoformat())
     for identifier in identifiers:
         _attach(session, keys, subject, identifier)
     return subject
@@ -177,7 +181,7 @@ def update_subject(
     if "birth_date" in changes:
         birth_date = changes["birth_date"]
         subject.birth_date_enc = (
-            keys.encrypt(birth_date.isoformat(), f"{subject.subject_id}|birth_date") if birth_date else None
+            keys.seal(session, subject.subject_id, BIRTH_DATE, birth_date.isoformat()) if birth_date else None
         )
     if "guardian" in changes:
         guardian = changes["guardian"]
@@ -225,10 +229,37 @@ def identifier_kinds(session: Session, subject: Subject) -> list[dict[str, str]]
     return [{"kind": kind, "system": system} for kind, system in rows]
 
 
-def birth_date_of(keys: FieldKeys, subject: Subject) -> date | None:
+def birth_date_of(session: Session, keys: FieldKeys, subject: Subject) -> date | None:
     if subject.birth_date_enc is None:
         return None
-    return date.fromisoformat(keys.decrypt(subject.birth_date_enc, f"{subject.subject_id}|birth_date"))
+    return date.fromisoformat(keys.open(session, subject.subject_id, BIRTH_DATE, subject.birth_date_enc))
+
+
+def identifier_name(kind: str, system: str) -> str:
+    """What an identifier value is bound to (with its subject) when sealed."""
+    return f"identifier:{kind}:{system}"
+
+
+def reseal_legacy_values(session: Session, keys: FieldKeys) -> int:
+    """Re-seal identifier values and birth dates written before data keys existed (under a key derived from the
+    secret) under each subject's data key, so that crypto-shredding reaches them. Idempotent; run by init."""
+    count = 0
+    for identifier, subject_id in session.execute(
+        select(SubjectIdentifier, Subject.subject_id).join(Subject, Subject.pk == SubjectIdentifier.subject_pk)
+    ).all():
+        if not keys.is_sealed_for(subject_id, identifier.value_enc):
+            value = keys.open_legacy(identifier.value_enc, f"{subject_id}|{identifier.kind}|{identifier.system}")
+            identifier.value_enc = keys.seal(
+                session, subject_id, identifier_name(identifier.kind, identifier.system), value
+            )
+            count += 1
+    for subject in session.scalars(select(Subject).where(Subject.birth_date_enc.is_not(None))):
+        if not keys.is_sealed_for(subject.subject_id, subject.birth_date_enc):
+            value = keys.open_legacy(subject.birth_date_enc, f"{subject.subject_id}|birth_date")
+            subject.birth_date_enc = keys.seal(session, subject.subject_id, BIRTH_DATE, value)
+            count += 1
+    session.flush()
+    return count
 
 
 def age_on(birth_date: date | None, day: date) -> int | None:
