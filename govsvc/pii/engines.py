@@ -248,12 +248,16 @@ def deoverlap(results: Iterable[RecognizerResult]) -> list[Finding]:
 class PiiEngines:
     """The analyzer of one process; ``analyze_many`` is the batched, pre-filtered path the service uses."""
 
-    mode: str
     nlp: GovsvcNlpEngine
     analyzer: AnalyzerEngine
     build_seconds: float = 0.0
     supported: dict[str, frozenset[str]] = field(default_factory=dict)
     _recognizer_cache: dict[tuple[str, tuple[str, ...]], tuple[list, dict]] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        """``spacy`` (the English NER model runs) or ``pattern``."""
+        return "spacy" if self.nlp.use_model else "pattern"
 
     @property
     def nlp_name(self) -> str:
@@ -394,7 +398,7 @@ class PiiEngines:
         )
 
 
-_cache: dict[tuple[str, bool], PiiEngines] = {}
+_cache: dict[bool, PiiEngines] = {}  # by whether the NER model is used
 _cache_lock = threading.Lock()
 
 
@@ -424,7 +428,7 @@ def build_engines(requested: str = "auto", *, full_pipeline: bool = False) -> Pi
         nlp_engine=nlp, registry=registry, supported_languages=list(LANGUAGES), default_score_threshold=0.0
     )
     supported = {language: frozenset(analyzer.get_supported_entities(language)) for language in LANGUAGES}
-    engines = PiiEngines("spacy" if use_model else "pattern", nlp, analyzer, supported=supported)
+    engines = PiiEngines(nlp, analyzer, supported=supported)
     engines.warm_up()
     engines.build_seconds = time.perf_counter() - started
     return engines
@@ -433,10 +437,7 @@ def build_engines(requested: str = "auto", *, full_pipeline: bool = False) -> Pi
 def get_engines(requested: str = "auto") -> PiiEngines:
     """The process's engines for this NLP setting, built and warmed up on first use only."""
     use_model = resolve_mode(requested)
-    key = ("spacy" if use_model else "pattern", use_model)
     with _cache_lock:
-        engines = _cache.get(key)
-        if engines is None:
-            engines = build_engines("spacy" if use_model else "pattern")
-            _cache[key] = engines
-        return engines
+        if use_model not in _cache:
+            _cache[use_model] = build_engines("spacy" if use_model else "pattern")
+        return _cache[use_model]
