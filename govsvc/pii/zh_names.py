@@ -97,6 +97,10 @@ class ChineseNameRecognizer(ChineseRecognizer):
 
     ENTITIES = ("PERSON",)
 
+    def load(self) -> None:
+        """jieba's dictionary and tags, once, when the recognizer is built (Presidio calls this)."""
+        _jieba()
+
     def find(self, text: str) -> Iterable[Match]:
         for run in _HAN_RUN.finditer(text, timeout=REGEX_TIMEOUT):
             yield from self._names(text, run.start(), segment(run.group()))
@@ -104,7 +108,6 @@ class ChineseNameRecognizer(ChineseRecognizer):
     def find_with_artifacts(self, text: str, nlp_artifacts: NlpArtifacts | None) -> Iterable[Match]:
         """In Chinese, the NLP tokens are jieba's words already: reuse them instead of segmenting again."""
         if self.supported_language == "zh" and nlp_artifacts is not None and nlp_artifacts.tokens is not None:
-            _jieba()
             return self._names(text, 0, [(token.text, token.idx) for token in nlp_artifacts.tokens])
         return self.find(text)
 
