@@ -23,7 +23,7 @@ import yaml
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from govsvc.crypto.service import derive_key
+from govsvc.crypto.kdf import derive_key
 from govsvc.pii.engines import Finding, fold_width
 
 OPERATORS = ("mask", "mask_all", "replace", "redact", "pseudonymize", "encrypt")
