@@ -183,7 +183,7 @@ def _bulk_profiles(app, subjects: int) -> None:
                 jurisdictions=["pipl"],
                 known_jurisdictions=["pipl"],
             )
-            ciphers = keys.new_subject_key(session, subject.subject_id)
+            ciphers = keys.subject_ciphers(session, subject.subject_id, create=True)
             for field, value in PROFILE.items():
                 category = taxonomy.fields[field]
                 level = taxonomy.level(category)
