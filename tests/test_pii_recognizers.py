@@ -307,6 +307,12 @@ def test_windows_cannot_be_set_per_profile_or_role(tmp_path: Path) -> None:
         load_rules(tmp_path)
 
 
+def test_a_missing_taxonomy_is_a_masking_config_error_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "masking.yaml").write_text((POLICY_DIR / "masking.yaml").read_text(encoding="utf-8"))
+    with pytest.raises(MaskingConfigError, match="taxonomy"):
+        load_rules(tmp_path)
+
+
 def test_hmac_pseudonyms_are_stable_keyed_and_normalised(service) -> None:
     masker = service.masker
     first = masker.replacement("pseudonymize", "CN_MOBILE", "13812345678")

@@ -103,7 +103,11 @@ def load_rules(policy_dir: Path) -> MaskingRules:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise MaskingConfigError(f"{path}: cannot be read: {error}") from None
-    return parse_rules(document, _taxonomy_categories(policy_dir), source=str(path))
+    try:
+        categories = _taxonomy_categories(policy_dir)
+    except (OSError, yaml.YAMLError) as error:
+        raise MaskingConfigError(f"{path}: the taxonomy it is checked against cannot be read: {error}") from None
+    return parse_rules(document, categories, source=str(path))
 
 
 def parse_rules(document: Any, categories: set[str], *, source: str = MASKING_FILE) -> MaskingRules:
