@@ -197,7 +197,6 @@ class Finding:
     start: int
     end: int
     score: float
-    recognizer: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return {"entity_type": self.entity_type, "start": self.start, "end": self.end, "score": round(self.score, 2)}
@@ -238,8 +237,7 @@ def deoverlap(results: Iterable[RecognizerResult]) -> list[Finding]:
             continue
         if any(result.start < other.end and other.start < result.end for other in kept):
             continue
-        name = (result.recognition_metadata or {}).get(RecognizerResult.RECOGNIZER_NAME_KEY, "")
-        kept.append(Finding(result.entity_type, result.start, result.end, result.score, name))
+        kept.append(Finding(result.entity_type, result.start, result.end, result.score))
     kept.sort(key=lambda finding: finding.start)
     return kept
 

@@ -164,7 +164,7 @@ def _findings(
         if analysis.findings or hint is None:
             findings, source = analysis.findings, "content"
         else:
-            findings, source = [Finding(hint, 0, len(text), 1.0, "field_name")], "field_name"
+            findings, source = [Finding(hint, 0, len(text), 1.0)], "field_name"
         usage.add_text(text, TextAnalysis(analysis.language, findings))
         found.append((findings, source))
     return found
