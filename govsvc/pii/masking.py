@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,10 @@ class MaskingRules:
     def category(self, entity_type: str) -> str:
         """The data category of an entity type (unknown types count as ``user``)."""
         return self.entities.get(entity_type, "user")
+
+    def categories(self, entity_types: Iterable[str]) -> list[str]:
+        """The data categories of these entity types, sorted, each once (what an audit event records)."""
+        return sorted({self.category(entity_type) for entity_type in entity_types})
 
     def window(self, category: str) -> Window:
         """The category's window, else its nearest parent's, else the default."""
@@ -362,7 +367,4 @@ def revealed_positions(original: str, masked: str) -> set[int]:
 
 def count_by_type(entity_types: Iterable[str]) -> dict[str, int]:
     """``{"CN_MOBILE": 2, ...}``: what the audit log records instead of the values."""
-    counts: dict[str, int] = {}
-    for entity_type in entity_types:
-        counts[entity_type] = counts.get(entity_type, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(entity_types).items()))

@@ -6,6 +6,7 @@ the text or the values.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,15 +55,14 @@ class UsageCounts:
 
     texts: int = 0
     chars: int = 0
-    languages: dict[str, int] = field(default_factory=dict)
-    entities: dict[str, int] = field(default_factory=dict)
+    languages: Counter[str] = field(default_factory=Counter)
+    entities: Counter[str] = field(default_factory=Counter)
 
     def add_text(self, text: str, analysis: TextAnalysis) -> None:
         self.texts += 1
         self.chars += len(text)
-        self.languages[analysis.language] = self.languages.get(analysis.language, 0) + 1
-        for entity, count in count_by_type(f.entity_type for f in analysis.findings).items():
-            self.entities[entity] = self.entities.get(entity, 0) + count
+        self.languages[analysis.language] += 1
+        self.entities.update(finding.entity_type for finding in analysis.findings)
 
     def details(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -173,13 +173,12 @@ def audit_call(
     **extra: Any,
 ) -> str:
     """Record one PII call: counts only. ``data_categories`` are those of the entities found."""
-    categories = sorted({rules.category(entity) for entity in usage.entities})
     return record(
         session,
         action,
         outcome=outcome,
         object_ref="pii",
-        data_categories=categories,
+        data_categories=rules.categories(usage.entities),
         reason_code=reason_code,
         details=usage.details(**extra),
     )
@@ -194,7 +193,7 @@ def audit_unmasked(
         session,
         "data.unmasked",
         object_ref="pii:tokens",
-        data_categories=sorted({rules.category(entity) for entity in counts}),
+        data_categories=rules.categories(counts),
         reason_code="pii_deanonymize",
         details={"entities": counts, **details},
     )
