@@ -8,12 +8,9 @@ overlaps it by at least half of their union (IoU >= 0.5); anything else it repor
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
-
-os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 from bench.pii_corpus import Sample, build_corpus
 from govsvc.pii.engines import DEFAULT_ENTITIES, build_engines, detect_language, fold_width
