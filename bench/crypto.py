@@ -128,7 +128,7 @@ def bench_vault_read(app, subjects: int, reads: int) -> None:
                 purpose="essential.legal_obligation",
                 role="dpo",
                 principal_id="client:bench",
-                justification="bench run",
+                justification="benchmark run",
             )
             session.commit()  # the data.unmasked event of the L3 plaintext
             return sum(view.value is not None for view in views.values())

@@ -239,7 +239,7 @@ def test_data_key_rotation_is_chunked_and_resumes_after_a_crash(world) -> None:
         vault: Vault = app.extensions["govsvc.vault"]
         opened = vault.open_all(session, subject)
         assert opened == values | {"mobile": "+8613900000000"}
-        assert vault.history(session, subject, justification="ticket 12")[0]["value"] == "+8613812345678"
+        assert vault.history(session, subject, justification="ticket number 12")[0]["value"] == "+8613812345678"
 
 
 def _copy_database(database, app, label: str) -> str:

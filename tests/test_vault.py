@@ -156,7 +156,7 @@ def test_erasure_by_crypto_shredding(client, auth_headers, subject, database) ->
         "field": "id_number",
         "token": token,
         "purpose": "essential.legal_obligation",
-        "justification": "case 12",
+        "justification": "support case 12",
     }
     assert_problem(client.post("/v1/crypto/decrypt", json=decrypt, headers=app_key), 410, "key-destroyed")
     assert client.post(
@@ -309,7 +309,7 @@ def test_tokens_kept_by_apps_survive_a_rotation_and_rewrap_to_the_new_key(client
         headers=app_key,
     ).get_json()
     _rotate_all(client, admin)
-    read = {"subject_id": subject, "field": "email", "purpose": "essential.service", "justification": "case 12"}
+    read = {"subject_id": subject, "field": "email", "purpose": "essential.service", "justification": "support case 12"}
     assert client.post("/v1/crypto/decrypt", json=read | {"token": old["token"]}, headers=dpo).get_json()["value"] == (
         "na@example.cn"
     )
@@ -332,3 +332,15 @@ def test_key_status_and_flags_are_strict(client, auth_headers, subject) -> None:
     client.post("/v1/crypto/encrypt", json=body | {"deterministic": False}, headers=auth_headers("app"))
     created = client.get("/v1/crypto/keys", headers=auth_headers("admin")).get_json()["tenant_keys"][0]["created_at"]
     assert "T" in created and created.endswith("+00:00")  # ISO 8601 like every other time of the API
+
+
+def test_one_justification_rule_for_every_plaintext_read(client, auth_headers, subject) -> None:
+    """Vault, decrypt and PII deanonymize share core.pii_guard.check_justification: a reason of 10+ characters."""
+    dpo = auth_headers("dpo")
+    _put(client, auth_headers("app"), subject, PROFILE)
+    history = f"/v1/vault/subjects/{subject}/profile/history?justification="
+    for short in ("case 1", "+" * 12):
+        assert_problem(client.get(history + short, headers=dpo), 422, "validation-error")
+    assert client.get(history + "++ticket+4431++", headers=dpo).status_code == 200  # trimmed, long enough
+    deanonymize = {"text": "x", "justification": "case 1"}
+    assert_problem(client.post("/v1/pii/deanonymize", json=deanonymize, headers=dpo), 422, "validation-error")

@@ -1,11 +1,14 @@
 """A cheap check for values that look like raw personal data (e-mail addresses, phone, identity or card numbers).
 
-Used where only pseudonymous values may go: audit events, request ids echoed into logs.
+Used where only pseudonymous values may go: audit events, request ids echoed into logs, the justifications of
+plaintext reads.
 """
 
 from __future__ import annotations
 
 import re
+
+from govsvc.core.errors import ValidationFailed
 
 PII_PATTERNS = {
     "email address": re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]{2,}"),
@@ -19,3 +22,35 @@ def pii_kind(value: str) -> str | None:
         if pattern.search(value):
             return kind
     return None
+
+
+MIN_JUSTIFICATION_LENGTH = 10
+
+
+def check_justification(justification: str | None, *, required: bool) -> str | None:
+    """The justification of a plaintext read, trimmed: a reason such as a case or ticket reference, at least
+    ``MIN_JUSTIFICATION_LENGTH`` characters, and no personal data (it is kept in the audit log). ValidationFailed
+    otherwise, or when ``required`` and missing."""
+    if justification is None or not justification.strip():
+        if required:
+            raise ValidationFailed(
+                "Reading data in plaintext needs a justification.",
+                errors=[{"field": "justification", "message": "say why (a case or ticket reference)"}],
+            )
+        return None
+    justification = justification.strip()
+    kind = pii_kind(justification)
+    if len(justification) < MIN_JUSTIFICATION_LENGTH or kind:
+        raise ValidationFailed(
+            "The justification must be a reason (a case or ticket reference without long digit runs), "
+            "not personal data: it is kept in the audit log.",
+            errors=[
+                {
+                    "field": "justification",
+                    "message": f"it looks like personal data ({kind})"
+                    if kind
+                    else f"at least {MIN_JUSTIFICATION_LENGTH} characters",
+                }
+            ],
+        )
+    return justification

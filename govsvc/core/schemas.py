@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import Schema
-from apiflask.fields import Boolean, Integer, List, Nested, String
+from apiflask.fields import Boolean, Float, Integer, List, Nested, String
 from apiflask.validators import Length, Range
 from marshmallow import RAISE
 
@@ -29,6 +29,15 @@ class StrictBoolean(Boolean):
         if not isinstance(value, bool):
             raise self.make_error("invalid")
         return value
+
+
+class StrictFloat(Float):
+    """A JSON number, not a numeric string or a boolean."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 def StrictInteger(**kwargs: Any) -> Integer:

@@ -15,6 +15,7 @@ from govsvc.audit.service import record
 from govsvc.core.access import current_principal, requires
 from govsvc.core.db import Database, get_db, get_session
 from govsvc.core.errors import PermissionDenied, Undecryptable, ValidationFailed
+from govsvc.core.pii_guard import check_justification
 from govsvc.core.schemas import StrictBoolean, StrictSchema
 from govsvc.crypto import tokens
 from govsvc.crypto.keys import KeyStore
@@ -25,7 +26,6 @@ from govsvc.taxonomy.api import taxonomy_cache
 from govsvc.vault.service import (
     Vault,
     audit_plaintext,
-    check_justification,
     field_decisions,
     run_rotation,
     start_rotation,
@@ -71,7 +71,7 @@ class DecryptSchema(StrictSchema):
     field = String(required=True, validate=Length(min=1, max=80))
     token = String(required=True, validate=Length(min=8, max=100_000))
     purpose = String(required=True, validate=Length(min=1, max=80))
-    justification = String(load_default=None, validate=Length(min=3, max=500))
+    justification = String(load_default=None, validate=Length(max=500))
 
 
 class DecryptedSchema(Schema):
@@ -193,7 +193,7 @@ def rewrap(body: dict[str, Any]) -> dict[str, Any]:
 def decrypt(body: dict[str, Any]) -> dict[str, Any]:
     session = get_session()
     category = _field_category(body["field"])
-    check_justification(body["justification"], required=True)
+    justification = check_justification(body["justification"], required=True)
     subject = subjects.get_subject(session, body["subject_id"])
     try:
         sealed = tokens.from_text(body["token"])
@@ -226,7 +226,7 @@ def decrypt(body: dict[str, Any]) -> dict[str, Any]:
             purpose=body["purpose"],
             categories=[category],
             fields=[field],
-            justification=body["justification"],
+            justification=justification,
             via="crypto.decrypt",
         )
     return {

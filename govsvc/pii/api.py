@@ -16,8 +16,8 @@ from govsvc.core.access import current_principal, requires
 from govsvc.core.content import accepts
 from govsvc.core.db import get_db, get_session
 from govsvc.core.errors import ValidationFailed
-from govsvc.core.pii_guard import pii_kind
-from govsvc.core.schemas import QueryBoolean, StrictSchema
+from govsvc.core.pii_guard import check_justification
+from govsvc.core.schemas import QueryBoolean, StrictFloat, StrictSchema
 from govsvc.pii.engines import LANGUAGES
 from govsvc.pii.masking import OPERATORS, count_by_type
 from govsvc.pii.records import mask_csv, mask_records, scan_records
@@ -44,15 +44,6 @@ def pii_service() -> PiiService:
 
 def _settings() -> Any:
     return current_app.config["GOVSVC_SETTINGS"]
-
-
-class StrictFloat(Float):
-    """A number, not a numeric string or a boolean."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.make_error("invalid")
-        return super()._deserialize(value, attr, data, **kwargs)
 
 
 _LANGUAGE = {"validate": OneOf(list(LANGUAGES)), "metadata": {"description": "en or zh; detected by script if absent"}}
@@ -301,15 +292,7 @@ def anonymize(body: dict[str, Any]) -> Response:
 )
 @requires("pii", "deanonymize")
 def deanonymize(body: dict[str, Any]) -> Response:
-    justification = body["justification"].strip()
-    kind = pii_kind(justification)
-    if len(justification) < 10 or kind:
-        message = f"it looks like personal data ({kind})" if kind else "at least 10 characters"
-        raise ValidationFailed(
-            "The justification must be a reason (a case or ticket reference without long digit runs), "
-            "not personal data: it is kept in the audit log.",
-            errors=[{"field": "justification", "message": message}],
-        )
+    justification = check_justification(body["justification"], required=True)
     service = pii_service()
     check_unicode(body["text"], "text")
     if len(body["text"]) > _settings().pii_max_text_chars * 4:

@@ -229,7 +229,9 @@ def apply_window(value: str, window: Window) -> str:
 class PiiKeys:
     """The pseudonym (HMAC) and token-encryption keys, derived from the service secret with their own labels.
 
-    The field-encryption issue replaces the derivation with the key hierarchy; callers only use these methods.
+    They are deliberately not subject data keys: a text's findings are not tied to a known subject, and pseudonyms
+    must stay stable across subjects (join keys). Crypto-shredding therefore does not reach PII tokens; values that
+    belong to a subject go to the profile vault, which seals them under the subject's data key.
     """
 
     def __init__(self, secret_key: str) -> None:
@@ -301,20 +303,24 @@ class Masker:
         self.keys = keys
 
     def replacement(self, operator: str, entity_type: str, value: str) -> str:
-        """The text that replaces ``value`` under ``operator``."""
-        category = self.rules.category(entity_type)
+        """The text that replaces a detected ``value`` under ``operator``."""
+        return self.replace_value(operator, self.rules.category(entity_type), value, label=entity_type)
+
+    def replace_value(self, operator: str, category: str, value: str, *, label: str) -> str:
+        """The text that replaces a value of a data category under ``operator`` (the category's window for
+        ``mask``); ``label`` names the value in the outputs of replace, pseudonymize and encrypt."""
         if operator == "mask":
             return apply_window(value, self.rules.window(category))
         if operator == "mask_all":
             return mask_chars(value, 0, 0)
         if operator == "replace":
-            return f"<{entity_type}>"
+            return f"<{label}>"
         if operator == "redact":
             return ""
         if operator == "pseudonymize":
-            return f"{entity_type}_{self.keys.pseudonym(category, normalise_for_pseudonym(category, value))}"
+            return f"{label}_{self.keys.pseudonym(category, normalise_for_pseudonym(category, value))}"
         if operator == "encrypt":
-            return self.keys.encrypt(entity_type, value)
+            return self.keys.encrypt(label, value)
         raise ValueError(f"unknown operator {operator!r}")
 
     def operator_for(self, entity_type: str, profile: str, override: str | None = None) -> str:

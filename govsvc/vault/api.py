@@ -12,10 +12,11 @@ from flask import current_app
 from govsvc.audit.service import record
 from govsvc.core.access import current_principal, requires
 from govsvc.core.db import get_session
+from govsvc.core.pii_guard import check_justification
 from govsvc.core.schemas import StrictSchema
 from govsvc.subjects import service as subjects
 from govsvc.taxonomy.api import taxonomy_cache
-from govsvc.vault.service import Vault, check_justification
+from govsvc.vault.service import Vault
 
 bp = APIBlueprint("vault", __name__, url_prefix="/v1/vault", tag="Profile vault")
 SECURITY = "BearerAuth"
@@ -33,16 +34,16 @@ class ProfileWriteSchema(StrictSchema):
         required=True,
         metadata={"description": "field -> value (null deletes the field); field names from GET /v1/taxonomy"},
     )
-    justification = String(load_default=None, validate=Length(min=3, max=500))
+    justification = String(load_default=None, validate=Length(max=500))
 
 
 class ProfileReadQuerySchema(StrictSchema):
     purpose = String(required=True, validate=Length(min=1, max=80))
-    justification = String(load_default=None, validate=Length(min=3, max=500))
+    justification = String(load_default=None, validate=Length(max=500))
 
 
 class HistoryQuerySchema(StrictSchema):
-    justification = String(required=True, validate=Length(min=3, max=500))
+    justification = String(required=True, validate=Length(max=500))
 
 
 class FieldChangeSchema(Schema):
@@ -105,7 +106,7 @@ class ShredResultSchema(Schema):
 
 def _write(subject_id: str, body: dict[str, Any], *, replace_all: bool) -> dict[str, Any]:
     session = get_session()
-    check_justification(body["justification"], required=False)
+    justification = check_justification(body["justification"], required=False)
     subject = subjects.get_subject(session, subject_id)
     changes = vault().write(
         session,
@@ -113,7 +114,7 @@ def _write(subject_id: str, body: dict[str, Any], *, replace_all: bool) -> dict[
         subject,
         body["fields"],
         actor=current_principal().principal_id,
-        justification=body["justification"],
+        justification=justification,
         replace_all=replace_all,
     )
     changed = sorted(c.field for c in changes if c.change != "unchanged")

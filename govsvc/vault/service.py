@@ -19,14 +19,14 @@ from sqlalchemy.orm import Session
 from govsvc.audit.service import record
 from govsvc.core.db import Database, utcnow
 from govsvc.core.errors import KeyDestroyed, NotFoundError, ServiceError, ValidationFailed
-from govsvc.core.pii_guard import pii_kind
+from govsvc.core.pii_guard import check_justification
 from govsvc.crypto import tokens
 from govsvc.crypto.keys import KeyStore
 from govsvc.crypto.models import CryptoKey, KeyRotation
 from govsvc.crypto.service import FieldKeys
 from govsvc.crypto.tokens import Ciphers
 from govsvc.decisions.service import Decision, DecisionEngine, DecisionRequest
-from govsvc.pii.masking import Masker, apply_window, mask_chars, normalise_for_pseudonym
+from govsvc.pii.masking import Masker, normalise_for_pseudonym
 from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.subjects.service import normalise
 from govsvc.taxonomy.service import Taxonomy
@@ -57,22 +57,6 @@ class FieldView:
     level: str
     version: int
     updated_at: datetime
-
-
-def check_justification(justification: str | None, *, required: bool) -> None:
-    """Plaintext of L3 data needs a justification; it is audited, so it must not carry personal data itself."""
-    if justification is None:
-        if required:
-            raise ValidationFailed(
-                "Reading L3 data in plaintext needs a justification.",
-                errors=[{"field": "justification", "message": "say why (a ticket or case reference)"}],
-            )
-        return
-    if pii_kind(justification) is not None:
-        raise ValidationFailed(
-            "The justification is audited and must not contain personal data.",
-            errors=[{"field": "justification", "message": "refer to a case or ticket, not to a person"}],
-        )
 
 
 def field_decisions(
@@ -293,7 +277,7 @@ class Vault:
         )
         treatments = {row.field: treatment_of(decisions[row.field], row.field) for row in rows}
         shown_l3 = [row for row in rows if row.level == "L3" and treatments[row.field] == "show"]
-        check_justification(justification, required=bool(shown_l3))
+        justification = check_justification(justification, required=bool(shown_l3))
         views = {}
         for row in rows:
             decision = decisions[row.field]
@@ -322,7 +306,7 @@ class Vault:
 
     def history(self, session: Session, subject: Subject, *, justification: str) -> list[dict[str, Any]]:
         """Every previous value, opened (rectification history); audited as ``data.unmasked``."""
-        check_justification(justification, required=True)
+        justification = check_justification(justification, required=True)
         rows = session.scalars(
             select(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk).order_by(VaultFieldHistory.pk)
         ).all()
@@ -383,13 +367,7 @@ class Vault:
         rules = self.masker.rules
         profile = treatment.partition(":")[2] or "default"
         operator = rules.operator(profile, category) if profile in rules.profiles else "mask"
-        if operator == "mask":
-            return apply_window(value, rules.window(category))
-        if operator == "pseudonymize":
-            return self._pseudonym(category, value)
-        if operator == "redact":
-            return ""
-        return mask_chars(value, 0, 0)  # mask_all, replace, encrypt: nothing of the value
+        return self.masker.replace_value(operator, category, value, label=field)
 
     def _pseudonym(self, category: str, value: str) -> str:
         return "tok_" + self.masker.keys.pseudonym(category, normalise_for_pseudonym(category, value))
