@@ -344,3 +344,12 @@ def test_one_justification_rule_for_every_plaintext_read(client, auth_headers, s
     assert client.get(history + "++ticket+4431++", headers=dpo).status_code == 200  # trimmed, long enough
     deanonymize = {"text": "x", "justification": "case 1"}
     assert_problem(client.post("/v1/pii/deanonymize", json=deanonymize, headers=dpo), 422, "validation-error")
+
+
+def test_fields_of_one_category_share_one_decision(client, auth_headers, subject) -> None:
+    _put(client, auth_headers("app"), subject, {"mobile": "+8613812345678", "landline": "+861062345678"})
+    url = f"/v1/vault/subjects/{subject}/profile?purpose=essential.service"
+    fields = client.get(url, headers=auth_headers("support_agent")).get_json()["fields"]
+    assert fields["mobile"]["decision_id"] == fields["landline"]["decision_id"]
+    assert fields["mobile"]["treatment"] == fields["landline"]["treatment"] == "mask:partial"
+    assert fields["landline"]["value"] not in (None, "+861062345678")

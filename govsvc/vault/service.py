@@ -266,16 +266,19 @@ class Vault:
         rows = list(
             session.scalars(select(VaultField).where(VaultField.subject_pk == subject.pk).order_by(VaultField.field))
         )
-        decisions = field_decisions(
+        # A decision and its obligation depend on the field's category only: one decision per category.
+        asked = {row.category: row.field for row in reversed(rows)}  # category -> the first of its fields
+        by_field = field_decisions(
             engine,
             session,
             subject.subject_id,
-            [row.field for row in rows],
+            list(asked.values()),
             purpose=purpose,
             role=role,
             principal_id=principal_id,
         )
-        treatments = {row.field: treatment_of(decisions[row.field], row.field) for row in rows}
+        decisions = {row.field: by_field[asked[row.category]] for row in rows}
+        treatments = {row.field: treatment_of(decisions[row.field], asked[row.category]) for row in rows}
         shown_l3 = [row for row in rows if row.level == "L3" and treatments[row.field] == "show"]
         justification = check_justification(justification, required=bool(shown_l3))
         views = {}
