@@ -6,6 +6,17 @@ from govsvc.consent.models import ConsentEvent, ConsentState, ReceiptSigningKey
 from govsvc.core.db import Base
 from govsvc.core.models import IdempotencyRecord
 from govsvc.crypto.models import CryptoKey, KeyRotation
+from govsvc.dsr.models import (
+    DsrCallback,
+    DsrConnectorRun,
+    DsrEvent,
+    DsrExport,
+    DsrExportChunk,
+    DsrPause,
+    DsrProcessorKey,
+    DsrRequest,
+    DsrWebhook,
+)
 from govsvc.policy.models import CasbinRule, PolicyState
 from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.taxonomy.models import TaxonomyVersion
@@ -25,6 +36,15 @@ __all__ = [
     "ConsentEvent",
     "ConsentState",
     "CryptoKey",
+    "DsrCallback",
+    "DsrConnectorRun",
+    "DsrEvent",
+    "DsrExport",
+    "DsrExportChunk",
+    "DsrPause",
+    "DsrProcessorKey",
+    "DsrRequest",
+    "DsrWebhook",
     "IdempotencyRecord",
     "KeyRotation",
     "PolicyState",
