@@ -138,6 +138,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     )
     if settings.audit_sequencer == "thread":
         _start_sequencer_with_first_request(app)
+    _init_dsr(app, settings, database)
 
     # Order matters: before_request hooks run in this order, after_request hooks in reverse.
     init_request_logging(app)
@@ -149,6 +150,32 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     _register_blueprints(app)
     _register_cli(app)
     return app
+
+
+def _init_dsr(app: APIFlask, settings: Settings, database: Database) -> None:
+    """Data-subject requests and the periodic jobs (APScheduler) that watch their deadlines."""
+    from govsvc.config import ConfigError
+    from govsvc.core.errors import ValidationFailed
+    from govsvc.core.scheduler import Jobs, start_with_first_request
+    from govsvc.dsr import domain
+    from govsvc.dsr.jobs import maintenance
+
+    try:
+        dsr = domain.build(
+            settings,
+            app.extensions["govsvc.vault"],
+            app.extensions["govsvc.field_keys"],
+            app.extensions["govsvc.taxonomy"],
+        )
+    except ValidationFailed as error:
+        details = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in error.errors or [])
+        raise ConfigError(f"policies/dsr: {error.detail} {details}") from error
+    app.extensions["govsvc.dsr"] = dsr
+    jobs = Jobs()
+    jobs.add("dsr.maintenance", settings.scheduler_interval_seconds, lambda: maintenance(database, dsr))
+    app.extensions["govsvc.jobs"] = jobs
+    if settings.scheduler == "thread":
+        start_with_first_request(app, jobs)
 
 
 def _pii_service(settings: Settings) -> Any:
@@ -183,6 +210,8 @@ def _register_blueprints(app: APIFlask) -> None:
     from govsvc.consent.api import wellknown_bp
     from govsvc.crypto.api import bp as crypto_bp
     from govsvc.decisions.api import bp as decisions_bp
+    from govsvc.dsr.api import bp as dsr_bp
+    from govsvc.dsr.api import opendsr_bp
     from govsvc.health.api import bp as health_bp
     from govsvc.pii.api import bp as pii_bp
     from govsvc.policy.api import bp as policy_bp
@@ -203,6 +232,8 @@ def _register_blueprints(app: APIFlask) -> None:
         vault_bp,
         crypto_bp,
         pii_bp,
+        dsr_bp,
+        opendsr_bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

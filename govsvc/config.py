@@ -53,6 +53,10 @@ class Settings:
     pii_max_text_chars: int = 20_000  # GOVSVC_PII_MAX_TEXT_CHARS: per text of the PII API
     pii_max_records: int = 1_000  # GOVSVC_PII_MAX_RECORDS: per records:scan / records:mask call
     pii_csv_max_bytes: int = 64 * 1_048_576  # GOVSVC_PII_CSV_MAX_BYTES: per CSV upload (streamed, not held)
+    dsr_export_ttl_hours: int = 72  # GOVSVC_DSR_EXPORT_TTL_HOURS: how long a DSR download link works (once)
+    dsr_processor_domain: str = "govsvc.local"  # GOVSVC_DSR_PROCESSOR_DOMAIN: OpenDSR processor domain
+    scheduler: str = "thread"  # GOVSVC_SCHEDULER: thread (APScheduler in each serving process) | off
+    scheduler_interval_seconds: int = 60  # GOVSVC_SCHEDULER_INTERVAL_SECONDS: DSR maintenance job period
     extra: Mapping[str, object] = field(default_factory=dict)  # Flask config overrides (tests)
 
     @property
@@ -82,6 +86,12 @@ class Settings:
             raise ConfigError("GOVSVC_AUDIT_CHECKPOINT_SECONDS must be between 1 and 60")
         if not self.audit_origin or any(ch.isspace() for ch in self.audit_origin):
             raise ConfigError("GOVSVC_AUDIT_ORIGIN must be a non-empty line without spaces")
+        if self.scheduler not in ("thread", "off"):
+            raise ConfigError("GOVSVC_SCHEDULER must be thread or off")
+        if not 1 <= self.dsr_export_ttl_hours <= 24 * 30 or not 5 <= self.scheduler_interval_seconds <= 3600:
+            raise ConfigError(
+                "GOVSVC_DSR_EXPORT_TTL_HOURS (1-720) or GOVSVC_SCHEDULER_INTERVAL_SECONDS (5-3600) out of range"
+            )
         if self.pii_nlp not in ("auto", "spacy", "pattern"):
             raise ConfigError("GOVSVC_PII_NLP must be auto, spacy or pattern")
         if self.pii_max_text_chars < 100 or self.pii_max_records < 1 or self.pii_csv_max_bytes < 1024:
@@ -110,6 +120,8 @@ _INT_FIELDS = {
     "pii_max_text_chars",
     "pii_max_records",
     "pii_csv_max_bytes",
+    "dsr_export_ttl_hours",
+    "scheduler_interval_seconds",
 }
 
 
@@ -130,7 +142,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
                 raise ConfigError(f"{env_name} must be an integer") from None
         elif name in ("log_level", "sqlite_synchronous"):
             values[name] = raw.upper()
-        elif name == "pii_nlp":
+        elif name in ("pii_nlp", "scheduler"):
             values[name] = raw.lower()
         else:
             values[name] = raw

@@ -130,6 +130,7 @@ def make_settings(database_url: str, instance_dir: Path, **overrides: object) ->
         log_level="INFO",
         audit_origin=TEST_AUDIT_ORIGIN,
         audit_sequencer="off",  # tests drive the sequencer (app.extensions["govsvc.sequencer"].drain())
+        scheduler="off",  # tests run the periodic jobs themselves
     ).with_overrides(**overrides)
 
 

@@ -23,6 +23,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "not-acceptable": (406, "Not acceptable"),
     "conflict": (409, "Conflict"),
     "key-destroyed": (410, "The key of this data was destroyed (crypto-shredded)"),
+    "gone": (410, "The link has expired or was used already"),
     "idempotency-key-in-use": (409, "Idempotency key is being used by a request in progress"),
     "payload-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Unsupported media type"),

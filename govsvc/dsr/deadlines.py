@@ -159,9 +159,7 @@ class Deadlines:
         zone = ZoneInfo(profile.timezone)
         received = received_at.astimezone(zone).date()
         now = now or datetime.now(UTC)
-        paused = [
-            (pause.start.astimezone(zone).date(), (pause.end or now).astimezone(zone).date()) for pause in pauses
-        ]
+        paused = [(pause.start.astimezone(zone).date(), (pause.end or now).astimezone(zone).date()) for pause in pauses]
         response = profile.rule(request_type, "response")
         assert response is not None
         due = due_date(response, received, calendar, paused)
@@ -198,8 +196,7 @@ class Deadlines:
         """Every regime's schedule and the strictest dates (earliest acknowledgement, answer and extension)."""
         pauses = list(pauses)
         schedules = tuple(
-            self.regime_schedule(regime, request_type, received_at, pauses, now=now)
-            for regime in sorted(set(regimes))
+            self.regime_schedule(regime, request_type, received_at, pauses, now=now) for regime in sorted(set(regimes))
         )
         if not schedules:
             raise ValidationFailed("A request needs at least one jurisdiction.")

@@ -70,7 +70,9 @@ class DsrRules:
     def verification_level(self, regimes: Iterable[str], request_type: str) -> str:
         """The strongest level any applicable regime asks for this request type."""
         default = self.verification.get("default", {})
-        levels = [self.verification.get(r, {}).get(request_type, default.get(request_type, "reasonable")) for r in regimes]
+        levels = [
+            self.verification.get(r, {}).get(request_type, default.get(request_type, "reasonable")) for r in regimes
+        ]
         return max(levels or [default.get(request_type, "reasonable")], key=LEVELS.index)
 
     def provenance_of(self, field: str) -> str:

@@ -8,7 +8,7 @@ the previous value, sealed, for rectification history. Erasure destroys the subj
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -310,36 +310,49 @@ class Vault:
     def history(self, session: Session, subject: Subject, *, justification: str) -> list[dict[str, Any]]:
         """Every previous value, opened (rectification history); audited as ``data.unmasked``."""
         justification = check_justification(justification, required=True)
-        rows = session.scalars(
-            select(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk).order_by(VaultFieldHistory.pk)
-        ).all()
-        entries = [
-            {
-                "field": row.field,
-                "version": row.version,
-                "change": row.change,
-                "value": self.keys.open(
-                    session, subject.subject_id, _history_name(row.field, row.version), row.value_enc
-                )
-                if row.value_enc is not None
-                else None,
-                "justification": row.justification,
-                "changed_at": row.changed_at,
-                "changed_by": row.changed_by,
-            }
-            for row in rows
-        ]
+        entries = list(self.iter_history(session, subject))
         if entries:
             audit_plaintext(
                 session,
                 subject.subject_id,
                 purpose="vault.history",
                 categories=[],
-                fields=sorted({row.field for row in rows}),
+                fields=sorted({entry["field"] for entry in entries}),
                 justification=justification,
                 via="vault.history",
             )
         return entries
+
+    def iter_history(self, session: Session, subject: Subject, *, chunk: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every previous value, opened, oldest first, read ``chunk`` rows at a time (bounded memory). The caller
+        audits the plaintext read."""
+        after = 0
+        while True:
+            rows = session.scalars(
+                select(VaultFieldHistory)
+                .where(VaultFieldHistory.subject_pk == subject.pk, VaultFieldHistory.pk > after)
+                .order_by(VaultFieldHistory.pk)
+                .limit(chunk)
+            ).all()
+            for row in rows:
+                yield {
+                    "field": row.field,
+                    "version": row.version,
+                    "change": row.change,
+                    "value": self.keys.open(
+                        session, subject.subject_id, _history_name(row.field, row.version), row.value_enc
+                    )
+                    if row.value_enc is not None
+                    else None,
+                    "justification": row.justification,
+                    "changed_at": row.changed_at,
+                    "changed_by": row.changed_by,
+                }
+            if len(rows) < chunk:
+                return
+            after = rows[-1].pk
+            for row in rows:
+                session.expunge(row)
 
     def search(self, session: Session, field: str, value: str) -> list[str]:
         """Subject ids whose ``field`` equals ``value`` (after normalisation), by blind index."""
