@@ -335,9 +335,69 @@ def crypto_rotate_data_keys(resume_id: str | None, chunk: int) -> None:
     click.echo(f"rotation {done.rotation_id}: {done.status}, {done.values_done} values re-encrypted")
 
 
+dsr_group = AppGroup("dsr", help="Data-subject requests.")
+
+
+def _dsr() -> object:
+    return current_app.extensions["govsvc.dsr"]
+
+
+@dsr_group.command("check-overdue")
+def dsr_check_overdue() -> None:
+    """Flag overdue requests (one dsr.overdue event each), purge expired bundles, deliver OpenDSR callbacks."""
+    from govsvc.dsr.jobs import maintenance
+
+    result = maintenance(_db(), _dsr())  # type: ignore[arg-type]
+    click.echo(json.dumps(result))
+
+
+@dsr_group.command("list")
+@click.option("--status", default=None)
+@click.option("--overdue", is_flag=True, help="only overdue requests")
+def dsr_list(status: str | None, overdue: bool) -> None:
+    """The request queue: id, type, status, due date, assignee."""
+    service = _dsr().service  # type: ignore[attr-defined]
+    with _db().transaction(write=False) as session:
+        for request in service.list(session, status=status, overdue=True if overdue else None, limit=10_000):
+            click.echo(
+                f"{request.request_id}\t{request.request_type}\t{request.status}\t{request.due_at.isoformat()}\t"
+                f"{request.assignee or '-'}"
+            )
+
+
+@dsr_group.command("fulfil")
+@click.argument("request_id")
+@click.option("--accept-failures", is_flag=True, help="close as partially completed if a connector fails")
+def dsr_fulfil(request_id: str, accept_failures: bool) -> None:
+    """Fulfil a verified request; prints the outcome (and the one-time download path of an export)."""
+    token = set_context(CLI_CONTEXT)
+    try:
+        result = _dsr().fulfilment.run(_db(), request_id, actor="cli", accept_failures=accept_failures)  # type: ignore[attr-defined]
+    except ServiceError as error:
+        _fail(error)
+        return
+    finally:
+        reset_context(token)
+    click.echo(f"{result.request_id}: {result.status}")
+    for run in result.runs:
+        click.echo(f"  {run['connector']} {run['operation']}: {run['status']}")
+    if result.download:
+        click.echo(f"download once, until {result.download['expires_at'].isoformat()}: {result.download['url']}")
+
+
 def register_commands(app: Flask) -> None:
     """Attach the commands to an app's CLI."""
-    for command in (db_group, seed, init, policy_group, clients_group, admins_group, audit_group, crypto_group):
+    for command in (
+        db_group,
+        seed,
+        init,
+        policy_group,
+        clients_group,
+        admins_group,
+        audit_group,
+        crypto_group,
+        dsr_group,
+    ):
         app.cli.add_command(command)
 
 
