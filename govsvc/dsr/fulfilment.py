@@ -96,7 +96,7 @@ class Fulfilment:
                 raise ConflictError(
                     f"A request that is {request.status} cannot be fulfilled (verify it first).",
                     reason="illegal_transition",
-                    status=request.status,
+                    current_status=request.status,
                 )
             subject = self.service.subject_of(session, request)
             if subject is None:

@@ -432,7 +432,7 @@ class DsrService:
             raise ConflictError(
                 f"A request that is {current} cannot become {to_status}.",
                 reason="illegal_transition",
-                status=current,
+                current_status=current,
                 allowed=sorted(TRANSITIONS.get(current, frozenset())),
             )
         request.status = to_status
