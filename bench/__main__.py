@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import audit, crypto, decisions, pii, rbac
+from bench import audit, crypto, decisions, dsr, pii, rbac
 
 BENCHES = {
     "rbac": lambda: rbac.main(),
@@ -10,6 +10,7 @@ BENCHES = {
     "decisions": lambda: decisions.main(),
     "pii": lambda: pii.main([]),
     "crypto": lambda: crypto.main(),
+    "dsr": lambda: dsr.main([]),
 }
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class App:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.calls.append({"headers": dict(self.headers), "raw": raw, "body": json.loads(raw)})
                 if outer.fail_first > 0:
