@@ -44,13 +44,27 @@ from tests.support.postgres import PostgresCluster
 
 SECRET = "bench-secret-key-0123456789abcdef0123456789"  # noqa: S105 - a throwaway bench database
 PROFILE = {
-    "customer_id": "C-000123", "name": "张伟", "nickname": "伟哥", "email": "zhang.wei@example.cn",
-    "mobile": "+8613812345678", "landline": "+861062345678", "address": "北京市海淀区中关村大街1号",
-    "wechat_id": "wxid_zhangwei88", "birth_date": "1985-03-07", "gender": "男", "id_number": "11010519491231002X",
-    "passport_number": "E12345678", "purchase_history": "2026-10: 3 orders", "preferences": "短信优先",
-    "city": "北京", "gps_location": "39.9834,116.3162", "health_notes": "青霉素过敏", "postal_code": "100080",
-    "loyalty_tier": "gold", "bank_card": "6222021234567890128",
-}  # fmt: skip
+    "customer_id": "C-000123",
+    "name": "张伟",
+    "nickname": "伟哥",
+    "email": "zhang.wei@example.cn",
+    "mobile": "+8613812345678",
+    "landline": "+861062345678",
+    "address": "北京市海淀区中关村大街1号",
+    "wechat_id": "wxid_zhangwei88",
+    "birth_date": "1985-03-07",
+    "gender": "男",
+    "id_number": "11010519491231002X",
+    "passport_number": "E12345678",
+    "purchase_history": "2026-10: 3 orders",
+    "preferences": "短信优先",
+    "city": "北京",
+    "gps_location": "39.9834,116.3162",
+    "health_notes": "青霉素过敏",
+    "postal_code": "100080",
+    "loyalty_tier": "gold",
+    "bank_card": "6222021234567890128",
+}
 PAGE = 500
 
 
@@ -58,15 +72,20 @@ def _app_server(records: int) -> ThreadingHTTPServer:
     """An app holding ``records`` order lines of the subject, served in pages of ``PAGE``."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if body["operation"] == "collect":
                 start = int(body.get("cursor") or 0)
                 items = [
-                    {"record_type": "order", "record_id": f"o{n}", "category": "user.behavior.purchase_history",
-                     "provenance": "observed", "fields": {"sku": f"SKU-{n:06d}", "item": "乌龙茶 250g", "amount": n % 97}}
+                    {
+                        "record_type": "order",
+                        "record_id": f"o{n}",
+                        "category": "user.behavior.purchase_history",
+                        "provenance": "observed",
+                        "fields": {"sku": f"SKU-{n:06d}", "item": "乌龙茶 250g", "amount": n % 97},
+                    }
                     for n in range(start, min(start + PAGE, records))
-                ]  # fmt: skip
+                ]
                 reply = {"records": items, "next_cursor": str(start + PAGE) if start + PAGE < records else None}
             else:
                 reply = {"status": "done", "counts": {"rows": records}}
@@ -110,33 +129,66 @@ def _populate(app: Any, counts: dict[str, int], url: str) -> str:
             version = 1000 + n  # versions distinct from the current ones
             sealed = keys.seal_with(ciphers, subject.subject_id, f"history:{field}:{version}", f"{PROFILE[field]} #{n}")
             history.append(
-                {"subject_pk": subject.pk, "field": field, "version": version, "value_enc": sealed, "key_version": ciphers.version,
-                 "change": "replaced", "changed_at": utcnow(), "changed_by": "bench"}
-            )  # fmt: skip
+                {
+                    "subject_pk": subject.pk,
+                    "field": field,
+                    "version": version,
+                    "value_enc": sealed,
+                    "key_version": ciphers.version,
+                    "change": "replaced",
+                    "changed_at": utcnow(),
+                    "changed_by": "bench",
+                }
+            )
         session.execute(insert(VaultFieldHistory), history)
         session.execute(
             insert(ConsentEvent),
             [
-                {"event_id": uuid.uuid4().hex, "subject_pk": subject.pk, "purpose_key": "marketing.communications.email",
-                 "purpose_version": 1, "scope": "", "event_type": "given" if n % 2 == 0 else "withdrawn",
-                 "consent_type": "express", "channel": "web", "actor": "subject", "source": "api", "recorded_at": utcnow()}
+                {
+                    "event_id": uuid.uuid4().hex,
+                    "subject_pk": subject.pk,
+                    "purpose_key": "marketing.communications.email",
+                    "purpose_version": 1,
+                    "scope": "",
+                    "event_type": "given" if n % 2 == 0 else "withdrawn",
+                    "consent_type": "express",
+                    "channel": "web",
+                    "actor": "subject",
+                    "source": "api",
+                    "recorded_at": utcnow(),
+                }
                 for n in range(counts["consent"])
             ],
-        )  # fmt: skip
+        )
         session.execute(
             insert(AuditEvent),
             [
-                {"event_id": uuid.uuid4().hex, "time": utcnow(), "actor_principal": f"client:cl_{n % 7}", "actor_role": "app",
-                 "action": "data.read", "subject_ref": subject.subject_id, "purpose": "essential.service", "outcome": "allow"}
+                {
+                    "event_id": uuid.uuid4().hex,
+                    "time": utcnow(),
+                    "actor_principal": f"client:cl_{n % 7}",
+                    "actor_role": "app",
+                    "action": "data.read",
+                    "subject_ref": subject.subject_id,
+                    "purpose": "essential.service",
+                    "outcome": "allow",
+                }
                 for n in range(counts["audit"])
             ],
-        )  # fmt: skip
+        )
         with app.test_request_context():
             register_webhook(
                 session,
-                {"name": "shop", "url": url, "operations": ["collect", "erase"], "role": "processor",
-                 "identifier_kinds": ["crm_id"], "max_attempts": 3, "timeout_seconds": 30},
-            )  # fmt: skip
+                {
+                    "name": "shop",
+                    "url": url,
+                    "operations": ["collect", "erase"],
+                    "role": "processor",
+                    "identifier_kinds": ["crm_id"],
+                    "max_attempts": 3,
+                    "timeout_seconds": 30,
+                },
+            )
         return subject.subject_id
 
 
@@ -179,8 +231,10 @@ def run(settings: Settings, records: int) -> None:
     dsr = app.extensions["govsvc.dsr"]
     subject_id = _populate(app, counts, url)
     total = sum(counts.values()) + len(PROFILE)
-    print(f"records of the subject: {total:,} = vault {len(PROFILE)} fields + {counts['history']:,} history, "
-          f"consent {counts['consent']:,}, audit {counts['audit']:,}, webhook app {counts['webhook']:,}")  # fmt: skip
+    print(
+        f"records of the subject: {total:,} = vault {len(PROFILE)} fields + {counts['history']:,} history, "
+        f"consent {counts['consent']:,}, audit {counts['audit']:,}, webhook app {counts['webhook']:,}"
+    )
 
     def baseline() -> int:  # the same collection, records read and dropped: no bundle, no encryption
         request_id = _request(app, subject_id, "access")
@@ -211,8 +265,10 @@ def run(settings: Settings, records: int) -> None:
         lambda: dsr.fulfilment.run(database, erasure_request, actor="bench"),
     )
     print(f"  status {erased.status}; " + ", ".join(f"{r['connector']} {r['status']}" for r in erased.runs))
-    print(f"targets (issue 9, 2 cores): access <= 10 s: {'met' if access_time <= 10 else 'NOT met'}; "
-          f"erasure <= 10 s: {'met' if erase_time <= 10 else 'NOT met'}")  # fmt: skip
+    print(
+        f"targets (issue 9, 2 cores): access <= 10 s: {'met' if access_time <= 10 else 'NOT met'}; "
+        f"erasure <= 10 s: {'met' if erase_time <= 10 else 'NOT met'}"
+    )
     database.dispose()
     server.shutdown()
 
@@ -226,9 +282,16 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="govsvc-bench-") as directory:
 
         def settings(url: str) -> Settings:
-            return Settings(environment="testing", database_url=url, secret_key=SECRET, instance_dir=directory,
-                            policy_dir=str(PROJECT_ROOT / "policies"), log_level="WARNING", audit_sequencer="off",
-                            scheduler="off")  # fmt: skip
+            return Settings(
+                environment="testing",
+                database_url=url,
+                secret_key=SECRET,
+                instance_dir=directory,
+                policy_dir=str(PROJECT_ROOT / "policies"),
+                log_level="WARNING",
+                audit_sequencer="off",
+                scheduler="off",
+            )
 
         if args.sqlite:
             run(settings(f"sqlite:///{Path(directory) / 'bench.db'}"), args.records)
