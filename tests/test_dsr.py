@@ -433,7 +433,11 @@ def test_erasure_under_legal_hold_keeps_everything_restricted(client, keys, data
     assert kept[0]["reason_code"] == "legal_hold" and "GDPR-17(3)(e)" in kept[0]["legal_basis"]
     assert client.get(f"/v1/subjects/{subject}", headers=keys["app"]).get_json()["restricted"] is True
     letter = client.get(f"/v1/dsr/requests/{request_id}/letters/partially_completed", headers=keys["app"]).get_json()
-    assert "legal hold" in letter["body"] and "supervisory authority" in letter["body"]
+    assert (
+        "legal hold" in letter["body"]
+        and "supervisory authority" in letter["body"]
+        and "seek redress" in letter["body"]
+    )
 
 
 def test_erasure_keeps_what_legal_retention_requires_and_deletes_the_rest(client, keys, database) -> None:

@@ -185,7 +185,7 @@ class FulfilResultSchema(Schema):
     failed = List(String(), required=True)
 
 
-class EventSchema(Schema):
+class DsrEventSchema(Schema):
     at = AwareDateTime(required=True)
     kind = String(required=True)
     from_status = String(allow_none=True)
@@ -195,8 +195,8 @@ class EventSchema(Schema):
     details = Dict(allow_none=True)
 
 
-class EventListSchema(Schema):
-    items = List(Nested(EventSchema), required=True)
+class DsrEventListSchema(Schema):
+    items = List(Nested(DsrEventSchema), required=True)
 
 
 class LetterSchema(Schema):
@@ -390,7 +390,7 @@ def add_note(request_id: str, body: dict[str, Any]) -> tuple[dict[str, Any], int
 
 
 @bp.get("/requests/<string:request_id>/events")
-@bp.output(EventListSchema)
+@bp.output(DsrEventListSchema)
 @bp.doc(
     summary="The request's timeline: status changes, notes, verification, pauses",
     security=SECURITY,
