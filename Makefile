@@ -9,7 +9,10 @@ WORKERS ?= 2
 THREADS ?= 4
 export GOVSVC_INSTANCE_DIR ?= instance
 
-.PHONY: install init run dev test lint format postgres bench eval lock clean
+CHROMIUM ?= /usr/bin/chromium
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard govsvc/admin/translations/*/LC_MESSAGES/messages.po))
+
+.PHONY: install init run dev test lint format postgres chromium translations bench eval lock clean
 
 $(STAMP): pyproject.toml requirements.lock requirements-model.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +21,17 @@ $(STAMP): pyproject.toml requirements.lock requirements-model.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-install: $(STAMP)
+install: $(STAMP) $(CATALOGS)
+
+# The admin UI's compiled translation catalogs (.mo, git-ignored) from the committed .po files.
+%.mo: %.po $(STAMP)
+	$(BIN)/pybabel compile --statistics -i $< -o $@
+
+translations: install
+	$(BIN)/pybabel extract -F govsvc/admin/babel.cfg -k lazy_gettext --no-location --omit-header --sort-output \
+		-o govsvc/admin/translations/messages.pot govsvc/admin
+	$(BIN)/pybabel update -i govsvc/admin/translations/messages.pot -d govsvc/admin/translations \
+		--width 120 --ignore-obsolete
 
 # Apply migrations and seed policies/ into the database (idempotent).
 init: install
@@ -44,6 +57,19 @@ postgres:
 	fi
 	@test -x $(PG_BINDIR)/initdb || { echo "PostgreSQL 15 binaries still missing in $(PG_BINDIR)" >&2; exit 1; }
 
+# Debian's Chromium (and a CJK font for the Chinese screenshots) for the admin UI's browser tests; Playwright
+# drives it, and never downloads a browser of its own.
+chromium:
+	@if [ ! -x $(CHROMIUM) ] || ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing chromium and fonts-wqy-microhei (browser tests of the admin UI)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; \
+		else \
+			echo "Chromium missing at $(CHROMIUM) (or no Chinese font): sudo apt-get install chromium fonts-wqy-microhei" >&2; exit 1; \
+		fi; \
+	fi
+	@test -x $(CHROMIUM) || { echo "Chromium still missing at $(CHROMIUM)" >&2; exit 1; }
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -52,7 +78,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install postgres lint
+test: install postgres chromium lint
 	$(BIN)/python -m pytest
 
 bench: init
@@ -71,4 +97,4 @@ lock:
 	rm -rf .lockvenv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts $(CATALOGS)

@@ -126,6 +126,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     )
     app.extensions["govsvc.known_keys"] = KnownKeys()
     app.extensions["govsvc.pii"] = _pii_service(settings)
+    app.extensions["govsvc.policy"].add_reload_listener(app.extensions["govsvc.pii"].use_stored_rules)
     app.extensions["govsvc.vault"] = Vault(
         app.extensions["govsvc.keys"], app.extensions["govsvc.field_keys"], app.extensions["govsvc.pii"].masker
     )
@@ -148,6 +149,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     init_idempotency(app)
     register_error_handlers(app)
     _register_blueprints(app)
+    _init_admin_ui(app)
     _register_cli(app)
     return app
 
@@ -237,6 +239,12 @@ def _register_blueprints(app: APIFlask) -> None:
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+
+
+def _init_admin_ui(app: APIFlask) -> None:
+    from govsvc.admin.web import init_admin
+
+    init_admin(app)
 
 
 def _register_cli(app: APIFlask) -> None:

@@ -10,7 +10,8 @@ from govsvc.audit.signing import ensure_key
 from govsvc.config import Settings
 from govsvc.consent import receipts
 from govsvc.core.db import Database
-from govsvc.policy.service import SeedResult, seed_policy
+from govsvc.pii.service import seed_masking
+from govsvc.policy.service import SeedResult, bump_version, seed_policy
 from govsvc.taxonomy.service import seed_taxonomy
 
 
@@ -18,6 +19,7 @@ from govsvc.taxonomy.service import seed_taxonomy
 class SeedReport:
     policy: SeedResult
     taxonomy_version: int | None  # None: unchanged
+    masking_version: int | None  # None: unchanged
     audit_vkey: str
 
 
@@ -36,6 +38,18 @@ def seed_all(database: Database, settings: Settings, *, replace: bool = False, a
                 details={"version": taxonomy_version},
                 context=AuditContext(principal_id=actor, role="system"),
             )
+        masking_version = seed_masking(session, policy_dir, replace=replace, actor=actor)
+        if masking_version is not None:
+            record(
+                session,
+                "config.changed",
+                object_ref="policy:masking",
+                reason_code="seed",
+                details={"version": masking_version},
+                context=AuditContext(principal_id=actor, role="system"),
+            )
+            if masking_version > 1:
+                bump_version(session, actor=actor)  # every instance applies the re-seeded rules
         vkey = ensure_key(session, settings.secret_key, settings.audit_origin).vkey
         receipts.ensure_key(session, settings.secret_key)
-    return SeedReport(policy, taxonomy_version, vkey)
+    return SeedReport(policy, taxonomy_version, masking_version, vkey)

@@ -106,6 +106,7 @@ def seed(replace: bool) -> None:
         click.echo("- " + ", ".join(line.as_row()))
     click.echo(f"policy version {result.version}{'' if result.changed else ' (unchanged)'}")
     click.echo(f"taxonomy {'version ' + str(report.taxonomy_version) if report.taxonomy_version else 'unchanged'}")
+    click.echo(f"masking rules {'version ' + str(report.masking_version) if report.masking_version else 'unchanged'}")
 
 
 @click.command("init")
@@ -122,6 +123,8 @@ def init() -> None:
     click.echo(f"database at head; policy version {result.version}{' (seeded)' if result.changed else ''}")
     if report.taxonomy_version:
         click.echo(f"taxonomy version {report.taxonomy_version} (seeded)")
+    if report.masking_version:
+        click.echo(f"masking rules version {report.masking_version} (seeded)")
     click.echo(f"audit checkpoint key: {report.audit_vkey}")
     from govsvc.subjects.service import reseal_legacy_values
 
@@ -157,13 +160,7 @@ def clients_create(name: str, role: str, expires_in_days: int | None) -> None:
             issued = auth_service.create_client(
                 session, name=name, role=role, expires_at=expires_at, known_roles=_known_roles(), created_by="cli"
             )
-            record(
-                session,
-                "credential.created",
-                object_ref=f"client:{issued.client.client_id}",
-                details={"role": role, "key_prefix": issued.client.key_prefix},
-                context=CLI_CONTEXT,
-            )
+            auth_service.record_client_created(session, issued.client, context=CLI_CONTEXT)
     except ServiceError as error:
         _fail(error)
         return
@@ -191,8 +188,8 @@ def clients_revoke(client_id: str) -> None:
     """Revoke a client's key at once."""
     try:
         with _db().transaction() as session:
-            auth_service.revoke_client(session, client_id)
-            record(session, "credential.revoked", object_ref=f"client:{client_id}", context=CLI_CONTEXT)
+            revoked = auth_service.revoke_client(session, client_id)
+            auth_service.record_client_revoked(session, revoked, context=CLI_CONTEXT)
     except ServiceError as error:
         _fail(error)
         return

@@ -57,6 +57,11 @@ class Settings:
     dsr_processor_domain: str = "govsvc.local"  # GOVSVC_DSR_PROCESSOR_DOMAIN: OpenDSR processor domain
     scheduler: str = "thread"  # GOVSVC_SCHEDULER: thread (APScheduler in each serving process) | off
     scheduler_interval_seconds: int = 60  # GOVSVC_SCHEDULER_INTERVAL_SECONDS: DSR maintenance job period
+    admin_session_idle_minutes: int = 30  # GOVSVC_ADMIN_SESSION_IDLE_MINUTES: admin UI sign-out after inactivity
+    admin_session_max_hours: int = 12  # GOVSVC_ADMIN_SESSION_MAX_HOURS: admin UI sign-out however active
+    admin_login_max_failures: int = 5  # GOVSVC_ADMIN_LOGIN_MAX_FAILURES: failed sign-ins that lock an account
+    admin_lockout_minutes: int = 15  # GOVSVC_ADMIN_LOCKOUT_MINUTES: how long the lock (and the IP window) lasts
+    admin_login_ip_attempts: int = 20  # GOVSVC_ADMIN_LOGIN_IP_ATTEMPTS: failed sign-ins per address per window
     extra: Mapping[str, object] = field(default_factory=dict)  # Flask config overrides (tests)
 
     @property
@@ -96,6 +101,10 @@ class Settings:
             raise ConfigError("GOVSVC_PII_NLP must be auto, spacy or pattern")
         if self.pii_max_text_chars < 100 or self.pii_max_records < 1 or self.pii_csv_max_bytes < 1024:
             raise ConfigError("GOVSVC_PII_* limits are too small")
+        if not 1 <= self.admin_session_idle_minutes <= 24 * 60 or not 1 <= self.admin_session_max_hours <= 24 * 7:
+            raise ConfigError("GOVSVC_ADMIN_SESSION_IDLE_MINUTES (1-1440) or GOVSVC_ADMIN_SESSION_MAX_HOURS (1-168)")
+        if self.admin_login_max_failures < 1 or self.admin_lockout_minutes < 1 or self.admin_login_ip_attempts < 1:
+            raise ConfigError("GOVSVC_ADMIN_LOGIN_* and GOVSVC_ADMIN_LOCKOUT_MINUTES must be at least 1")
         if self.is_production:
             if not self.secret_key or self.secret_key == DEVELOPMENT_SECRET_KEY:
                 raise ConfigError("production requires GOVSVC_SECRET_KEY to be set to a random value")
@@ -122,6 +131,11 @@ _INT_FIELDS = {
     "pii_csv_max_bytes",
     "dsr_export_ttl_hours",
     "scheduler_interval_seconds",
+    "admin_session_idle_minutes",
+    "admin_session_max_hours",
+    "admin_login_max_failures",
+    "admin_lockout_minutes",
+    "admin_login_ip_attempts",
 }
 
 

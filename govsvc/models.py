@@ -1,5 +1,6 @@
 """Every table of the service, imported in one place for Alembic and tests."""
 
+from govsvc.admin.models import AdminLoginAttempt, AdminPreference, AdminSession
 from govsvc.audit.models import AuditCheckpoint, AuditEvent, AuditLeaf, AuditSigningKey, AuditTreeNode
 from govsvc.auth.models import AdminUser, ApiClient
 from govsvc.consent.models import ConsentEvent, ConsentState, ReceiptSigningKey
@@ -17,6 +18,7 @@ from govsvc.dsr.models import (
     DsrRequest,
     DsrWebhook,
 )
+from govsvc.pii.models import MaskingVersion
 from govsvc.policy.models import CasbinRule, PolicyState
 from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.taxonomy.models import TaxonomyVersion
@@ -25,6 +27,9 @@ from govsvc.vault.models import VaultField, VaultFieldHistory
 metadata = Base.metadata
 
 __all__ = [
+    "AdminLoginAttempt",
+    "AdminPreference",
+    "AdminSession",
     "AdminUser",
     "ApiClient",
     "AuditCheckpoint",
@@ -47,6 +52,7 @@ __all__ = [
     "DsrWebhook",
     "IdempotencyRecord",
     "KeyRotation",
+    "MaskingVersion",
     "PolicyState",
     "ReceiptSigningKey",
     "Subject",

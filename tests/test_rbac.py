@@ -39,6 +39,9 @@ def test_every_route_is_public_or_declares_a_permission_some_role_holds(app) -> 
                 "/v1/dsr/downloads/<string:token>",  # the one-time token is the credential
                 "/opendsr/v2/discovery",
                 "/opendsr/v2/processor-certificate.pem",
+                "/admin",  # redirects to /admin/
+                "/admin/login",  # the admin UI's sign-in page
+                "/admin/<path:unknown>",  # its not-found page
             ), rule.rule
             continue
         permission = route_permission(view)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from apiflask import APIBlueprint, Schema
@@ -13,9 +12,9 @@ from apiflask.validators import Length, OneOf, Range, Regexp
 from flask import Response, current_app, stream_with_context
 
 from govsvc.audit import export, proofs, reports, signing
-from govsvc.audit.service import EventFilter, get_event, record, search
+from govsvc.audit.service import EventFilter, get_event, search
 from govsvc.core.access import public, requires
-from govsvc.core.db import get_db, get_session
+from govsvc.core.db import get_db, get_session, records_on_read
 from govsvc.core.pagination import cursor_int, page
 from govsvc.core.schemas import PageQuerySchema, StrictSchema
 
@@ -304,24 +303,13 @@ def rotate_key() -> tuple[dict[str, Any], int]:
     responses={200: {"description": "the bundle", "content": {"application/jsonl": {}, "text/csv": {}}}},
 )
 @requires("audit", "export")
+@records_on_read  # audit.exported
 def export_bundle(query: dict[str, Any]) -> Response:
-    session = get_session()
-    plan = export.plan_export(session, _criteria(query))
-    record(
-        session,
-        "audit.exported",
-        object_ref=f"audit-log:{plan.from_seq}-{plan.to_seq}",
-        details={"format": query["format"], "filters": plan.criteria.as_dict(), "tree_size": plan.tree_size},
-    )
-    database = get_db()
-
-    def generate() -> Iterator[str]:
-        with database.transaction(write=False) as reader:
-            yield from (export.bundle_lines if query["format"] == "jsonl" else export.csv_lines)(reader, plan)
-
-    extension, mimetype = ("jsonl", "application/jsonl") if query["format"] == "jsonl" else ("csv", "text/csv")
-    response = Response(stream_with_context(generate()), mimetype=mimetype)
-    response.headers["Content-Disposition"] = f'attachment; filename="{export.export_filename(plan, extension)}"'
+    export_format = query["format"]
+    plan = export.start_export(get_session(), _criteria(query), export_format)
+    lines = export.export_lines(get_db(), plan, export_format)
+    response = Response(stream_with_context(lines), mimetype=export.EXPORT_FORMATS[export_format])
+    response.headers["Content-Disposition"] = f'attachment; filename="{export.export_filename(plan, export_format)}"'
     response.headers["X-Audit-Tree-Size"] = str(plan.tree_size)
     return response
 
@@ -336,14 +324,7 @@ def export_bundle(query: dict[str, Any]) -> Response:
 )
 @requires("audit", "verify")
 def verify(query: dict[str, Any]) -> dict[str, Any]:
-    report = export.verify_stored_log(get_db(), query["seq_from"], query["seq_to"])
-    record(
-        get_session(),
-        "audit.verified",
-        outcome="success" if report.ok else "failure",
-        object_ref=f"audit-log:{report.from_seq}-{report.to_seq}",
-        reason_code=None if report.ok else "tampering_detected",
-    )
+    report = export.verify_and_record(get_db(), query["seq_from"], query["seq_to"])
     return {
         "ok": report.ok,
         "tree_size": report.tree_size,

@@ -25,7 +25,7 @@ from audit.verify import Finding, Report, verify_bundle
 from govsvc.audit import proofs, signing
 from govsvc.audit.models import AuditEvent, AuditLeaf
 from govsvc.audit.sequencer import fetch_nodes
-from govsvc.audit.service import EventFilter, canonical_event, format_time, iter_leaves
+from govsvc.audit.service import EventFilter, canonical_event, format_time, iter_leaves, record
 from govsvc.core.db import Database, utcnow
 
 CHUNK = 2000
@@ -242,3 +242,43 @@ def verify_stored_log(database: Database, seq_from: int | None, seq_to: int | No
 
 def export_filename(plan: ExportPlan, extension: str) -> str:
     return f"govsvc-audit-{plan.from_seq}-{plan.to_seq}-{format_time(utcnow())[:19].replace(':', '')}.{extension}"
+
+
+EXPORT_FORMATS = {"jsonl": "application/jsonl", "csv": "text/csv"}
+
+
+def start_export(session: Session, criteria: EventFilter, export_format: str) -> ExportPlan:
+    """Plan an export and audit it (``audit.exported``, in the caller's transaction); stream it with
+    ``export_lines``."""
+    plan = plan_export(session, criteria)
+    record(
+        session,
+        "audit.exported",
+        object_ref=f"audit-log:{plan.from_seq}-{plan.to_seq}",
+        details={"format": export_format, "filters": plan.criteria.as_dict(), "tree_size": plan.tree_size},
+    )
+    return plan
+
+
+def export_lines(database: Database, plan: ExportPlan, export_format: str) -> Iterator[str]:
+    """The export's lines, read in a transaction of their own while they are streamed."""
+    with database.transaction(write=False) as reader:
+        yield from (bundle_lines if export_format == "jsonl" else csv_lines)(reader, plan)
+
+
+def verify_and_record(database: Database, seq_from: int | None, seq_to: int | None) -> Report:
+    """Verify the stored log and audit the verification (``audit.verified``, failure when tampering is found).
+
+    The event is written in a short transaction of its own once the verification is done: the caller's may stay
+    a read (no write lock is held, on SQLite, while a long log is verified). Call it outside a write transaction.
+    """
+    report = verify_stored_log(database, seq_from, seq_to)
+    with database.transaction() as session:
+        record(
+            session,
+            "audit.verified",
+            outcome="success" if report.ok else "failure",
+            object_ref=f"audit-log:{report.from_seq}-{report.to_seq}",
+            reason_code=None if report.ok else "tampering_detected",
+        )
+    return report

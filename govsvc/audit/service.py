@@ -345,6 +345,11 @@ def iter_leaves(session: Session, criteria: EventFilter, *, chunk: int = 2000) -
         session.expunge_all()
 
 
+def latest_event(session: Session, action: str) -> AuditEvent | None:
+    """The newest recorded event of an action (sequenced or not yet), e.g. the last ``audit.verified``."""
+    return session.scalar(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id.desc()).limit(1))
+
+
 def get_event(session: Session, seq: int) -> tuple[AuditLeaf, AuditEvent]:
     row = session.execute(
         select(AuditLeaf, AuditEvent).join(AuditEvent, AuditEvent.id == AuditLeaf.event_pk).where(AuditLeaf.seq == seq)

@@ -9,7 +9,6 @@ from apiflask.fields import AwareDateTime, List, Nested, String
 from apiflask.validators import Length
 from flask import url_for
 
-from govsvc.audit.service import record
 from govsvc.auth import service
 from govsvc.auth.models import ApiClient
 from govsvc.core.access import current_principal, get_policy_engine, requires
@@ -114,12 +113,7 @@ def create_client(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, 
         known_roles=get_policy_engine().roles,
         created_by=current_principal().principal_id,
     )
-    record(
-        get_session(),
-        "credential.created",
-        object_ref=f"client:{issued.client.client_id}",
-        details={"role": issued.client.role, "key_prefix": issued.client.key_prefix},
-    )
+    service.record_client_created(get_session(), issued.client)
     document = client_document(issued.client) | {"api_key": issued.api_key}
     return document, 201, {"Location": url_for("auth.get_client", client_id=issued.client.client_id)}
 
@@ -154,5 +148,5 @@ def get_client(client_id: str) -> dict[str, Any]:
 @requires("clients", "revoke")
 def revoke_client(client_id: str) -> dict[str, Any]:
     client = service.revoke_client(get_session(), client_id)
-    record(get_session(), "credential.revoked", object_ref=f"client:{client.client_id}")
+    service.record_client_revoked(get_session(), client)
     return client_document(client)

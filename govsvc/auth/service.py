@@ -19,6 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from govsvc.audit.service import AuditContext, record
 from govsvc.auth.models import AdminUser, ApiClient
 from govsvc.core.db import utcnow
 from govsvc.core.errors import AuthenticationFailed, ConflictError, NotFoundError, ValidationFailed
@@ -213,6 +214,22 @@ def revoke_client(session: Session, client_id: str) -> ApiClient:
     client.revoked_at = utcnow()
     session.flush()
     return client
+
+
+def record_client_created(session: Session, client: ApiClient, *, context: AuditContext | None = None) -> None:
+    """Audit a new client (``credential.created``): its role and key prefix, never the key."""
+    record(
+        session,
+        "credential.created",
+        object_ref=f"client:{client.client_id}",
+        details={"role": client.role, "key_prefix": client.key_prefix},
+        context=context,
+    )
+
+
+def record_client_revoked(session: Session, client: ApiClient, *, context: AuditContext | None = None) -> None:
+    """Audit a revocation (``credential.revoked``)."""
+    record(session, "credential.revoked", object_ref=f"client:{client.client_id}", context=context)
 
 
 def validate_password(password: str) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.service import record
@@ -342,3 +343,87 @@ def gpc_opt_out_act(taxonomy: Taxonomy, channel: str, exclude: Iterable[str] = (
     return ConsentAct(
         event_type="refused", items=items, channel=channel, actor="subject", consent_type="opt_out_signal", source="gpc"
     )
+
+
+@dataclass(frozen=True)
+class HourlyCount:
+    """How many events of one type were recorded for one purpose in one UTC hour."""
+
+    purpose: str
+    event_type: str
+    hour: datetime  # UTC, truncated to the hour
+    count: int
+
+
+def hourly_counts(
+    session: Session, since: datetime, event_types: Sequence[str] = ("given", "withdrawn")
+) -> list[HourlyCount]:
+    """Events per purpose, type and UTC hour since ``since`` (the consent trend of the dashboard; hours so that a
+    reader can group them into days of any time zone)."""
+    column = ConsentEvent.recorded_at
+    if session.get_bind().dialect.name == "sqlite":
+        bucket = func.strftime("%Y-%m-%d %H:00:00", column)
+    else:
+        bucket = func.to_char(func.timezone("UTC", column), "YYYY-MM-DD HH24:00:00")
+    rows = session.execute(
+        select(ConsentEvent.purpose_key, ConsentEvent.event_type, bucket.label("hour"), func.count())
+        .where(column >= since, ConsentEvent.event_type.in_(list(event_types)))
+        .group_by(ConsentEvent.purpose_key, ConsentEvent.event_type, bucket)
+    ).all()
+    return [
+        HourlyCount(purpose, event_type, datetime.fromisoformat(str(hour)).replace(tzinfo=UTC), int(count))
+        for purpose, event_type, hour, count in rows
+    ]
+
+
+@dataclass(frozen=True)
+class NoticeUse:
+    """A privacy notice (id, version, language, SHA-256) as the ledger saw it shown."""
+
+    notice_id: str
+    version: str
+    language: str
+    sha256: str
+    events: int
+    first_recorded: datetime
+    last_recorded: datetime
+
+
+def notices_in_use(session: Session) -> list[NoticeUse]:
+    """Every notice consents were given under, with how often and when it was first and last shown."""
+    rows = session.execute(
+        select(
+            ConsentEvent.notice_id,
+            ConsentEvent.notice_version,
+            ConsentEvent.language,
+            ConsentEvent.notice_sha256,
+            func.count(),
+            func.min(ConsentEvent.recorded_at),
+            func.max(ConsentEvent.recorded_at),
+        )
+        .where(ConsentEvent.notice_id.is_not(None))
+        .group_by(
+            ConsentEvent.notice_id, ConsentEvent.notice_version, ConsentEvent.language, ConsentEvent.notice_sha256
+        )
+        .order_by(ConsentEvent.notice_id, ConsentEvent.notice_version, ConsentEvent.language)
+    ).all()
+    as_utc = ConsentEvent.__table__.c.recorded_at.type.process_result_value
+    return [
+        NoticeUse(
+            str(notice_id),
+            str(version or ""),
+            str(language or ""),
+            str(sha256 or ""),
+            int(count),
+            _aware(as_utc, first),
+            _aware(as_utc, last),
+        )
+        for notice_id, version, language, sha256, count, first, last in rows
+    ]
+
+
+def _aware(convert: Any, value: Any) -> datetime:
+    """An aggregate's datetime as UTC-aware (SQLite returns min/max of a column as text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return convert(value, None)

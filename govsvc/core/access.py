@@ -7,7 +7,7 @@ Declare a route's permission with ``@requires("resource", "action")``. A route t
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 
@@ -22,7 +22,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 _PERMISSION_ATTR = "_govsvc_permission"
 _PUBLIC_ATTR = "_govsvc_public"
 _CONFIRMS_ATTR = "_govsvc_confirms_credential"
-PUBLIC_ENDPOINTS = frozenset({"openapi.spec", "static"})  # the API description and static files are public
+_BROWSER_ATTR = "_govsvc_browser_session"
+# the API description and static files (the service's and the admin UI's) are public
+PUBLIC_ENDPOINTS = frozenset({"openapi.spec", "static", "admin.static"})
+BROWSER_AUTHENTICATOR = "govsvc.browser_authenticator"  # app.extensions key of the admin UI's BrowserAuthenticator
+
+
+class BrowserAuthenticator(Protocol):
+    """How views marked ``browser_session`` are authenticated and refused (the admin UI provides it)."""
+
+    def authenticate(self) -> Principal | Response:
+        """The signed-in principal, or the response to send instead (sign-in redirect, CSRF refusal)."""
+        ...
+
+    def refuse(self, principal: Principal, permission: tuple[str, str] | None) -> Response:
+        """The 403 page for a principal whose role lacks ``permission`` (None: the view declares none)."""
+        ...
 
 
 def requires(resource: str, action: str) -> Callable[[F], F]:
@@ -50,6 +65,13 @@ def confirms_credential(view: F) -> F:
     been brought up to date, and refuse the request as the guard would otherwise have done.
     """
     setattr(view, _CONFIRMS_ATTR, True)
+    return view
+
+
+def browser_session(view: F) -> F:
+    """Mark a view as authenticated by the admin UI's signed-in session (cookie and CSRF token), not by an API
+    key. Its ``@requires`` permission is checked against the same policy as every API route."""
+    setattr(view, _BROWSER_ATTR, True)
     return view
 
 
@@ -166,6 +188,8 @@ def init_access_control(app: Flask) -> None:
         view = app.view_functions.get(request.endpoint or "")
         if request.endpoint in PUBLIC_ENDPOINTS or is_public(view):
             return None
+        if _find_attr(view, _BROWSER_ATTR):
+            return _guard_browser(app, view)
         if "Authorization" not in request.headers:
             return problem_response(
                 "unauthenticated",
@@ -195,3 +219,26 @@ def init_access_control(app: Flask) -> None:
         if not engine.is_allowed(principal.role, *permission):
             return refuse_permission(principal, *permission)
         return None
+
+
+def _guard_browser(app: Flask, view: Any) -> Response | None:
+    """The guard of a ``browser_session`` view: the signed-in session instead of a key, the same policy check."""
+    authenticator: BrowserAuthenticator | None = app.extensions.get(BROWSER_AUTHENTICATOR)
+    if authenticator is None:
+        return problem_response("forbidden", "Browser sessions are not enabled in this application.")
+    outcome = authenticator.authenticate()
+    if isinstance(outcome, Response):
+        return outcome
+    g.principal = outcome
+    set_context(_audit_context(outcome))
+    permission = route_permission(view)
+    if permission is None:
+        _record_refusal("access.denied", "denied", "no_route_policy", object_ref=f"route:{request.endpoint}")
+        return authenticator.refuse(outcome, None)
+    engine = get_policy_engine()
+    engine.ensure_current(get_session())
+    if not engine.is_allowed(outcome.role, *permission):
+        resource, action = permission
+        _record_refusal("access.denied", "denied", "no_role", object_ref=f"{resource}:{action}")
+        return authenticator.refuse(outcome, permission)
+    return None

@@ -145,15 +145,30 @@ def autocommit(view: F) -> F:
     return view
 
 
-def _wants_autocommit() -> bool:
+_RECORDS_ATTR = "_govsvc_records_on_read"
+
+
+def records_on_read(view: F) -> F:
+    """Mark a GET view that writes (audit events of the reads it makes): on SQLite its transaction takes the write
+    lock at its first statement, as a POST's does, instead of upgrading a read snapshot at commit, which fails
+    when another writer (the audit sequencer) has committed in between."""
+    setattr(view, _RECORDS_ATTR, True)
+    return view
+
+
+def _view_marked(attr: str) -> bool:
     from flask import current_app, request
 
     view = current_app.view_functions.get(request.endpoint or "")
     while view is not None:
-        if getattr(view, _AUTOCOMMIT_ATTR, False):
+        if getattr(view, attr, False):
             return True
         view = getattr(view, "__wrapped__", None)
     return False
+
+
+def _wants_autocommit() -> bool:
+    return _view_marked(_AUTOCOMMIT_ATTR)
 
 
 def get_session() -> Session:
@@ -165,7 +180,8 @@ def get_session() -> Session:
         from flask import request
 
         database = get_db()
-        session = database.new_session(write=request.method not in ("GET", "HEAD", "OPTIONS"))
+        write = request.method not in ("GET", "HEAD", "OPTIONS") or _view_marked(_RECORDS_ATTR)
+        session = database.new_session(write=write)
         if not database.is_sqlite and _wants_autocommit():
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             session.info[AUTOCOMMIT_SESSION] = True

@@ -39,7 +39,11 @@ _PHONE_PREFIX_RE = re.compile(r"^(?:(?:\+|00)86[- ]?(?=1\d{2}[- ]?\d{4}[- ]?\d{4
 
 
 class MaskingConfigError(ValueError):
-    """``policies/masking.yaml`` is invalid; the message names every offending key."""
+    """``policies/masking.yaml`` is invalid; the message names every offending key (``problems`` lists them)."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 class TokenError(ValueError):
@@ -115,18 +119,19 @@ def load_rules(policy_dir: Path) -> MaskingRules:
     return parse_rules(document, categories, source=str(path))
 
 
-def parse_rules(document: Any, categories: set[str], *, source: str = MASKING_FILE) -> MaskingRules:
-    """Validate a masking document against the taxonomy's categories."""
+def parse_rules(document: Any, categories: set[str] | None, *, source: str = MASKING_FILE) -> MaskingRules:
+    """Validate a masking document against the taxonomy's categories (None: a stored document, validated against
+    the taxonomy when it was saved)."""
     errors: list[str] = []
     if not isinstance(document, dict):
-        raise MaskingConfigError(f"{source}: the document must be a mapping")
+        raise MaskingConfigError(f"{source}: the document must be a mapping", ["the document must be a mapping"])
     unknown = set(document) - {"version", "entities", "windows", "profiles", "roles"}
     errors += [f"unknown key {key!r}" for key in sorted(unknown)]
     if document.get("version") != 1:
         errors.append("version: must be 1")
 
     def known_category(where: str, key: Any) -> bool:
-        if key == "default" or key in categories:
+        if key == "default" or categories is None or key in categories:
             return True
         errors.append(f"{where}: {key!r} is not a data category of the taxonomy")
         return False
@@ -180,7 +185,7 @@ def parse_rules(document: Any, categories: set[str], *, source: str = MASKING_FI
     if "default" not in roles:
         errors.append("roles.default: required")
     if errors:
-        raise MaskingConfigError(f"{source} is invalid: " + "; ".join(errors))
+        raise MaskingConfigError(f"{source} is invalid: " + "; ".join(errors), errors)
     return MaskingRules(entities, windows, profiles, roles)
 
 

@@ -2,22 +2,45 @@
 
 Every call is audited by the API layer with counts only (texts, characters, languages, entities per type), never
 the text or the values.
+
+The masking rules are policy as code (``policies/masking.yaml``), stored in the database as numbered versions
+(``govsvc seed``; the policy editor of the admin UI adds versions). A change bumps the RBAC policy version, which
+every instance checks on each authenticated request, so every instance applies the new rules to its next request.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
+import yaml
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.service import record
-from govsvc.core.errors import ValidationFailed
+from govsvc.core.db import utcnow
+from govsvc.core.errors import ConflictError, ValidationFailed
 from govsvc.pii.engines import DEFAULT_ENTITIES, LANGUAGES, Finding, PiiEngines, detect_language, fold_width
-from govsvc.pii.masking import Masker, MaskingRules, PiiKeys, TokenError, count_by_type, load_rules
+from govsvc.pii.masking import (
+    MASKING_FILE,
+    Masker,
+    MaskingConfigError,
+    MaskingRules,
+    PiiKeys,
+    TokenError,
+    count_by_type,
+    load_rules,
+    parse_rules,
+)
+from govsvc.pii.models import MaskingVersion
+
+logger = logging.getLogger("govsvc.pii")
+MAX_MASKING_DOCUMENT_CHARS = 100_000
 
 DEFAULT_SCORE_THRESHOLD = 0.4
 
@@ -47,6 +70,37 @@ class TextAnalysis:
 
     language: str
     findings: list[Finding]
+
+
+@dataclass(frozen=True)
+class Highlight:
+    """A piece of a text: plain (``entity_type`` None) or one finding, with its data category and score."""
+
+    text: str
+    entity_type: str | None = None
+    category: str | None = None
+    score: float | None = None
+
+
+def highlights(text: str, analysis: TextAnalysis, rules: MaskingRules) -> list[Highlight]:
+    """The text cut into plain pieces and findings, in order (what a reviewer sees highlighted)."""
+    pieces: list[Highlight] = []
+    cursor = 0
+    for finding in sorted(analysis.findings, key=lambda f: f.start):
+        if finding.start > cursor:
+            pieces.append(Highlight(text[cursor : finding.start]))
+        pieces.append(
+            Highlight(
+                text[finding.start : finding.end],
+                finding.entity_type,
+                rules.category(finding.entity_type),
+                round(finding.score, 2),
+            )
+        )
+        cursor = finding.end
+    if cursor < len(text):
+        pieces.append(Highlight(text[cursor:]))
+    return pieces
 
 
 @dataclass
@@ -79,12 +133,35 @@ class PiiService:
 
     def __init__(self, engines: PiiEngines, rules: MaskingRules, keys: PiiKeys) -> None:
         self.engines = engines
-        self.rules = rules
         self.masker = Masker(rules, keys)
+        self.rules_version = 0  # 0: the rules of policies/masking.yaml, read at start-up
+
+    @property
+    def rules(self) -> MaskingRules:
+        """The masking rules in force (one attribute, swapped whole when a stored version replaces them)."""
+        return self.masker.rules
 
     @classmethod
     def build(cls, engines: PiiEngines, policy_dir: Path, secret_key: str) -> PiiService:
         return cls(engines, load_rules(policy_dir), PiiKeys(secret_key))
+
+    def use_stored_rules(self, session: Session) -> int:
+        """Apply the newest stored masking version if it is not the one in force; returns the version in force.
+
+        Called when the RBAC policy version changes (a masking change bumps it). A stored version that no longer
+        parses keeps the rules in force, and says so in the log.
+        """
+        latest = latest_masking(session)
+        if latest is None or latest[0] == self.rules_version:
+            return self.rules_version
+        version, text = latest
+        try:
+            rules = parse_rules(yaml.safe_load(text), None, source=f"masking version {version}")
+        except (MaskingConfigError, yaml.YAMLError) as error:
+            logger.error("stored masking rules not applied: %s", error)
+            return self.rules_version
+        self.masker.rules, self.rules_version = rules, version
+        return version
 
     def supported_entities(self, language: str | None = None) -> list[str]:
         languages = [language] if language else list(LANGUAGES)
@@ -197,3 +274,122 @@ def audit_unmasked(
         reason_code="pii_deanonymize",
         details={"entities": counts, **details},
     )
+
+
+# -- stored masking rules (policy as code, versioned) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskingChange:
+    version: int
+    policy_version: int
+
+
+def masking_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def latest_masking(session: Session) -> tuple[int, str] | None:
+    """The newest stored masking version and its YAML text, or None before the first seed."""
+    row = session.execute(
+        select(MaskingVersion.version, MaskingVersion.document).order_by(MaskingVersion.version.desc()).limit(1)
+    ).first()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def validate_masking(text: str, categories: set[str]) -> MaskingRules:
+    """Parse and validate a masking document (YAML) against the taxonomy's categories; ValidationFailed lists
+    every problem."""
+    if len(text) > MAX_MASKING_DOCUMENT_CHARS:
+        raise ValidationFailed(
+            "The masking rules are too long.",
+            errors=[{"field": "document", "message": f"at most {MAX_MASKING_DOCUMENT_CHARS} characters"}],
+        )
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValidationFailed(
+            "The masking rules are not valid YAML.", errors=[{"field": "document", "message": str(error)}]
+        ) from None
+    try:
+        return parse_rules(document, categories, source=MASKING_FILE)
+    except MaskingConfigError as error:
+        problems = error.problems or [str(error)]
+        raise ValidationFailed(
+            "The masking rules are invalid.", errors=[{"field": "document", "message": p} for p in problems]
+        ) from None
+
+
+def store_masking(session: Session, text: str, categories: set[str], *, actor: str, comment: str | None) -> int:
+    """Validate and store a new masking version (the caller audits it); returns its number."""
+    validate_masking(text, categories)
+    version = int(session.scalar(select(func.max(MaskingVersion.version))) or 0) + 1
+    session.add(
+        MaskingVersion(
+            version=version,
+            document=text,
+            digest=masking_digest(text),
+            created_at=utcnow(),
+            created_by=actor,
+            comment=comment,
+        )
+    )
+    session.flush()
+    return version
+
+
+def change_masking(
+    session: Session,
+    text: str,
+    categories: set[str],
+    *,
+    base_digest: str,
+    actor: str,
+    comment: str | None = None,
+) -> MaskingChange:
+    """Replace the masking rules from an editor that showed ``base_digest``: validated, stored as a new version,
+    every instance told (policy version bump), audited as ``config.changed``. ConflictError when the rules changed
+    since the editor read them; ValidationFailed when nothing changes."""
+    from govsvc.policy.service import bump_version  # the policy version every instance watches
+
+    latest = latest_masking(session)
+    current = latest[1] if latest else ""
+    if masking_digest(current) != base_digest:
+        raise ConflictError("The masking rules were changed by someone else since you opened them; review again.")
+    if text == current:
+        raise ValidationFailed(
+            "Nothing to save: the masking rules are unchanged.",
+            errors=[{"field": "document", "message": "unchanged"}],
+        )
+    version = store_masking(session, text, categories, actor=actor, comment=comment)
+    policy_version = bump_version(session, actor=actor)
+    record(
+        session,
+        "config.changed",
+        object_ref="policy:masking",
+        reason_code="masking_change",
+        details={"version": version, "policy_version": policy_version},
+    )
+    return MaskingChange(version, policy_version)
+
+
+def seed_masking(session: Session, policy_dir: Path, *, replace: bool, actor: str) -> int | None:
+    """Store ``policies/masking.yaml`` as a new version when none is stored (or when ``replace`` and it differs)."""
+    text = (policy_dir / MASKING_FILE).read_text(encoding="utf-8")
+    latest = latest_masking(session)
+    if latest is not None and (not replace or latest[1] == text):
+        return None
+    load_rules(policy_dir)  # validated against the taxonomy files, as at start-up
+    version = int(session.scalar(select(func.max(MaskingVersion.version))) or 0) + 1
+    session.add(
+        MaskingVersion(
+            version=version,
+            document=text,
+            digest=masking_digest(text),
+            created_at=utcnow(),
+            created_by=actor,
+            comment="seeded from policies/masking.yaml",
+        )
+    )
+    session.flush()
+    return version

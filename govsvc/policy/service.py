@@ -12,7 +12,7 @@ import csv
 import hashlib
 import io
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from govsvc.audit.service import AuditContext, record
 from govsvc.core.db import utcnow
-from govsvc.core.errors import ValidationFailed
+from govsvc.core.errors import ConflictError, ValidationFailed
 from govsvc.policy.models import CasbinRule, PolicyState
 
 MODEL_FILE = "model.conf"
@@ -207,6 +207,11 @@ class PolicyEngine:
         self._roles: frozenset[str] = frozenset()
         self._data_index: dict[tuple[str, str], frozenset[str]] = {}
         self._implicit_roles: dict[str, frozenset[str]] = {}
+        self._reload_listeners: list[Callable[[Session], object]] = []
+
+    def add_reload_listener(self, listener: Callable[[Session], object]) -> None:
+        """Call ``listener(session)`` after each (re)load: policy that rides on the policy version (masking rules)."""
+        self._reload_listeners.append(listener)
 
     @property
     def loaded(self) -> bool:
@@ -248,6 +253,8 @@ class PolicyEngine:
             self._enforcer, self._version, self._cache, self._roles = enforcer, version, {}, frozenset(roles)
             self._data_index = {key: frozenset(value) for key, value in data_index.items()}
             self._implicit_roles = implicit
+        for listener in self._reload_listeners:
+            listener(session)
 
     def data_allowed(self, roles: Iterable[str], category: str, action: str) -> bool:
         """May any of ``roles`` (with the roles they inherit) do ``action`` on data of ``category``?
@@ -280,3 +287,79 @@ class PolicyEngine:
             answer = bool(self._enforcer.enforce(role, resource, action))
             self._cache[key] = answer
         return answer
+
+
+# -- editing the stored policy (the admin UI's policy editor) ------------------------------------------------------
+
+# A policy that no role could edit any more, or that nobody could sign in to the admin UI with, is refused.
+EDITOR_GRANTS = (("policy", "write"), ("admin_ui", "use"))
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """What replacing the stored policy with a proposed text does (``version`` is set once saved)."""
+
+    added: list[PolicyLine]
+    removed: list[PolicyLine]
+    base_digest: str
+    version: int | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+def policy_text(lines: Iterable[PolicyLine]) -> str:
+    """The CSV form of policy lines (what ``policies/policy.csv`` holds, without its comments)."""
+    return "".join(", ".join(line.as_row()) + "\n" for line in lines)
+
+
+def _check_editable(model_text: str, lines: Sequence[PolicyLine]) -> None:
+    enforcer = casbin.Enforcer(_model(model_text))
+    for line in lines:
+        if line.ptype == "p":
+            enforcer.add_named_policy("p", list(line.values))
+        else:
+            enforcer.add_named_grouping_policy("g", list(line.values))
+    if not any(all(enforcer.enforce(role, *grant) for grant in EDITOR_GRANTS) for role in roles_of(lines)):
+        raise ValidationFailed(
+            "No role would keep both 'policy, write' and 'admin_ui, use': nobody could change the policy again.",
+            errors=[{"field": "policy", "message": "keep p, <role>, policy, write and p, <role>, admin_ui, use"}],
+        )
+
+
+def preview_policy(session: Session, model_text: str, text: str) -> PolicyChange:
+    """Validate a proposed policy text and say what it adds and removes; nothing is stored."""
+    lines = parse_policy_csv(text, source="policy")
+    _check_editable(model_text, lines)
+    stored = current_lines(session)
+    stored_set, proposed_set = set(stored), set(lines)
+    return PolicyChange(
+        added=[line for line in lines if line not in stored_set],
+        removed=[line for line in stored if line not in proposed_set],
+        base_digest=policy_digest(stored),
+    )
+
+
+def replace_policy(session: Session, model_text: str, text: str, *, base_digest: str, actor: str) -> PolicyChange:
+    """Replace the stored policy with a proposed text previewed against ``base_digest``: validated, written through
+    the casbin adapter, the version bumped (every instance reloads before its next request), audited.
+    ConflictError when the policy changed since the preview; ValidationFailed when nothing changes."""
+    change = preview_policy(session, model_text, text)
+    if change.base_digest != base_digest:
+        raise ConflictError("The policy was changed by someone else since your preview; review the new diff.")
+    if not change.changed:
+        raise ValidationFailed(
+            "Nothing to save: the policy is unchanged.", errors=[{"field": "policy", "message": "unchanged"}]
+        )
+    lines = parse_policy_csv(text, source="policy")
+    version = write_policy(session.connection(), model_text, lines, actor=actor)
+    session.expire_all()
+    record(
+        session,
+        "config.changed",
+        object_ref="policy:rbac",
+        reason_code="policy_edit",
+        details={"version": version, "lines_added": len(change.added), "lines_removed": len(change.removed)},
+    )
+    return PolicyChange(change.added, change.removed, change.base_digest, version)

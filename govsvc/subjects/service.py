@@ -220,6 +220,30 @@ def resolve(session: Session, keys: FieldKeys, reference: Mapping[str, Any]) -> 
     return subject
 
 
+def find_by_any_identifier(
+    session: Session, keys: FieldKeys, value: str, *, kind: str | None = None, system: str = ""
+) -> list[tuple[Subject, str]]:
+    """Subjects recognised by ``value``: a subject id, or an identifier of ``kind`` (every kind the value can be
+    when None) in ``system``. Returns (subject, what matched) pairs; ValidationFailed when ``kind`` is given and the
+    value cannot be one."""
+    value = value.strip()
+    if _SUBJECT_ID_RE.match(value):
+        subject = session.scalar(select(Subject).where(Subject.subject_id == value))
+        return [(subject, "subject_id")] if subject is not None else []
+    found: dict[int, tuple[Subject, str]] = {}
+    for candidate in [kind] if kind else sorted(IDENTIFIER_KINDS):
+        try:
+            _normalised, blind_index = _index(keys, IdentifierInput(candidate, value, system))
+        except ValidationFailed:
+            if kind:
+                raise
+            continue  # the value cannot be an identifier of this kind
+        subject = _find_by_identifier(session, candidate, system, blind_index)
+        if subject is not None and subject.pk not in found:
+            found[subject.pk] = (subject, candidate)
+    return list(found.values())
+
+
 def identifier_kinds(session: Session, subject: Subject) -> list[dict[str, str]]:
     rows = session.execute(
         select(SubjectIdentifier.kind, SubjectIdentifier.system)

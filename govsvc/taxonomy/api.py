@@ -10,7 +10,6 @@ from apiflask.fields import Dict, Integer, List, String
 from apiflask.validators import Length
 from flask import current_app
 
-from govsvc.audit.service import record
 from govsvc.core.access import current_principal, requires
 from govsvc.core.db import get_session
 from govsvc.core.errors import NotFoundError
@@ -62,10 +61,8 @@ def _current_document() -> tuple[int, dict[str, Any]]:
 
 
 def _store(document: dict[str, Any], object_ref: str, comment: str | None) -> dict[str, int]:
-    session = get_session()
-    version = service.store_version(session, document, actor=current_principal().principal_id, comment=comment)
-    record(
-        session, "config.changed", object_ref=object_ref, reason_code="taxonomy_change", details={"version": version}
+    version = service.change_taxonomy(
+        get_session(), document, object_ref=object_ref, actor=current_principal().principal_id, comment=comment
     )
     return {"version": version}
 
@@ -120,11 +117,14 @@ def replace_taxonomy(body: dict[str, Any]) -> dict[str, int]:
 )
 @requires("taxonomy", "write")
 def put_purpose(key: str, body: dict[str, Any]) -> dict[str, int]:
-    _version, document = _current_document()
-    purpose = {**body["purpose"], "key": key}
-    purposes = [p for p in document["purposes"] if p.get("key") != key]
-    document["purposes"] = [*purposes, purpose]
-    return _store(document, f"taxonomy:purpose:{key}", body["comment"])
+    version = service.change_purpose(
+        get_session(),
+        taxonomy_cache().current(get_session()),
+        {**body["purpose"], "key": key},
+        actor=current_principal().principal_id,
+        comment=body["comment"],
+    )
+    return {"version": version}
 
 
 @bp.get("/purposes/<string:key>")

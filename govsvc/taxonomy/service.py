@@ -8,6 +8,7 @@ it when a newer version appears in the database.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -22,6 +23,7 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from govsvc.audit.service import record
 from govsvc.core.db import utcnow
 from govsvc.core.errors import ValidationFailed
 from govsvc.taxonomy.models import TaxonomyVersion
@@ -420,6 +422,43 @@ def store_version(session: Session, document: Mapping[str, Any], *, actor: str, 
     )
     session.flush()
     return version
+
+
+def change_taxonomy(
+    session: Session, document: Mapping[str, Any], *, object_ref: str, actor: str, comment: str | None = None
+) -> int:
+    """Store a changed taxonomy as a new version and audit it (``config.changed``); returns the version."""
+    version = store_version(session, document, actor=actor, comment=comment)
+    record(
+        session, "config.changed", object_ref=object_ref, reason_code="taxonomy_change", details={"version": version}
+    )
+    return version
+
+
+def with_purpose(document: Mapping[str, Any], purpose: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the taxonomy document with ``purpose`` added or replacing the purpose of the same key."""
+    changed = copy.deepcopy(dict(document))
+    others = [p for p in changed.get("purposes", []) if not isinstance(p, dict) or p.get("key") != purpose.get("key")]
+    changed["purposes"] = [*others, dict(purpose)]
+    return changed
+
+
+def change_purpose(
+    session: Session, current: Taxonomy, purpose: Mapping[str, Any], *, actor: str, comment: str | None = None
+) -> int:
+    """Create or change one purpose: validated with the whole taxonomy, stored as a new version, audited."""
+    return change_taxonomy(
+        session,
+        with_purpose(current.document, purpose),
+        object_ref=f"taxonomy:purpose:{purpose.get('key')}",
+        actor=actor,
+        comment=comment,
+    )
+
+
+def history(session: Session, limit: int = 20) -> list[TaxonomyVersion]:
+    """The newest stored versions, newest first (who changed the taxonomy, when, and why)."""
+    return list(session.scalars(select(TaxonomyVersion).order_by(TaxonomyVersion.version.desc()).limit(limit)))
 
 
 def latest_versions(session: Session, limit: int = 1) -> list[tuple[int, dict[str, Any]]]:

@@ -11,7 +11,7 @@ from flask import current_app
 
 from govsvc.audit.service import record
 from govsvc.core.access import current_principal, requires
-from govsvc.core.db import get_session
+from govsvc.core.db import get_session, records_on_read
 from govsvc.core.pii_guard import check_justification
 from govsvc.core.schemas import StrictSchema
 from govsvc.subjects import service as subjects
@@ -165,6 +165,7 @@ def patch_profile(subject_id: str, body: dict[str, Any]) -> dict[str, Any]:
     responses=[200, *ERRORS],
 )
 @requires("vault", "read")
+@records_on_read
 def get_profile(subject_id: str, query: dict[str, Any]) -> dict[str, Any]:
     session = get_session()
     subject = subjects.get_subject(session, subject_id)
@@ -194,6 +195,7 @@ def get_profile(subject_id: str, query: dict[str, Any]) -> dict[str, Any]:
     responses=[200, *ERRORS],
 )
 @requires("vault", "history")
+@records_on_read
 def get_history(subject_id: str, query: dict[str, Any]) -> dict[str, Any]:
     session = get_session()
     subject = subjects.get_subject(session, subject_id)

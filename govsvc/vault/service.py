@@ -8,7 +8,7 @@ the previous value, sealed, for rectification history. Erasure destroys the subj
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,6 +57,7 @@ class FieldView:
     level: str
     version: int
     updated_at: datetime
+    concealed: bool = False  # L3 plaintext the caller may see, presented masked until revealed with a reason
 
 
 def field_decisions(
@@ -261,11 +262,20 @@ class Vault:
         role: str,
         principal_id: str,
         justification: str | None,
+        fields: Collection[str] | None = None,
+        conceal_plaintext: str | None = None,
     ) -> dict[str, FieldView]:
-        """Every field as ``role`` may see it for ``purpose``; L3 plaintext needs a justification and is audited."""
-        rows = list(
-            session.scalars(select(VaultField).where(VaultField.subject_pk == subject.pk).order_by(VaultField.field))
-        )
+        """Every field (or the ``fields`` named) as ``role`` may see it for ``purpose``; L3 plaintext needs a
+        justification and is audited.
+
+        ``conceal_plaintext`` (a ``mask:<profile>`` treatment) presents the L3 fields the decisions would show in
+        plaintext under that treatment instead, marked ``concealed``: a first view that needs no justification
+        and unmasks nothing (the admin UI's, whose "reveal" then reads one field with a justification).
+        """
+        query = select(VaultField).where(VaultField.subject_pk == subject.pk).order_by(VaultField.field)
+        if fields is not None:
+            query = query.where(VaultField.field.in_(list(fields)))
+        rows = list(session.scalars(query))
         # A decision and its obligation depend on the field's category only: one decision per category.
         asked = {row.category: row.field for row in reversed(rows)}  # category -> the first of its fields
         by_field = field_decisions(
@@ -279,6 +289,10 @@ class Vault:
         )
         decisions = {row.field: by_field[asked[row.category]] for row in rows}
         treatments = {row.field: treatment_of(decisions[row.field], asked[row.category]) for row in rows}
+        concealed = set()
+        if conceal_plaintext is not None:
+            concealed = {row.field for row in rows if row.level == "L3" and treatments[row.field] == "show"}
+            treatments |= dict.fromkeys(concealed, conceal_plaintext)
         shown_l3 = [row for row in rows if row.level == "L3" and treatments[row.field] == "show"]
         justification = check_justification(justification, required=bool(shown_l3))
         views = {}
@@ -294,6 +308,7 @@ class Vault:
                 level=row.level,
                 version=row.version,
                 updated_at=row.updated_at,
+                concealed=row.field in concealed,
             )
         if shown_l3:
             audit_plaintext(

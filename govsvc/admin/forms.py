@@ -1,0 +1,209 @@
+"""Turning submitted forms into the domains' inputs, with the errors a person can act on.
+
+Each parser returns what the domain service takes, or raises ValidationFailed naming the form's fields; the
+services then validate the substance (the taxonomy, the consent rules...) and their errors are shown the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+from flask_babel import gettext
+
+from govsvc.audit.service import OUTCOMES, EventFilter
+from govsvc.consent.service import ConsentAct, ConsentItem
+from govsvc.core.errors import ServiceError, ValidationFailed
+from govsvc.taxonomy.service import LAWFUL_BASES, REGIMES
+
+_ACTION_FILTER = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+CONSENT_EVENTS = ("given", "withdrawn", "refused", "renewed")
+
+
+@dataclass
+class FormErrors:
+    """What went wrong with a submitted form: a summary, and messages per field."""
+
+    detail: str = ""
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.detail or self.fields)
+
+    @classmethod
+    def of(cls, error: ServiceError) -> FormErrors:
+        fields: dict[str, list[str]] = {}
+        for entry in error.errors or []:
+            fields.setdefault(str(entry.get("field") or ""), []).append(str(entry.get("message", "")))
+        return cls(error.detail, fields)
+
+
+def _fail(errors: list[dict[str, str]]) -> None:
+    if errors:
+        raise ValidationFailed(gettext("Some fields need your attention."), errors=errors)
+
+
+def text(form: Mapping[str, str], name: str, *, max_length: int = 200) -> str:
+    return str(form.get(name, "")).strip()[:max_length]
+
+
+def _required(form: Mapping[str, str], name: str, errors: list[dict[str, str]], *, max_length: int = 200) -> str:
+    value = text(form, name, max_length=max_length + 1)
+    if not value:
+        errors.append({"field": name, "message": gettext("This field is required.")})
+    elif len(value) > max_length:
+        errors.append({"field": name, "message": gettext("At most %(n)d characters.", n=max_length)})
+    return value
+
+
+def local_datetime(value: str, zone: ZoneInfo) -> datetime | None:
+    """A ``datetime-local`` input (the user's zone) as a UTC-aware datetime; None when empty."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).astimezone(ZoneInfo("UTC"))
+
+
+def audit_filter(args: Mapping[str, str], zone: ZoneInfo) -> EventFilter:
+    """The audit search's filters; times are read in the user's time zone."""
+    errors: list[dict[str, str]] = []
+    criteria = EventFilter()
+    for name in ("time_from", "time_to"):
+        try:
+            setattr(criteria, name, local_datetime(text(args, name, max_length=40), zone))
+        except ValueError:
+            errors.append({"field": name, "message": gettext("A date and time, e.g. 2026-12-01T09:30.")})
+    for name in ("actor", "subject"):
+        setattr(criteria, name, text(args, name) or None)
+    action = text(args, "action", max_length=80)
+    if action and not _ACTION_FILTER.match(action):
+        errors.append({"field": "action", "message": gettext("A dotted action, or a prefix such as consent.*")})
+    criteria.action = action or None
+    outcome = text(args, "outcome", max_length=16)
+    if outcome and outcome not in OUTCOMES:
+        errors.append({"field": "outcome", "message": gettext("Unknown outcome.")})
+    criteria.outcome = outcome or None
+    for name in ("seq_from", "seq_to"):
+        raw = text(args, name, max_length=20)
+        if raw:
+            if raw.isdigit():
+                setattr(criteria, name, int(raw))
+            else:
+                errors.append({"field": name, "message": gettext("A whole number.")})
+    _fail(errors)
+    return criteria
+
+
+def cursor(args: Mapping[str, str]) -> int | None:
+    raw = text(args, "after", max_length=20)
+    return int(raw) if raw.isdigit() else None
+
+
+def consent_act(form: Mapping[str, str]) -> ConsentAct:
+    """One consent act recorded by a person for a subject (given on paper, by phone, withdrawn...)."""
+    errors: list[dict[str, str]] = []
+    event = text(form, "event", max_length=16)
+    if event not in CONSENT_EVENTS:
+        errors.append({"field": "event", "message": gettext("Choose what happened.")})
+    purpose = _required(form, "purpose", errors, max_length=80)
+    channel = _required(form, "channel", errors, max_length=32)
+    scope = text(form, "scope", max_length=120)
+    act = ConsentAct(
+        event_type=event,
+        items=[ConsentItem(purpose, scope)],
+        channel=channel,
+        actor=text(form, "actor", max_length=16) or "subject",
+        evidence_ref=text(form, "evidence_ref") or None,
+    )
+    if event in ("given", "renewed"):
+        act.consent_type = _required(form, "consent_type", errors, max_length=16)
+        act.notice_id = _required(form, "notice_id", errors, max_length=80)
+        act.notice_version = _required(form, "notice_version", errors, max_length=40)
+        act.notice_sha256 = text(form, "notice_sha256", max_length=64).lower()
+        act.language = _required(form, "notice_language", errors, max_length=16)
+        if not _SHA256.match(act.notice_sha256):
+            errors.append({"field": "notice_sha256", "message": gettext("The SHA-256 of the notice: 64 hex digits.")})
+        if act.language and not _LANGUAGE_TAG.match(act.language):
+            errors.append({"field": "notice_language", "message": gettext("A language tag such as en or zh-CN.")})
+    _fail(errors)
+    return act
+
+
+def purpose_definition(form: Mapping[str, Any], categories: list[str]) -> dict[str, Any]:
+    """A purpose as the taxonomy holds it, from the purpose form (recipients and transfers as YAML)."""
+    errors: list[dict[str, str]] = []
+    key = _required(form, "key", errors, max_length=80)
+    raw_version = text(form, "version", max_length=10)
+    if not raw_version.isdigit() or int(raw_version) < 1:
+        errors.append({"field": "version", "message": gettext("A whole number from 1.")})
+    names = {language: _required(form, f"name_{language}", errors, max_length=200) for language in ("en", "zh")}
+    basis = {}
+    for regime in REGIMES:
+        value = text(form, f"basis_{regime}", max_length=40)
+        if value not in LAWFUL_BASES[regime]:
+            errors.append({"field": f"basis_{regime}", "message": gettext("Choose a lawful basis.")})
+        basis[regime] = value
+    chosen = [c for c in form.getlist("data_categories") if c in categories] if hasattr(form, "getlist") else []
+    if not chosen:
+        errors.append({"field": "data_categories", "message": gettext("Choose at least one data category.")})
+    extra: dict[str, Any] = {}
+    for name in ("recipients", "cross_border"):
+        raw = str(form.get(name, "")).strip()
+        if not raw:
+            continue
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = None
+        if not isinstance(value, list):
+            errors.append({"field": name, "message": gettext("A YAML list (see the example), or empty.")})
+        else:
+            extra[name] = value
+    _fail(errors)
+    purpose: dict[str, Any] = {
+        "key": key,
+        "version": int(raw_version),
+        "name": names,
+        "optional": form.get("optional") == "yes",
+        "lawful_basis": basis,
+        "data_categories": chosen,
+        **extra,
+    }
+    description = text(form, "description", max_length=1000)
+    if description:
+        purpose["description"] = description
+    return purpose
+
+
+def purpose_form_values(purpose: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A stored purpose as the form's initial values."""
+    if purpose is None:
+        return {"version": 1, "optional": True, "data_categories": [], "name": {}, "lawful_basis": {}}
+    values = dict(purpose)
+    for name in ("recipients", "cross_border"):
+        if purpose.get(name):
+            values[name + "_yaml"] = yaml.safe_dump(purpose[name], allow_unicode=True, sort_keys=False)
+    return values
+
+
+def submitted_purpose_values(form: Any) -> dict[str, Any]:
+    """What the person typed, to show the purpose form again with its errors."""
+    return {
+        "key": text(form, "key", max_length=80),
+        "version": text(form, "version", max_length=10),
+        "name": {language: text(form, f"name_{language}") for language in ("en", "zh")},
+        "optional": form.get("optional") == "yes",
+        "lawful_basis": {regime: text(form, f"basis_{regime}", max_length=40) for regime in REGIMES},
+        "data_categories": form.getlist("data_categories") if hasattr(form, "getlist") else [],
+        "recipients_yaml": str(form.get("recipients", ""))[:5000],
+        "cross_border_yaml": str(form.get("cross_border", ""))[:5000],
+        "description": text(form, "description", max_length=1000),
+        "comment": text(form, "comment", max_length=500),
+    }

@@ -1,0 +1,306 @@
+"""The admin UI in a real browser: Debian's Chromium, headless, driven by Playwright, against the service running
+under gunicorn on 127.0.0.1 (on each database). Screenshots go to ``test-artifacts/screenshots/<backend>/``.
+
+Never skipped: without Chromium (``make chromium`` installs it) or Playwright the run fails.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from audit.verify import verify_bundle
+from govsvc.config import PROJECT_ROOT
+from tests.conftest import KNOWN_ROLES, TEST_AUDIT_ORIGIN, TEST_SECRET_KEY, Template
+from tests.support.browser import CHROMIUM, NOTICE, PASSWORD, PROFILE, chromium, seed_subject, seed_users
+from tests.support.server import GunicornServer
+
+ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
+
+if not CHROMIUM.exists():
+    pytest.fail(f"Chromium is missing at {CHROMIUM}: run `make chromium` (the browser tests are never skipped)")
+
+
+@dataclass
+class Live:
+    url: str
+    subject_id: str
+    shots: Path
+
+
+@pytest.fixture(scope="module")
+def live(
+    db_template: Template, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Live]:
+    """The service under gunicorn on its own copy of the seeded database, with an admin user per role."""
+    workdir = tmp_path_factory.mktemp(f"browser-{db_template.backend}")
+    if db_template.backend == "sqlite":
+        assert db_template.path is not None
+        shutil.copyfile(db_template.path, workdir / "govsvc.db")
+        url = f"sqlite:///{workdir / 'govsvc.db'}"
+    else:
+        cluster = request.getfixturevalue("postgres_cluster")
+        cluster.admin_execute("CREATE DATABASE govsvc_browser TEMPLATE govsvc_template")
+        url = cluster.url("govsvc_browser")
+    keys = seed_users(url, KNOWN_ROLES)
+    env = {
+        "GOVSVC_ENV": "testing",
+        "GOVSVC_DATABASE_URL": url,
+        "GOVSVC_SECRET_KEY": TEST_SECRET_KEY,
+        "GOVSVC_INSTANCE_DIR": str(workdir),
+        "GOVSVC_AUDIT_ORIGIN": TEST_AUDIT_ORIGIN,
+        "GOVSVC_AUDIT_CHECKPOINT_SECONDS": "1",
+        "GOVSVC_PII_NLP": "pattern",
+    }
+    shots = ARTIFACTS / db_template.backend
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    with GunicornServer(env, log_path=workdir / "gunicorn.log") as server:
+        yield Live(server.url, seed_subject(server.url, keys["app_key"]), shots)
+    if db_template.backend == "postgresql":
+        request.getfixturevalue("postgres_cluster").admin_execute("DROP DATABASE govsvc_browser WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB", accept_downloads=True)
+    context.set_default_timeout(15_000)
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def sign_in(page: Any, live: Live, username: str, *, lang: str = "en") -> None:
+    response = page.goto(f"{live.url}/admin/login?lang={lang}")
+    assert response.status == 200
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("form button[type=submit]")
+    assert page.url.endswith("/admin/"), page.url
+
+
+def shot(page: Any, live: Live, name: str) -> None:
+    page.screenshot(path=str(live.shots / f"{name}.png"), full_page=True)
+
+
+def goto(page: Any, live: Live, path: str, status: int = 200) -> None:
+    response = page.goto(live.url + path)
+    assert response.status == status, (path, response.status)
+
+
+def test_sign_in_and_see_the_dashboard(page, live) -> None:
+    goto(page, live, "/admin/")
+    assert "/admin/login" in page.url  # not signed in: the sign-in page
+    shot(page, live, "login-en")
+    page.fill("input[name=username]", "dpo")
+    page.fill("input[name=password]", "wrong password here")
+    page.click("form button[type=submit]")
+    assert page.get_by_test_id("login-error").inner_text() == "Invalid username or password."
+    sign_in(page, live, "dpo")
+    expect(page.get_by_test_id("panel-consent")).to_be_visible()
+    expect(page.get_by_test_id("panel-audit")).to_be_visible()
+    assert "marketing.communications.email" in page.get_by_test_id("consent-table").inner_text()
+    shot(page, live, "dashboard-en")
+
+
+def test_create_a_purpose(page, live) -> None:
+    sign_in(page, live, "compliance-officer")
+    page.click("text=Purposes")
+    page.get_by_test_id("new-purpose").click()
+    form = page.get_by_test_id("purpose-form")
+    form.locator("input[name=key]").fill("marketing.newsletter")
+    form.locator("input[name=name_en]").fill("Monthly newsletter")
+    form.locator("input[name=name_zh]").fill("每月电子报")
+    form.locator("select[name=basis_gdpr]").select_option("contract")  # a consent basis needs "optional" kept
+    form.locator("select[name=basis_pipl]").select_option("consent")
+    form.locator("select[name=basis_ccpa]").select_option("notice")
+    form.locator("input[name=data_categories][value='user.contact.email']").check()
+    form.locator("input[name=data_categories][value='user.name']").check()
+    form.locator("input[name=optional]").uncheck()
+    with page.expect_response(lambda r: r.url.endswith("/admin/taxonomy/purposes")) as answer:
+        form.locator("button[type=submit]").click()
+    assert answer.value.status == 422  # PIPL consent basis on a non-optional purpose
+    assert "must be optional" in page.get_by_test_id("form-errors").inner_text()
+    shot(page, live, "purpose-form-error-en")
+    form.locator("input[name=optional]").check()
+    form.locator("input[name=comment]").fill("newsletter launch")
+    with page.expect_navigation():
+        form.locator("button[type=submit]").click()
+    expect(page.get_by_test_id("taxonomy-saved")).to_be_visible()
+    row = page.get_by_test_id("purpose-marketing.newsletter")
+    assert "Monthly newsletter" in row.inner_text()
+    assert "newsletter launch" in page.get_by_test_id("taxonomy-history").inner_text()
+    shot(page, live, "taxonomy-en")
+
+
+def test_record_and_withdraw_a_consent(page, live) -> None:
+    sign_in(page, live, "dpo")
+    page.click("text=Subjects")
+    page.get_by_test_id("subject-search").fill(PROFILE["email"].upper())
+    page.click("form.search button[type=submit]")
+    page.get_by_test_id("subject-results").locator(f"text={live.subject_id}").click()  # results came by htmx
+    page.wait_for_url(f"**/admin/subjects/{live.subject_id}")
+    form = page.get_by_test_id("consent-form")
+    form.locator("select[name=event]").select_option("given")
+    form.locator("select[name=purpose]").select_option("marketing.communications.sms")
+    form.locator("select[name=channel]").select_option("paper")
+    form.locator("select[name=consent_type]").select_option("written")
+    form.locator("input[name=notice_id]").fill(NOTICE["id"])
+    form.locator("input[name=notice_version]").fill(NOTICE["version"])
+    form.locator("input[name=notice_language]").fill(NOTICE["language"])
+    form.locator("input[name=notice_sha256]").fill(NOTICE["sha256"])
+    with page.expect_navigation():
+        form.locator("button[type=submit]").click()
+    expect(page.get_by_test_id("consent-recorded")).to_be_visible()
+    state = page.get_by_test_id("state-marketing.communications.sms")
+    assert state.locator("[data-status]").get_attribute("data-status") == "given"
+    form = page.get_by_test_id("consent-form")
+    form.locator("select[name=event]").select_option("withdrawn")
+    form.locator("select[name=purpose]").select_option("marketing.communications.sms")
+    form.locator("select[name=channel]").select_option("call_centre")
+    with page.expect_navigation():
+        form.locator("button[type=submit]").click()
+    state = page.get_by_test_id("state-marketing.communications.sms")
+    assert state.locator("[data-status]").get_attribute("data-status") == "withdrawn"
+    timeline = page.get_by_test_id("timeline").inner_text()
+    assert timeline.count("marketing.communications.sms") == 2
+    shot(page, live, "subject-en")
+
+
+def test_export_and_verify_an_audit_bundle(page, live, tmp_path: Path) -> None:
+    sign_in(page, live, "auditor")
+    page.click("text=Audit log")
+    page.get_by_test_id("audit-action").fill("subject.*")
+    deadline = time.monotonic() + 20  # events are sequenced within a second or two
+    while True:
+        page.get_by_test_id("audit-search").click()
+        page.wait_for_load_state("networkidle")
+        if page.get_by_test_id("audit-table").count() or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "subject.created" in page.get_by_test_id("audit-table").inner_text()
+    assert "action=subject" in page.url  # htmx pushed the filters into the address: the search is shareable
+    with page.expect_download() as download:
+        page.get_by_test_id("export-jsonl").click()
+    bundle = tmp_path / "bundle.jsonl"
+    download.value.save_as(bundle)
+    report = verify_bundle(io.BytesIO(bundle.read_bytes()))
+    assert report.ok and report.event_count >= 1, report.findings
+    with page.expect_download() as csv_download:
+        page.get_by_test_id("export-csv").click()
+    assert csv_download.value.suggested_filename.endswith(".csv")
+    with page.expect_response(lambda r: "/admin/audit/verify" in r.url) as answer:
+        page.get_by_test_id("verify").click()
+    assert answer.value.status == 200
+    result = page.get_by_test_id("verify-result")
+    result.wait_for()
+    assert result.inner_text().startswith("Verified")
+    shot(page, live, "audit-en")
+
+
+def test_reveal_a_masked_field_as_a_dpo_and_find_the_audit_entry(page, live) -> None:
+    sign_in(page, live, "dpo")
+    goto(page, live, f"/admin/subjects/{live.subject_id}?purpose=essential.legal_obligation")
+    value = page.get_by_test_id("value-id_number")
+    assert value.inner_text().strip() == "110***********002X"
+    page.get_by_test_id("reveal-id_number").locator("summary").click()
+    page.get_by_test_id("justification-id_number").fill("ticket SEC-42 identity check")
+    with page.expect_response(lambda r: r.url.endswith("/reveal")) as answer:
+        page.get_by_test_id("reveal-id_number").locator("button[type=submit]").click()
+    assert answer.value.status == 200
+    page.get_by_test_id("revealed-id_number").wait_for()
+    assert value.inner_text().strip() == PROFILE["id_number"]
+    shot(page, live, "reveal-en")
+    deadline = time.monotonic() + 20
+    while True:
+        goto(page, live, f"/admin/audit?action=data.unmasked&subject={live.subject_id}")
+        rows = page.locator("[data-testid=audit-row][data-action='data.unmasked']")
+        if rows.count() or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    entry = rows.first.inner_text()
+    assert "admin:dpo" in entry and "ticket SEC-42 identity check" in entry and "id_number" in entry
+    assert PROFILE["id_number"] not in page.content()  # the audit entry holds the reason, never the value
+
+
+def test_an_auditor_is_refused(page, live) -> None:
+    sign_in(page, live, "auditor")
+    menu = page.locator("header .menu").inner_text()
+    assert "Subjects" not in menu and "Audit log" in menu
+    goto(page, live, f"/admin/subjects/{live.subject_id}", status=403)
+    expect(page.get_by_test_id("error-403")).to_be_visible()
+    assert "auditor" in page.get_by_test_id("error-403").inner_text()
+    shot(page, live, "forbidden-en")
+    goto(page, live, "/admin/policy")
+    assert page.get_by_test_id("policy-text").get_attribute("readonly") is not None
+    assert page.get_by_test_id("policy-preview").count() == 0  # read-only: no way to change it
+
+
+MAIN_PAGES = [
+    ("dashboard", "/admin/"),
+    ("subject", "/admin/subjects/{subject}?purpose=essential.legal_obligation"),
+    ("taxonomy", "/admin/taxonomy"),
+    ("policy", "/admin/policy"),
+    ("audit", "/admin/audit"),
+    ("clients", "/admin/clients"),
+    ("notices", "/admin/notices"),
+]
+
+
+def test_switch_language_and_screenshot_the_main_pages(page, live) -> None:
+    goto(page, live, "/admin/login?lang=zh")
+    assert page.locator("h1").inner_text() == "登录"
+    shot(page, live, "login-zh")
+    sign_in(page, live, "admin", lang="en")
+    assert page.locator("h1").inner_text() == "Dashboard"
+    with page.expect_navigation():
+        page.get_by_test_id("lang-zh").click()
+    assert page.locator("h1").inner_text() == "仪表板"
+    assert page.locator("html").get_attribute("lang") == "zh-Hans"
+    for name, path in MAIN_PAGES[:1] + MAIN_PAGES[2:]:  # the admin role may not read profiles
+        goto(page, live, path.format(subject=live.subject_id), status=403 if name == "notices" else 200)
+        shot(page, live, f"{name}-zh")
+    goto(page, live, "/admin/")
+    with page.expect_navigation():
+        page.get_by_test_id("lang-en").click()
+    assert page.locator("h1").inner_text() == "Dashboard"
+    for name, path in MAIN_PAGES:
+        if name in ("clients", "dashboard"):
+            goto(page, live, path)
+            shot(page, live, f"{name}-en")
+
+
+def test_main_pages_of_a_dpo_in_both_languages(page, live) -> None:
+    sign_in(page, live, "dpo", lang="zh")
+    for language in ("zh", "en"):
+        with page.expect_navigation():
+            page.get_by_test_id(f"lang-{language}").click()
+        for name, path in [*MAIN_PAGES[:2], ("notices", "/admin/notices"), ("pii", "/admin/pii")]:
+            goto(page, live, path.format(subject=live.subject_id))
+            if name == "pii":
+                page.get_by_test_id("pii-text").fill(
+                    "客户王秀英来电，手机138 1234 5678，邮箱wangxy@163.com，身份证11010519491231002X"
+                )
+                page.get_by_test_id("pii-analyze").click()
+                page.get_by_test_id("pii-result").wait_for()
+                assert page.locator("mark[data-entity=CN_MOBILE]").count() == 1
+                assert "138 **** 5678" in page.get_by_test_id("pii-masked").inner_text()
+            shot(page, live, f"dpo-{name}-{language}")
+    heading = re.sub(r"\s+", " ", page.locator("h1").inner_text())
+    assert heading == "PII playground"
