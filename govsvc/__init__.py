@@ -173,11 +173,40 @@ def _init_dsr(app: APIFlask, settings: Settings, database: Database) -> None:
         details = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in error.errors or [])
         raise ConfigError(f"policies/dsr: {error.detail} {details}") from error
     app.extensions["govsvc.dsr"] = dsr
-    jobs = Jobs()
+    jobs = Jobs(database.engine, misfire_grace_seconds=settings.scheduler_misfire_grace_seconds)
     jobs.add("dsr.maintenance", settings.scheduler_interval_seconds, lambda: maintenance(database, dsr))
     app.extensions["govsvc.jobs"] = jobs
+    _init_retention(app, settings, database, jobs)
     if settings.scheduler == "thread":
         start_with_first_request(app, jobs)
+
+
+def _init_retention(app: APIFlask, settings: Settings, database: Database, jobs: Any) -> None:
+    """Retention rules, legal holds and external SQL sources (issue 8), wired into DSRs (phase 2); one cron job per
+    scheduled rule in the persistent job store, kept in line with the stored rules by an interval job."""
+    from govsvc.dsr.domain import wire_retention
+    from govsvc.retention.jobs import RuleJobSync
+    from govsvc.retention.service import Retention
+    from govsvc.sources.service import Sources
+
+    sources = Sources(settings.secret_key)
+    retention = Retention(
+        secret_key=settings.secret_key,
+        policy_dir=Path(settings.policy_dir),
+        vault=app.extensions["govsvc.vault"],
+        field_keys=app.extensions["govsvc.field_keys"],
+        sources=sources,
+        masker_of=lambda: app.extensions["govsvc.pii"].masker,
+        chunk_size=settings.retention_chunk_size,
+        lease_seconds=settings.retention_lease_seconds,
+    )
+    app.extensions["govsvc.sources"] = sources
+    app.extensions["govsvc.retention"] = retention
+    wire_retention(app.extensions["govsvc.dsr"], retention, sources)
+    sync = RuleJobSync(database, retention, jobs)
+    app.extensions["govsvc.retention_jobs"] = sync
+    jobs.add("retention.sync", settings.scheduler_interval_seconds, sync)
+    jobs.on_start.append(sync)
 
 
 def _pii_service(settings: Settings) -> Any:
@@ -215,8 +244,11 @@ def _register_blueprints(app: APIFlask) -> None:
     from govsvc.dsr.api import bp as dsr_bp
     from govsvc.dsr.api import opendsr_bp
     from govsvc.health.api import bp as health_bp
+    from govsvc.holds.api import bp as holds_bp
     from govsvc.pii.api import bp as pii_bp
     from govsvc.policy.api import bp as policy_bp
+    from govsvc.retention.api import bp as retention_bp
+    from govsvc.sources.api import bp as sources_bp
     from govsvc.subjects.api import bp as subjects_bp
     from govsvc.taxonomy.api import bp as taxonomy_bp
     from govsvc.vault.api import bp as vault_bp
@@ -236,6 +268,9 @@ def _register_blueprints(app: APIFlask) -> None:
         pii_bp,
         dsr_bp,
         opendsr_bp,
+        retention_bp,
+        holds_bp,
+        sources_bp,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

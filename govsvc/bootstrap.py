@@ -12,6 +12,7 @@ from govsvc.consent import receipts
 from govsvc.core.db import Database
 from govsvc.pii.service import seed_masking
 from govsvc.policy.service import SeedResult, bump_version, seed_policy
+from govsvc.retention.rules import seed as seed_retention
 from govsvc.taxonomy.service import seed_taxonomy
 
 
@@ -21,6 +22,7 @@ class SeedReport:
     taxonomy_version: int | None  # None: unchanged
     masking_version: int | None  # None: unchanged
     audit_vkey: str
+    retention_version: int | None = None  # None: unchanged
 
 
 def seed_all(database: Database, settings: Settings, *, replace: bool = False, actor: str = "cli") -> SeedReport:
@@ -50,6 +52,16 @@ def seed_all(database: Database, settings: Settings, *, replace: bool = False, a
             )
             if masking_version > 1:
                 bump_version(session, actor=actor)  # every instance applies the re-seeded rules
+        retention_version = seed_retention(session, policy_dir, replace=replace, actor=actor)
+        if retention_version is not None:
+            record(
+                session,
+                "config.changed",
+                object_ref="policy:retention",
+                reason_code="seed",
+                details={"version": retention_version},
+                context=AuditContext(principal_id=actor, role="system"),
+            )
         vkey = ensure_key(session, settings.secret_key, settings.audit_origin).vkey
         receipts.ensure_key(session, settings.secret_key)
-    return SeedReport(policy, taxonomy_version, masking_version, vkey)
+    return SeedReport(policy, taxonomy_version, masking_version, vkey, retention_version)

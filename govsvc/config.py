@@ -57,6 +57,9 @@ class Settings:
     dsr_processor_domain: str = "govsvc.local"  # GOVSVC_DSR_PROCESSOR_DOMAIN: OpenDSR processor domain
     scheduler: str = "thread"  # GOVSVC_SCHEDULER: thread (APScheduler in each serving process) | off
     scheduler_interval_seconds: int = 60  # GOVSVC_SCHEDULER_INTERVAL_SECONDS: DSR maintenance job period
+    scheduler_misfire_grace_seconds: int = 3600  # GOVSVC_SCHEDULER_MISFIRE_GRACE_SECONDS: late cron runs still run
+    retention_chunk_size: int = 1000  # GOVSVC_RETENTION_CHUNK_SIZE: rows per purge transaction
+    retention_lease_seconds: int = 120  # GOVSVC_RETENTION_LEASE_SECONDS: a purge's lease, renewed per chunk
     admin_session_idle_minutes: int = 30  # GOVSVC_ADMIN_SESSION_IDLE_MINUTES: admin UI sign-out after inactivity
     admin_session_max_hours: int = 12  # GOVSVC_ADMIN_SESSION_MAX_HOURS: admin UI sign-out however active
     admin_login_max_failures: int = 5  # GOVSVC_ADMIN_LOGIN_MAX_FAILURES: failed sign-ins that lock an account
@@ -97,6 +100,10 @@ class Settings:
             raise ConfigError(
                 "GOVSVC_DSR_EXPORT_TTL_HOURS (1-720) or GOVSVC_SCHEDULER_INTERVAL_SECONDS (5-3600) out of range"
             )
+        if not 60 <= self.scheduler_misfire_grace_seconds <= 7 * 86400:
+            raise ConfigError("GOVSVC_SCHEDULER_MISFIRE_GRACE_SECONDS must be between 60 and 604800")
+        if not 1 <= self.retention_chunk_size <= 20_000 or not 1 <= self.retention_lease_seconds <= 3600:
+            raise ConfigError("GOVSVC_RETENTION_CHUNK_SIZE (1-20000) or GOVSVC_RETENTION_LEASE_SECONDS (1-3600)")
         if self.pii_nlp not in ("auto", "spacy", "pattern"):
             raise ConfigError("GOVSVC_PII_NLP must be auto, spacy or pattern")
         if self.pii_max_text_chars < 100 or self.pii_max_records < 1 or self.pii_csv_max_bytes < 1024:
@@ -131,6 +138,9 @@ _INT_FIELDS = {
     "pii_csv_max_bytes",
     "dsr_export_ttl_hours",
     "scheduler_interval_seconds",
+    "scheduler_misfire_grace_seconds",
+    "retention_chunk_size",
+    "retention_lease_seconds",
     "admin_session_idle_minutes",
     "admin_session_max_hours",
     "admin_login_max_failures",

@@ -18,8 +18,19 @@ from govsvc.dsr.models import (
     DsrRequest,
     DsrWebhook,
 )
+from govsvc.holds.models import LegalHold
 from govsvc.pii.models import MaskingVersion
 from govsvc.policy.models import CasbinRule, PolicyState
+from govsvc.retention.models import (
+    DeletionTombstone,
+    RetentionChunk,
+    RetentionEvent,
+    RetentionLease,
+    RetentionPolicyVersion,
+    RetentionRun,
+    SchedulerJobRow,
+)
+from govsvc.sources.models import ExternalSource
 from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.taxonomy.models import TaxonomyVersion
 from govsvc.vault.models import VaultField, VaultFieldHistory
@@ -41,6 +52,7 @@ __all__ = [
     "ConsentEvent",
     "ConsentState",
     "CryptoKey",
+    "DeletionTombstone",
     "DsrCallback",
     "DsrConnectorRun",
     "DsrEvent",
@@ -50,11 +62,19 @@ __all__ = [
     "DsrProcessorKey",
     "DsrRequest",
     "DsrWebhook",
+    "ExternalSource",
     "IdempotencyRecord",
     "KeyRotation",
+    "LegalHold",
     "MaskingVersion",
     "PolicyState",
     "ReceiptSigningKey",
+    "RetentionChunk",
+    "RetentionEvent",
+    "RetentionLease",
+    "RetentionPolicyVersion",
+    "RetentionRun",
+    "SchedulerJobRow",
     "Subject",
     "SubjectIdentifier",
     "TaxonomyVersion",

@@ -1,48 +1,235 @@
-"""APScheduler in serving processes: periodic jobs registered by the domains (started with the first request,
-like the audit sequencer; ``GOVSVC_SCHEDULER=off`` leaves it to another process or to cron and the CLI).
+"""APScheduler in serving processes: the periodic jobs registered by the domains (started with the first request,
+like the audit sequencer; ``GOVSVC_SCHEDULER=off`` leaves them to another process or to cron and the CLI).
 
-Jobs must be safe to run on several instances at once (each claims its work with conditional updates)."""
+Two kinds of job:
+
+- interval jobs (``Jobs.add``: the DSR maintenance job), kept in memory, run by every instance;
+- cron jobs (``Jobs.add_cron``: one per retention rule), kept in APScheduler's ``SQLAlchemyJobStore`` in the
+  service database (table ``apscheduler_jobs``, made by the migrations), so their schedule, pause state and next
+  run survive restarts and are shared by every instance. Missed runs within ``misfire_grace_seconds`` run once
+  (coalesced); older ones are skipped and logged. Instances share the store, so each of them may fire a due job:
+  the jobs themselves must make sure only one does the work (retention runs take a lease row per rule).
+
+Cron jobs call ``run_registered(name)`` (a textual reference, as a persistent store needs), which finds the
+function this process registered under that name. ``JobControl`` pauses, resumes and lists them from any process
+(API, CLI), whether or not that process runs a scheduler; "run now" is the caller running the function itself.
+
+Jobs must be safe to run on several instances at once (each claims its work with conditional updates or leases).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
+from apscheduler.job import Job
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 from flask import Flask
+from sqlalchemy import Engine
+
+from govsvc.core.db import utcnow
 
 logger = logging.getLogger("govsvc.scheduler")
+PERSISTENT_STORE = "db"
+DEFAULT_MISFIRE_GRACE_SECONDS = 3600
+_registry: dict[str, Callable[[], object]] = {}
+_registry_lock = threading.Lock()
+
+
+def run_registered(name: str) -> None:
+    """The target of every persistent job: run the function this process registered as ``name``."""
+    with _registry_lock:
+        function = _registry.get(name)
+    if function is None:
+        logger.warning("job %s is scheduled but not registered in this process; skipped", name)
+        return
+    _logged(name, function)()
+
+
+def cron_trigger(expression: str) -> CronTrigger:
+    """A five-field cron expression (minute hour day month weekday) in UTC."""
+    return CronTrigger.from_crontab(expression, timezone="UTC")
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    name: str
+    schedule: str | None
+    paused: bool
+    next_run_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "schedule": self.schedule,
+            "paused": self.paused,
+            "next_run_at": self.next_run_at.isoformat() if self.next_run_at else None,
+        }
 
 
 class Jobs:
-    """The app's periodic jobs: ``add(name, seconds, function)``, then ``start()`` once."""
+    """The app's periodic jobs: ``add`` (interval) and ``add_cron`` (persistent), then ``start()`` once."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine | None = None, *, misfire_grace_seconds: int = DEFAULT_MISFIRE_GRACE_SECONDS):
         self._jobs: list[tuple[str, int, Callable[[], object]]] = []
+        self._cron: dict[str, tuple[str, Callable[[], object]]] = {}
+        self._engine = engine
         self._scheduler: BackgroundScheduler | None = None
+        self.misfire_grace_seconds = misfire_grace_seconds
+        self.on_start: list[Callable[[], object]] = []  # run once the scheduler runs (e.g. load the cron jobs)
 
     def add(self, name: str, seconds: int, function: Callable[[], object]) -> None:
         self._jobs.append((name, seconds, function))
 
+    def add_cron(self, name: str, expression: str, function: Callable[[], object]) -> None:
+        """A persistent cron job (stored in the service database); the function is registered for this process."""
+        cron_trigger(expression)  # validates
+        self._cron[name] = (expression, function)
+        with _registry_lock:
+            _registry[name] = function
+
+    def set_cron(self, crons: dict[str, tuple[str, Callable[[], object]]]) -> None:
+        """Replace the cron jobs (the retention rules changed); applied to the running scheduler at once."""
+        removed = set(self._cron) - set(crons)
+        self._cron = {}
+        for name, (expression, function) in crons.items():
+            self.add_cron(name, expression, function)
+        if self._scheduler is not None:
+            for name in removed:
+                if self._scheduler.get_job(name, PERSISTENT_STORE) is not None:
+                    self._scheduler.remove_job(name, PERSISTENT_STORE)
+            self._sync()
+
     @property
     def names(self) -> list[str]:
-        return [name for name, _, _ in self._jobs]
+        return [name for name, _, _ in self._jobs] + sorted(self._cron)
+
+    @property
+    def cron(self) -> dict[str, str]:
+        return {name: expression for name, (expression, _) in self._cron.items()}
+
+    def function(self, name: str) -> Callable[[], object] | None:
+        entry = self._cron.get(name)
+        return entry[1] if entry else None
 
     def start(self) -> None:
         if self._scheduler is not None:
             return
-        scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
+        stores: dict[str, Any] = {"default": MemoryJobStore()}
+        if self._engine is not None:
+            stores[PERSISTENT_STORE] = SQLAlchemyJobStore(engine=self._engine)
+        scheduler = BackgroundScheduler(
+            daemon=True,
+            timezone="UTC",
+            jobstores=stores,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": self.misfire_grace_seconds},
+        )
         for name, seconds, function in self._jobs:
             scheduler.add_job(
                 _logged(name, function), "interval", seconds=seconds, id=name, max_instances=1, coalesce=True
             )
         scheduler.start()
         self._scheduler = scheduler
+        if self._engine is not None:
+            self._sync()
+        for hook in self.on_start:
+            _logged("on_start", hook)()
+
+    def _sync(self) -> None:
+        """Put every cron job in the persistent store; keep an existing job's pause state and next run."""
+        scheduler = self._scheduler
+        assert scheduler is not None
+        for name, (expression, _) in self._cron.items():
+            existing = scheduler.get_job(name, PERSISTENT_STORE)
+            trigger = cron_trigger(expression)
+            if existing is None:
+                scheduler.add_job(
+                    run_registered,
+                    trigger,
+                    args=[name],
+                    id=name,
+                    name=name,
+                    jobstore=PERSISTENT_STORE,
+                    replace_existing=True,
+                )
+            elif str(existing.trigger) != str(trigger):
+                paused = existing.next_run_time is None
+                scheduler.reschedule_job(name, PERSISTENT_STORE, trigger=trigger)
+                if paused:
+                    scheduler.pause_job(name, PERSISTENT_STORE)
+
+    def wakeup(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.wakeup()
 
     def shutdown(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+
+
+class JobControl:
+    """Pause, resume and list the persistent jobs from any process, straight on the shared job store."""
+
+    def __init__(self, engine: Engine, jobs: Jobs) -> None:
+        self.jobs = jobs
+        self._store = SQLAlchemyJobStore(engine=engine)
+        self._scheduler = BackgroundScheduler(timezone="UTC")  # never started: only a reference for the store
+        self._store.start(self._scheduler, PERSISTENT_STORE)
+
+    def _job(self, name: str) -> Job:
+        job = self._store.lookup_job(name)
+        if job is not None:
+            return job
+        expression = self.jobs.cron.get(name)
+        if expression is None:
+            raise KeyError(name)
+        trigger = cron_trigger(expression)
+        job = Job(
+            self._scheduler,
+            id=name,
+            func=run_registered,
+            trigger=trigger,
+            executor="default",
+            args=[name],
+            kwargs={},
+            name=name,
+            misfire_grace_time=self.jobs.misfire_grace_seconds,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=trigger.get_next_fire_time(None, utcnow()),
+        )
+        self._store.add_job(job)
+        return job
+
+    def status(self, name: str) -> JobStatus:
+        expression = self.jobs.cron.get(name)
+        job = self._store.lookup_job(name)
+        if job is None:
+            next_run = cron_trigger(expression).get_next_fire_time(None, utcnow()) if expression else None
+            return JobStatus(name, expression, False, next_run)
+        return JobStatus(name, expression, job.next_run_time is None, job.next_run_time)
+
+    def pause(self, name: str) -> JobStatus:
+        job = self._job(name)
+        job._modify(next_run_time=None)
+        self._store.update_job(job)
+        self.jobs.wakeup()
+        return self.status(name)
+
+    def resume(self, name: str) -> JobStatus:
+        job = self._job(name)
+        job._modify(next_run_time=job.trigger.get_next_fire_time(None, utcnow()))
+        self._store.update_job(job)
+        self.jobs.wakeup()
+        return self.status(name)
 
 
 def _logged(name: str, function: Callable[[], object]) -> Callable[[], None]:

@@ -19,6 +19,10 @@ from govsvc.subjects.models import Subject
 from govsvc.subjects.service import jurisdictions_of
 
 ALL = "*"
+HOLD_REASON = {
+    "en": "a legal hold (litigation or a regulator's request) requires us to keep the data",
+    "zh": "因诉讼或监管要求，相关数据处于法律保全状态，须予保存",
+}
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,7 @@ def legal_hold_flag(session: Session, subject: Subject) -> list[RetentionExcepti
             source="legal_hold",
             categories=(ALL,),
             reason_code="legal_hold",
-            reason={
-                "en": "a legal hold (litigation or a regulator's request) requires us to keep the data",
-                "zh": "因诉讼或监管要求，相关数据处于法律保全状态，须予保存",
-            },
+            reason=dict(HOLD_REASON),
             legal_basis="GDPR-17(3)(e); PIPL-47-para2; CCPA-1798.105(d)",
         )
     ]

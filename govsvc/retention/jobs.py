@@ -1,0 +1,96 @@
+"""The scheduled side of retention: one persistent cron job per rule with a ``schedule`` (APScheduler, see
+``govsvc.core.scheduler``), and what a scheduled run does: execute directly, or, when the policy requires an
+approved dry run, execute the approved one, or make a dry run for a compliance officer to approve."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from govsvc.core.db import Database, utcnow
+from govsvc.core.errors import ConflictError
+from govsvc.core.scheduler import Jobs
+from govsvc.retention.models import RetentionRun
+from govsvc.retention.service import Retention, as_job
+
+JOB_PREFIX = "retention."
+
+
+def job_name(rule_key: str) -> str:
+    return JOB_PREFIX + rule_key
+
+
+def scheduled_run(database: Database, retention: Retention, rule_key: str, *, actor: str = "job:retention") -> dict:
+    """One scheduled (or "run now") pass of a rule; returns what it did."""
+    with database.transaction(write=False) as session:
+        policy, rule = retention.rule(session, rule_key)
+        dry_run_id = None
+        if policy.require_approved_dry_run:
+            since = utcnow() - timedelta(days=policy.approval_valid_days)
+            used = select(RetentionRun.dry_run_id).where(RetentionRun.dry_run_id.is_not(None))
+            candidates = session.scalars(
+                select(RetentionRun)
+                .where(
+                    RetentionRun.rule_key == rule.key,
+                    RetentionRun.mode == "dry_run",
+                    RetentionRun.status == "completed",
+                    RetentionRun.policy_version == policy.version,
+                    RetentionRun.started_at >= since,
+                    RetentionRun.run_id.not_in(used),
+                )
+                .order_by(RetentionRun.pk.desc())
+            ).all()
+            approved = next((r for r in candidates if r.approved_at is not None), None)
+            unfinished = session.scalar(
+                select(RetentionRun.pk).where(
+                    RetentionRun.rule_key == rule.key, RetentionRun.mode == "execute", RetentionRun.status == "running"
+                )
+            )
+            if approved is not None:
+                dry_run_id = approved.run_id
+            elif unfinished is None:
+                if candidates:
+                    return {"rule": rule.key, "action": "awaiting_approval", "dry_run_id": candidates[0].run_id}
+                run = as_job(lambda: retention.dry_run(database, rule.key, actor=actor))
+                return {"rule": rule.key, "action": "dry_run", "run_id": run.run_id}
+    try:
+        run = as_job(lambda: retention.execute(database, rule_key, actor=actor, dry_run_id=dry_run_id))
+    except ConflictError as error:
+        return {"rule": rule_key, "action": "skipped", "reason": error.extensions.get("reason") or error.detail}
+    return {"rule": rule_key, "action": "executed", "run_id": run.run_id, "status": run.status}
+
+
+def rule_jobs(database: Database, retention: Retention) -> dict[str, tuple[str, Callable[[], Any]]]:
+    """The cron jobs of the stored rules: job name -> (schedule, function)."""
+    with database.transaction(write=False) as session:
+        policy = retention.policy(session)
+    jobs: dict[str, tuple[str, Callable[[], Any]]] = {}
+    for rule in policy.rules.values():
+        if rule.schedule:
+            jobs[job_name(rule.key)] = (rule.schedule, _runner(database, retention, rule.key))
+    return jobs
+
+
+def _runner(database: Database, retention: Retention, rule_key: str) -> Callable[[], Any]:
+    return lambda: scheduled_run(database, retention, rule_key)
+
+
+class RuleJobSync:
+    """Keeps the cron jobs in line with the stored rules (checked by an interval job on every instance)."""
+
+    def __init__(self, database: Database, retention: Retention, jobs: Jobs) -> None:
+        self.database = database
+        self.retention = retention
+        self.jobs = jobs
+        self.version: int | None = None
+
+    def __call__(self) -> dict[str, int]:
+        with self.database.transaction(write=False) as session:
+            version = self.retention.policy(session).version
+        if version != self.version:
+            self.jobs.set_cron(rule_jobs(self.database, self.retention))
+            self.version = version
+        return {"policy_version": version}
