@@ -10,6 +10,7 @@ import json
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -382,6 +383,139 @@ def dsr_fulfil(request_id: str, accept_failures: bool) -> None:
         click.echo(f"download once, until {result.download['expires_at'].isoformat()}: {result.download['url']}")
 
 
+retention_group = AppGroup("retention", help="Retention rules, purges and the deletion ledger.")
+
+
+def _retention() -> Any:
+    return current_app.extensions["govsvc.retention"]
+
+
+def _print_run(run: Any) -> None:
+    click.echo(
+        f"{run.run_id}\t{run.rule_key}\t{run.mode}\t{run.status}\tcounts={run.counts}\texclusions={run.exclusions}"
+        f"\tduration_ms={run.duration_ms}"
+    )
+
+
+@retention_group.command("list")
+def retention_list() -> None:
+    """The rules: key, store, trigger, period, action, schedule (paused or not)."""
+    from govsvc.core.scheduler import JobControl
+    from govsvc.retention.jobs import job_name
+
+    current_app.extensions["govsvc.retention_jobs"]()
+    control = JobControl(_db().engine, current_app.extensions["govsvc.jobs"])
+    with _db().transaction(write=False) as session:
+        policy = _retention().policy(session)
+    click.echo(f"policy version {policy.version}; approved dry run required: {policy.require_approved_dry_run}")
+    for rule in policy.rules.values():
+        status = control.status(job_name(rule.key)) if rule.schedule else None
+        schedule = f"{rule.schedule}{' (paused)' if status and status.paused else ''}" if rule.schedule else "-"
+        click.echo(f"{rule.key}\t{rule.store}\t{rule.trigger}+{rule.period_days}d\t{rule.action}\t{schedule}")
+
+
+def _retention_call(function: Any) -> Any:
+    token = set_context(CLI_CONTEXT)
+    try:
+        return function()
+    except ServiceError as error:
+        _fail(error)
+        return None
+    finally:
+        reset_context(token)
+
+
+@retention_group.command("dry-run")
+@click.argument("rule")
+def retention_dry_run(rule: str) -> None:
+    """Preview a rule (stored and audited as retention.dry_run)."""
+    run = _retention_call(lambda: _retention().dry_run(_db(), rule, actor="cli"))
+    if run is not None:
+        _print_run(run)
+        click.echo(f"samples: {run.samples}")
+
+
+@retention_group.command("approve")
+@click.argument("run_id")
+def retention_approve(run_id: str) -> None:
+    """Approve a dry run (as the CLI operator)."""
+
+    def approve() -> Any:
+        with _db().transaction() as session:
+            return _retention().approve(session, run_id, actor="cli")
+
+    run = _retention_call(approve)
+    if run is not None:
+        _print_run(run)
+
+
+@retention_group.command("execute")
+@click.argument("rule")
+@click.option("--dry-run-id", default=None, help="the approved dry run this execution follows")
+def retention_execute(rule: str, dry_run_id: str | None) -> None:
+    """Execute a rule (resumes its crashed execution if there is one)."""
+    run = _retention_call(lambda: _retention().execute(_db(), rule, actor="cli", dry_run_id=dry_run_id))
+    if run is not None:
+        _print_run(run)
+
+
+@retention_group.command("run-now")
+@click.argument("rule")
+def retention_run_now(rule: str) -> None:
+    """A scheduled pass now: execute the approved dry run, or make a dry run to approve."""
+    from govsvc.retention.jobs import scheduled_run
+
+    result = _retention_call(lambda: scheduled_run(_db(), _retention(), rule, actor="cli"))
+    if result is not None:
+        click.echo(json.dumps(result))
+
+
+@retention_group.command("pause")
+@click.argument("rule")
+def retention_pause(rule: str) -> None:
+    """Pause a rule's scheduled runs on every instance."""
+    _control_job(rule, pause=True)
+
+
+@retention_group.command("resume")
+@click.argument("rule")
+def retention_resume(rule: str) -> None:
+    """Resume a rule's scheduled runs."""
+    _control_job(rule, pause=False)
+
+
+def _control_job(rule: str, *, pause: bool) -> None:
+    from govsvc.core.scheduler import JobControl
+    from govsvc.retention.jobs import job_name
+
+    current_app.extensions["govsvc.retention_jobs"]()
+    control = JobControl(_db().engine, current_app.extensions["govsvc.jobs"])
+    try:
+        status = control.pause(job_name(rule)) if pause else control.resume(job_name(rule))
+    except KeyError:
+        raise click.ClickException(f"rule {rule} has no schedule") from None
+    with _db().transaction() as session:
+        record(
+            session,
+            "retention.job_paused" if pause else "retention.job_resumed",
+            object_ref=f"retention_rule:{rule}",
+            context=CLI_CONTEXT,
+        )
+    click.echo(json.dumps(status.as_dict()))
+
+
+@retention_group.command("replay-ledger")
+@click.option("--store", default=None, help="only this store (vault, source:<name>)")
+def retention_replay_ledger(store: str | None) -> None:
+    """After restoring a backup (of the service database or of a source): erase again what the ledger says was
+    erased. Run it before the restored copy is used."""
+    from govsvc.retention.ledger import replay
+
+    result = _retention_call(lambda: replay(_db(), _retention(), store=store))
+    if result is not None:
+        click.echo(json.dumps(result, sort_keys=True))
+
+
 def register_commands(app: Flask) -> None:
     """Attach the commands to an app's CLI."""
     for command in (
@@ -394,6 +528,7 @@ def register_commands(app: Flask) -> None:
         audit_group,
         crypto_group,
         dsr_group,
+        retention_group,
     ):
         app.cli.add_command(command)
 

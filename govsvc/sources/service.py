@@ -232,7 +232,13 @@ class Sources:
     # -- statements ---------------------------------------------------------------------------------------------
 
     def page(
-        self, config: SourceConfig, *, before: datetime, after: Any, limit: int, subjects: Sequence[str] | None = None
+        self,
+        config: SourceConfig,
+        *,
+        before: datetime | None,
+        after: Any,
+        limit: int,
+        subjects: Sequence[str] | None = None,
     ) -> list[tuple[Any, str | None, datetime | None]]:
         """Up to ``limit`` rows (key, subject value, timestamp) older than ``before`` with a key above ``after``,
         in key order (keyset paging on the primary key: an index range, no table scan per chunk)."""
@@ -242,7 +248,9 @@ class Sources:
             table.c[config.subject_column],
             table.c[config.timestamp_column],
         )
-        query = select(key, subject, stamp).where(stamp < _naive_if_sqlite(config, before)).order_by(key).limit(limit)
+        query = select(key, subject, stamp).order_by(key).limit(limit)
+        if before is not None:
+            query = query.where(stamp < _naive_if_sqlite(config, before))
         if after is not None:
             query = query.where(key > after)
         if subjects is not None:
@@ -250,15 +258,14 @@ class Sources:
         with self.engine(config).connect() as connection:
             return [(r[0], r[1], r[2]) for r in connection.execute(query)]
 
-    def delete_keys(self, config: SourceConfig, keys: Sequence[Any], *, before: datetime) -> int:
+    def delete_keys(self, config: SourceConfig, keys: Sequence[Any], *, before: datetime | None) -> int:
         """Delete the rows with these keys (still older than ``before``) in one transaction; rows deleted."""
         if not keys:
             return 0
         table = self.table(config)
-        statement = table.delete().where(
-            table.c[config.key_column].in_(list(keys)),
-            table.c[config.timestamp_column] < _naive_if_sqlite(config, before),
-        )
+        statement = table.delete().where(table.c[config.key_column].in_(list(keys)))
+        if before is not None:
+            statement = statement.where(table.c[config.timestamp_column] < _naive_if_sqlite(config, before))
         with self.engine(config).begin() as connection:
             return int(connection.execute(statement).rowcount or 0)
 
