@@ -28,6 +28,7 @@ from govsvc.core import migrate
 from govsvc.core.db import Database
 from govsvc.policy.service import load_policy_file, roles_of
 from tests.support.postgres import DEFAULT_BINDIR, PostgresCluster, binaries_available
+from tests.support.sources import external_db  # noqa: F401 (a fixture: an external SQL database of the backend)
 
 TEST_ROOT_KEYS = "1:" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="  # 32 bytes of "A": tests only
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"

@@ -224,6 +224,14 @@ class JobControl:
         self.jobs.wakeup()
         return self.status(name)
 
+    def trigger(self, name: str) -> JobStatus:
+        """Make the job due now: the next scheduler to wake up (on any instance) runs it."""
+        job = self._job(name)
+        job._modify(next_run_time=utcnow())
+        self._store.update_job(job)
+        self.jobs.wakeup()
+        return self.status(name)
+
     def resume(self, name: str) -> JobStatus:
         job = self._job(name)
         job._modify(next_run_time=job.trigger.get_next_fire_time(None, utcnow()))

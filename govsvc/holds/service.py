@@ -84,7 +84,7 @@ def create_hold(session: Session, spec: HoldInput, *, actor: str) -> LegalHold:
         subject_ref=spec.subject.subject_id if spec.subject is not None else None,
         object_ref=f"hold:{hold.hold_id}",
         data_categories=sorted(set(spec.categories)),
-        details={"scope": spec.scope, "dataset": spec.dataset, "review_at": spec.review_at.isoformat()},
+        details={"scope": spec.scope, "dataset": spec.dataset},
     )
     return hold
 

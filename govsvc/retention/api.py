@@ -209,6 +209,10 @@ def run_document(run: RetentionRun) -> dict[str, Any]:
 @bp.doc(summary="The retention rules in force (newest stored version)", security=SECURITY, responses=[200, *ERRORS])
 @requires("retention", "read")
 def get_policy() -> dict[str, Any]:
+    return policy_document()
+
+
+def policy_document() -> dict[str, Any]:
     session = get_session()
     found = rule_store.latest(session)
     policy = retention().policy(session)
@@ -241,7 +245,7 @@ def put_policy(body: dict[str, Any]) -> dict[str, Any]:
         session, body["document"], actor=actor(), comment=body["comment"], base_digest=body["base_digest"]
     )
     record(session, "config.changed", object_ref="policy:retention", details={"version": version})
-    return get_policy()
+    return policy_document()
 
 
 @bp.get("/policy/versions")
@@ -335,6 +339,8 @@ def get_run(run_id: str) -> dict[str, Any]:
 
 
 def _control() -> JobControl:
+    """The job store is written outside the request's transaction (which must not hold SQLite's write lock)."""
+    get_session().rollback()
     sync: RuleJobSync = current_app.extensions["govsvc.retention_jobs"]
     sync()
     return JobControl(get_db().engine, current_app.extensions["govsvc.jobs"])

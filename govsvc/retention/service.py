@@ -307,13 +307,14 @@ class Retention:
         execution follows an approved dry run of the same rule and policy version, and uses its cutoff.
         ``fault`` (tests) is called at each step and may raise ``Interrupted`` to stop like a crash."""
         name = f"retention:{rule_key}"
-        if not acquire_lease(database, name, self.holder, self.lease_seconds):
+        holder = f"{self.holder}:{secrets.token_hex(4)}"  # per execution: two threads of one process contend too
+        if not acquire_lease(database, name, holder, self.lease_seconds):
             raise ConflictError(f"Rule {rule_key} is running on another instance.", reason="lease_held")
         try:
             run = self._open_run(database, rule_key, actor=actor, dry_run_id=dry_run_id)
-            return self._execute(database, run.run_id, fault)
+            return self._execute(database, run.run_id, holder, fault)
         finally:
-            release_lease(database, name, self.holder)
+            release_lease(database, name, holder)
 
     def _open_run(self, database: Database, rule_key: str, *, actor: str, dry_run_id: str | None) -> RetentionRun:
         now = utcnow()
@@ -369,7 +370,9 @@ class Retention:
             raise ConflictError("That dry run was executed already.", reason="dry_run_used")
         return dry
 
-    def _execute(self, database: Database, run_id: str, fault: Callable[[str, int], None] | None) -> RetentionRun:
+    def _execute(
+        self, database: Database, run_id: str, holder: str, fault: Callable[[str, int], None] | None
+    ) -> RetentionRun:
         started = time.monotonic()
         with database.transaction(write=False) as session:
             run = self.get_run(session, run_id)
@@ -433,7 +436,7 @@ class Retention:
                         stored = session.get(RetentionRun, run.pk)
                         assert stored is not None
                         tally.store(stored)
-                renew_lease(database, f"retention:{rule.key}", self.holder, self.lease_seconds)
+                renew_lease(database, f"retention:{rule.key}", holder, self.lease_seconds)
         except Interrupted:
             raise
         except ServiceError as error:

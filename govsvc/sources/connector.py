@@ -27,7 +27,7 @@ class SqlSourceConnector:
         self.sources = sources
         self.config = config
         self.pseudonym = pseudonym
-        self.name = config.store
+        self.name = f"sql_{config.name}"  # also the file name of its records in export bundles
 
     def _values(self, job: Job) -> list[str]:
         """The subject's key values in this source: its identifiers of the source's kind and system."""
@@ -86,7 +86,7 @@ class SqlSourceConnector:
                 [
                     {
                         "subject_key": self.pseudonym(value),
-                        "store": self.name,
+                        "store": self.config.store,
                         "deleted_before": now,
                         "action": "delete",
                         "run_id": f"dsr:{job.request_id}",
