@@ -70,11 +70,8 @@ def _subject_ref_time(trigger: str, cutoff: datetime) -> Any:
             .group_by(VaultField.subject_pk)
             .subquery()
         )
-        return (
-            select(latest.c.subject_pk, latest.c.ref_time)
-            .join(Subject, Subject.pk == latest.c.subject_pk)
-            .where(latest.c.ref_time < cutoff, Subject.updated_at < cutoff)
-        )
+        # the profile's own activity (administrative changes to the subject, like a hold, do not count)
+        return select(latest.c.subject_pk, latest.c.ref_time).where(latest.c.ref_time < cutoff)
     if trigger == "consent_withdrawn":
         given = select(ConsentState.subject_pk).where(ConsentState.status == "given")
         return (
