@@ -1,8 +1,9 @@
-"""Run the benchmarks: ``python -m bench`` runs all; ``python -m bench pii`` (or another name) only that one."""
+"""Run the benchmarks: ``python -m bench`` runs all; ``python -m bench pii`` (or another name) only that one;
+options after the names go to a bench that takes them (``python -m bench retention --rows 100000``)."""
 
 import sys
 
-from bench import audit, crypto, decisions, dsr, pii, rbac
+from bench import audit, crypto, decisions, dsr, pii, rbac, retention
 
 BENCHES = {
     "rbac": lambda: rbac.main(),
@@ -11,10 +12,15 @@ BENCHES = {
     "pii": lambda: pii.main([]),
     "crypto": lambda: crypto.main(),
     "dsr": lambda: dsr.main([]),
+    "retention": lambda: retention.main(OPTIONS),
 }
+OPTIONS: list[str] = []
 
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or list(BENCHES)
+    arguments = sys.argv[1:]
+    first_option = next((i for i, a in enumerate(arguments) if a.startswith("-")), len(arguments))
+    OPTIONS.extend(arguments[first_option:])
+    chosen = arguments[:first_option] or list(BENCHES)
     unknown = [name for name in chosen if name not in BENCHES]
     if unknown:
         sys.exit(f"unknown bench {', '.join(unknown)}; choose from {', '.join(BENCHES)}")

@@ -3,7 +3,6 @@ values: blind indexes, and sealing under each subject's data key (``govsvc.crypt
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 
@@ -54,7 +53,7 @@ class FieldKeys:
 
     def blind_index(self, *parts: str) -> str:
         """HMAC-SHA256 over the parts (e.g. kind, system, normalised value): equality search without plaintext."""
-        return hmac.new(self._index_key, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._index_key, "\x1f".join(parts).encode(), "sha256").hex()  # one-shot: faster
 
     def seal(self, session: Session, subject_id: str, name: str, plaintext: str) -> bytes:
         """``plaintext`` sealed under the subject's data key, bound to the subject and ``name``."""

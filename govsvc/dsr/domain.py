@@ -101,20 +101,22 @@ def wire_retention(dsr: Dsr, retention: Retention, sources: Sources) -> None:
 
     def sql_connectors(session: Session) -> Iterator[SqlSourceConnector]:
         for config in sources.configs(session):
-            yield SqlSourceConnector(sources, config, retention.pseudonym)
+            yield SqlSourceConnector(
+                sources, config, lambda value, config=config: retention.source_pseudonym(config, value)
+            )
 
     dsr.registry.add_provider(sql_connectors)
     dsr.registry.add_provider(lambda session: [LedgerConnector()])
     retention.add_exclusion("open_dsr", open_dsr_subjects)
 
 
-def open_dsr_subjects(session: Session, subject_pks: set[int]) -> set[int]:
-    """Subjects with a request still open: retention leaves their data alone until it is answered."""
-    return set(
-        session.scalars(
-            select(DsrRequest.subject_pk).where(DsrRequest.subject_pk.in_(subject_pks), DsrRequest.status.in_(OPEN))
-        )
-    )
+def open_dsr_subjects(session: Session, subject_pks: set[int] | None) -> set[int]:
+    """Subjects (of ``subject_pks``, or all) with a request still open: retention leaves their data alone until
+    it is answered."""
+    query = select(DsrRequest.subject_pk).where(DsrRequest.status.in_(OPEN), DsrRequest.subject_pk.is_not(None))
+    if subject_pks is not None:
+        query = query.where(DsrRequest.subject_pk.in_(subject_pks))
+    return {pk for pk in session.scalars(query) if pk is not None}
 
 
 def retention_minimums(retention: Retention) -> Any:

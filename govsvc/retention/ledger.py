@@ -96,7 +96,7 @@ def _replay_source(
         for key, value, stamp in rows:
             if value is None or str(value).startswith(ANON_PREFIX):
                 continue
-            found = keys.get(retention.pseudonym(str(value)))
+            found = keys.get(retention.source_pseudonym(config, str(value)))
             moment = _aware(stamp)
             if found is None or moment is None or moment >= found[0]:
                 continue
@@ -110,6 +110,6 @@ def _replay_source(
             if rule is None or rule.action != "anonymize":
                 counts["rows_deleted"] += sources.delete_keys(config, [key], before=None)
                 continue
-            target = SourceTarget(sources, config, retention.subject_pks, retention.pseudonym, retention.masker_of())
+            target = SourceTarget(sources, config, retention, retention.masker_of())
             counts["rows_anonymized"] += target.anonymize(rule, [key])
     return dict(counts)

@@ -6,7 +6,6 @@ insert-only deletion ledger, which a restore from backup replays."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -42,15 +41,15 @@ from govsvc.retention.targets import (
     Target,
     VaultTarget,
 )
-from govsvc.sources.service import SourceConfig, Sources
+from govsvc.sources.service import SourceConfig, Sources, one_of
 from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.subjects.service import normalise
 from govsvc.vault.service import Vault
 
 SAMPLES = 10
 JOB_CONTEXT = AuditContext(principal_id="job:retention", role="system")
-# exclusion name -> (session, subject pks) -> the pks it excludes
-Exclusion = Callable[[Session, set[int]], set[int]]
+# exclusion name -> (session, subject pks or None for all) -> the pks it excludes
+Exclusion = Callable[[Session, set[int] | None], set[int]]
 
 
 class Interrupted(Exception):
@@ -65,14 +64,23 @@ class Tally:
     exclusions: Counter[str] = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)
     subjects: set[str] = field(default_factory=set)
+    subjects_before: int = 0  # counted by an earlier (crashed) part of the run
+    chunks: int = 0
+    longest_chunk_ms: float = 0.0  # the longest transaction that changed the target: the longest lock held
 
     def counts(self) -> dict[str, Any]:
         return {
             "rows": self.rows,
             "restricted": self.restricted,
-            "subjects": len(self.subjects),
+            "subjects": self.subjects_before + len(self.subjects),
             "by_category": dict(sorted(self.by_category.items())),
+            "chunks": self.chunks,
+            "longest_chunk_ms": round(self.longest_chunk_ms, 1),
         }
+
+    def chunk_took(self, seconds: float) -> None:
+        self.chunks += 1
+        self.longest_chunk_ms = max(self.longest_chunk_ms, seconds * 1000)
 
     @classmethod
     def of(cls, run: RetentionRun) -> Tally:
@@ -84,18 +92,23 @@ class Tally:
             exclusions=Counter(json.loads(run.exclusions or "{}")),
             samples=list(json.loads(run.samples or "[]")),
         )
-        tally.subjects = set(counts.get("subject_keys", []))  # not stored (ids stay out); resumed runs recount
+        tally.subjects_before = int(counts.get("subjects", 0))
+        tally.chunks = int(counts.get("chunks", 0))
+        tally.longest_chunk_ms = float(counts.get("longest_chunk_ms", 0.0))
         return tally
 
-    def add(self, items: Iterable[Item]) -> None:
-        for item in items:
-            self.rows += 1
-            for category in item.categories:
-                self.by_category[category or "*"] += 1
-            if item.pseudonym:
-                self.subjects.add(item.pseudonym)
-                if len(self.samples) < SAMPLES and item.pseudonym not in self.samples:
-                    self.samples.append(item.pseudonym)
+    def add(self, items: Sequence[Item]) -> None:
+        self.rows += len(items)
+        for categories, count in Counter(item.categories for item in items).items():
+            for category in categories:
+                self.by_category[category or "*"] += count
+        pseudonyms = {item.pseudonym for item in items if item.pseudonym}
+        self.subjects |= pseudonyms
+        for pseudonym in sorted(pseudonyms):
+            if len(self.samples) >= SAMPLES:
+                break
+            if pseudonym not in self.samples:
+                self.samples.append(pseudonym)
 
     def store(self, run: RetentionRun) -> None:
         counts = self.counts()
@@ -146,7 +159,7 @@ class Retention:
 
     def pseudonym(self, value: str) -> str:
         """A keyed, stable pseudonym of an external subject key (samples and the deletion ledger)."""
-        return "psk_" + hmac.new(self._pseudonym_key, value.encode(), hashlib.sha256).hexdigest()[:32]
+        return "psk_" + hmac.digest(self._pseudonym_key, value.encode(), "sha256").hex()[:32]
 
     def policy(self, session: Session) -> RetentionPolicy:
         return rule_store.current(session, self.policy_dir)
@@ -172,30 +185,54 @@ class Retention:
             config = self.sources.by_name(session, name)
         except NotFoundError:
             raise ConflictError(f"Rule {rule.key} names source {name!r}, which is not registered.") from None
-        return SourceTarget(self.sources, config, self.subject_pks, self.pseudonym, self.masker_of())
+        return SourceTarget(self.sources, config, self, self.masker_of())
 
-    def subject_pks(self, session: Session, config: SourceConfig, values: set[str]) -> dict[str, int]:
-        """Which of these external subject keys are subjects we know (through their blind-indexed identifier)."""
-        by_index: dict[str, str] = {}
+    def source_keys(self, config: SourceConfig, values: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """For each external subject key: its pseudonym (samples, the ledger) and its blind index (the keyed hash
+        our identifiers are found by; the pseudonym is derived from it, so one HMAC serves both)."""
+        found: dict[str, tuple[str, str | None]] = {}
         for value in values:
             try:
                 normalised = normalise(config.subject_kind, value)
             except ServiceError:
+                found[value] = (self.pseudonym(value), None)
                 continue
-            by_index[self.field_keys.blind_index(config.subject_kind, config.subject_system, normalised)] = value
-        if not by_index:
+            index = self.field_keys.blind_index(config.subject_kind, config.subject_system, normalised)
+            found[value] = ("psk_" + index[:32], index)
+        return found
+
+    def source_pseudonym(self, config: SourceConfig, value: str) -> str:
+        return self.source_keys(config, [value])[value][0]
+
+    def watched(self, session: Session, config: SourceConfig, rule: Rule) -> dict[str, int]:
+        """Blind index -> subject of the subjects a purge must look out for in this source: those with a subject
+        hold or another exclusion the rule names (open DSR, open contract). Every other row belongs to nobody
+        an exclusion protects, so a chunk needs no lookup of its thousands of keys."""
+        pks = set(hold_index(session).by_subject)
+        for name in rule.exceptions:
+            exclusion = self.exclusions.get(name)
+            if exclusion is not None:
+                pks |= exclusion(session, None)
+        if not pks:
             return {}
+        return self._indexes_of(session, config, SubjectIdentifier.subject_pk, sorted(pks))
+
+    def subjects_by_index(self, session: Session, config: SourceConfig, indexes: Sequence[str]) -> dict[str, int]:
+        return self._indexes_of(session, config, SubjectIdentifier.blind_index, list(indexes))
+
+    def _indexes_of(self, session: Session, config: SourceConfig, column: Any, values: list[Any]) -> dict[str, int]:
         found: dict[str, int] = {}
-        indexes = list(by_index)
-        for start in range(0, len(indexes), 500):
+        dialect = session.get_bind().dialect.name
+        step = 500 if dialect == "sqlite" else 20_000
+        for start in range(0, len(values), step):
             for blind_index, subject_pk in session.execute(
                 select(SubjectIdentifier.blind_index, SubjectIdentifier.subject_pk).where(
                     SubjectIdentifier.kind == config.subject_kind,
                     SubjectIdentifier.system == config.subject_system,
-                    SubjectIdentifier.blind_index.in_(indexes[start : start + 500]),
+                    one_of(column, values[start : start + step], dialect),
                 )
             ):
-                found[by_index[blind_index]] = subject_pk
+                found[blind_index] = subject_pk
         return found
 
     # -- classification -----------------------------------------------------------------------------------------
@@ -215,9 +252,10 @@ class Retention:
                 excluded_by[name] = exclusion(session, pks)
         minimum = now - timedelta(days=rule.min_retention_days) if rule.min_retention_days else None
         split = Split([], [], Counter())
+        any_category_hold = bool(holds.categories)
         for item in real:
-            if holds.category_held(item.categories) or (
-                item.subject_pk is not None and holds.subject_held(item.subject_pk, item.categories)
+            if (any_category_hold and holds.category_held(item.categories)) or (
+                item.subject_pk in holds.by_subject and holds.subject_held(item.subject_pk, item.categories)
             ):
                 split.excluded["legal_hold"] += 1
                 continue
@@ -389,12 +427,13 @@ class Retention:
             after = json.loads(run.cursor) if run.cursor else None
             while True:
                 now = utcnow()
+                chunk_started = time.perf_counter()
                 with database.transaction() as session:
                     items = target.page(session, rule, cutoff, after, self.chunk_size)
                     if not items:
                         break
                     split = self.split(session, rule, target.store, items, now)
-                    restricted = self._restrict(session, split.restricted)
+                    restricted = self._restrict(session, split.restricted, target)
                     tally.restricted += restricted
                     tally.exclusions.update(split.excluded)
                     stored = session.get(RetentionRun, run.pk)
@@ -404,6 +443,7 @@ class Retention:
                     if not target.external:
                         target.act(session, rule, split.eligible, cutoff)
                         tally.add(split.eligible)
+                        tally.chunk_took(time.perf_counter() - chunk_started)
                         self._tombstones(session, split.eligible, target.store, rule, run, cutoff, ledgered)
                         tally.store(stored)
                     elif split.eligible:
@@ -423,7 +463,9 @@ class Retention:
                     fault("planned", seq)
                 if target.external and split.eligible:
                     assert isinstance(target, SourceTarget)
+                    acted_at = time.perf_counter()
                     target.act_external(rule, [i.key for i in split.eligible], cutoff)
+                    tally.chunk_took(time.perf_counter() - acted_at)
                     if fault:
                         fault("acted", seq)
                     with database.transaction() as session:
@@ -491,9 +533,13 @@ class Retention:
                 tally.store(run)
         return int(last or 0)
 
-    def _restrict(self, session: Session, items: Sequence[Item]) -> int:
+    def _restrict(self, session: Session, items: Sequence[Item], target: Target) -> int:
         """Data the law still requires to keep: storage only (the subject is restricted)."""
-        for pk in {i.subject_pk for i in items if i.subject_pk is not None}:
+        pks = {i.subject_pk for i in items if i.subject_pk is not None}
+        unknown = sorted({i.index for i in items if i.subject_pk is None and i.index})
+        if unknown and isinstance(target, SourceTarget):
+            pks |= set(self.subjects_by_index(session, target.config, unknown).values())
+        for pk in pks:
             subject = session.get(Subject, pk)
             if subject is not None and not subject.restricted:
                 subject.restricted = True
@@ -590,15 +636,16 @@ def _audit_details(run: RetentionRun, rule: Rule) -> dict[str, Any]:
     }
 
 
-def open_contracts(session: Session, subject_pks: set[int]) -> set[int]:
-    """Subjects whose latest contract event is ``contract_started`` (no end or cancellation after it)."""
+def open_contracts(session: Session, subject_pks: set[int] | None) -> set[int]:
+    """Subjects (of ``subject_pks``, or all) whose latest contract event is ``contract_started`` (no end or
+    cancellation after it)."""
     latest: dict[int, tuple[datetime, str]] = {}
-    for subject_pk, trigger, at in session.execute(
-        select(RetentionEvent.subject_pk, RetentionEvent.trigger, RetentionEvent.occurred_at).where(
-            RetentionEvent.subject_pk.in_(subject_pks),
-            RetentionEvent.trigger.in_(("contract_started", "contract_end", "account_cancelled")),
-        )
-    ):
+    query = select(RetentionEvent.subject_pk, RetentionEvent.trigger, RetentionEvent.occurred_at).where(
+        RetentionEvent.trigger.in_(("contract_started", "contract_end", "account_cancelled"))
+    )
+    if subject_pks is not None:
+        query = query.where(RetentionEvent.subject_pk.in_(subject_pks))
+    for subject_pk, trigger, at in session.execute(query):
         if subject_pk not in latest or at >= latest[subject_pk][0]:
             latest[subject_pk] = (at, trigger)
     return {pk for pk, (_, trigger) in latest.items() if trigger == "contract_started"}

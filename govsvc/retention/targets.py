@@ -4,7 +4,7 @@ expired API keys) and registered external SQL sources. A target pages through it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,6 +44,7 @@ class Item:
     categories: tuple[str | None, ...]
     ref_time: datetime | None
     subject_id: str | None = None
+    index: str | None = None  # an external key's blind index (to find its subject when needed)
 
 
 class Target:
@@ -277,15 +278,13 @@ class SourceTarget(Target):
         self,
         sources: Sources,
         config: SourceConfig,
-        subject_pks: Callable[[Session, SourceConfig, set[str]], dict[str, int]],
-        pseudonym: Callable[[str], str],
+        keys: Any,  # the Retention engine: source_keys(), watched()
         masker: Any,
     ) -> None:
         self.sources = sources
         self.config = config
         self.store = config.store
-        self.subject_pks = subject_pks
-        self.pseudonym = pseudonym
+        self.keys = keys
         self.masker = masker
 
     def page(self, session: Session, rule: Rule, cutoff: datetime, after: Any, limit: int) -> list[Item]:
@@ -297,21 +296,27 @@ class SourceTarget(Target):
                 if more:
                     return [Item(more[-1][0], None, None, (), None)]
         values = {str(r[1]) for r in rows if r[1] is not None}
-        pks = self.subject_pks(session, self.config, values) if values else {}
+        keyed = self.keys.source_keys(self.config, values)
+        watched = self.keys.watched(session, self.config, rule) if values else {}
         if rule.action == "delete":
             categories = tuple(sorted(set(self.config.columns.values())))
         else:
             categories = tuple(sorted({c for c in self.config.columns.values() if rule.covers(c)}))
-        return [
-            Item(
-                key=key,
-                subject_pk=pks.get(str(value)) if value is not None else None,
-                pseudonym=self.pseudonym(str(value)) if value is not None else None,
-                categories=categories,
-                ref_time=_aware(stamp),
+        none: tuple[str | None, str | None] = (None, None)
+        items = []
+        for key, value, stamp in rows:
+            pseudonym, index = keyed[str(value)] if value is not None else none
+            items.append(
+                Item(
+                    key=key,
+                    subject_pk=watched.get(index) if index else None,
+                    pseudonym=pseudonym,
+                    categories=categories,
+                    ref_time=stamp if isinstance(stamp, datetime) and stamp.tzinfo is not None else _aware(stamp),
+                    index=index,
+                )
             )
-            for key, value, stamp in rows
-        ]
+        return items
 
     def act_external(self, rule: Rule, keys: Sequence[Any], cutoff: datetime) -> int:
         if rule.action == "delete":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import MetaData, Table, create_engine, select
+from sqlalchemy import ARRAY, ColumnElement, MetaData, Table, any_, bindparam, create_engine, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -256,14 +256,14 @@ class Sources:
         if subjects is not None:
             query = query.where(subject.in_(list(subjects)))
         with self.engine(config).connect() as connection:
-            return [(r[0], r[1], r[2]) for r in connection.execute(query)]
+            return list(connection.execute(query).all())
 
     def delete_keys(self, config: SourceConfig, keys: Sequence[Any], *, before: datetime | None) -> int:
         """Delete the rows with these keys (still older than ``before``) in one transaction; rows deleted."""
         if not keys:
             return 0
         table = self.table(config)
-        statement = table.delete().where(table.c[config.key_column].in_(list(keys)))
+        statement = table.delete().where(one_of(table.c[config.key_column], keys, config.dialect))
         if before is not None:
             statement = statement.where(table.c[config.timestamp_column] < _naive_if_sqlite(config, before))
         with self.engine(config).begin() as connection:
@@ -328,6 +328,13 @@ class Sources:
             return True
         except SQLAlchemyError:
             return False
+
+
+def one_of(column: Any, values: Sequence[Any], dialect: str) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL as ``= ANY(array)``: one parameter, however many values."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(list(values))
 
 
 def _dialect_of(url: str) -> str:
