@@ -1,9 +1,10 @@
 """Data-subject requests at volume: an access request and an erasure for one subject with 10,000 records.
 
-The records are spread over every connector the service has in phase 1: the profile vault (20 fields and 3,000
-sealed rectification-history values), the consent ledger (2,500 events), the audit log (1,500 events about the
-subject) and one app behind a webhook connector (3,000 records in pages of 500, served by a local HTTP server).
-Phase 2 adds two external SQL sources.
+The records are spread over every connector the service has: the profile vault (20 fields and 2,000 sealed
+rectification-history values), the consent ledger (1,500 events), the audit log (1,000 events about the subject),
+one app behind a webhook connector (1,480 records in pages of 500, served by a local HTTP server) and, since
+phase 2 (issue 8), two external SQL sources registered through ``govsvc/sources`` (2,000 order rows and 2,000
+ticket rows of the subject among 20,000 rows of other customers, in a separate database of the same server).
 
 Prints, in one run on PostgreSQL: the wall time of the access request's fulfilment (collect every record, stream
 the ZIP of JSON and CSV, encrypt it into the database) against a baseline that only reads the same records the
@@ -26,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import create_engine, insert, text
 
 from govsvc import create_app
 from govsvc.audit.models import AuditEvent
@@ -192,6 +193,64 @@ def _populate(app: Any, counts: dict[str, int], url: str) -> str:
         return subject.subject_id
 
 
+SQL_TABLES = {
+    "orders": {"note": "user.behavior.purchase_history", "amount": "user.financial"},
+    "tickets": {"note": "user.behavior", "email": "user.contact.email"},
+}
+
+
+def _sql_sources(app: Any, url: str, counts: dict[str, int]) -> None:
+    """Two tables in an external database, each with the subject's rows among other customers', registered."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for table in SQL_TABLES:
+            connection.execute(
+                text(
+                    f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, customer_id VARCHAR(32) NOT NULL, "
+                    "email VARCHAR(120), amount INTEGER, note VARCHAR(200), created_at TIMESTAMP NOT NULL)"
+                )
+            )
+            connection.execute(text(f"CREATE INDEX ix_{table}_customer ON {table} (customer_id)"))
+            mine = counts[f"sql_{table}"]
+            rows = [
+                {
+                    "id": n + 1,
+                    "customer": "C-000123" if n < mine else f"C-{n % 5000:06d}x",
+                    "email": "zhang.wei@example.cn",
+                    "amount": n % 997,
+                    "note": f"{table} {n}: 订单备注 / ticket text",
+                    "at": utcnow().replace(tzinfo=None),
+                }
+                for n in range(mine + 10_000)
+            ]
+            connection.execute(
+                text(
+                    f"INSERT INTO {table} (id, customer_id, email, amount, note, created_at) "
+                    "VALUES (:id, :customer, :email, :amount, :note, :at)"
+                ),
+                rows,
+            )
+    engine.dispose()
+    database: Database = app.extensions["govsvc.db"]
+    with database.transaction() as session:
+        for table, columns in SQL_TABLES.items():
+            app.extensions["govsvc.sources"].register(
+                session,
+                {
+                    "name": table,
+                    "url": url,
+                    "table": table,
+                    "key_column": "id",
+                    "subject_column": "customer_id",
+                    "subject_kind": "crm_id",
+                    "subject_system": "crm",
+                    "timestamp_column": "created_at",
+                    "columns": {"customer_id": "user.crm.customer_id", **columns},
+                },
+                actor="bench",
+            )
+
+
 def _request(app: Any, subject_id: str, request_type: str) -> str:
     dsr = app.extensions["govsvc.dsr"]
     database = app.extensions["govsvc.db"]
@@ -217,8 +276,14 @@ def _measure(label: str, function: Any) -> tuple[float, Any]:
     return elapsed, result
 
 
-def run(settings: Settings, records: int) -> None:
-    counts = {"history": records * 30 // 100, "consent": records * 25 // 100, "audit": records * 15 // 100}
+def run(settings: Settings, records: int, external_url: str) -> None:
+    counts = {
+        "history": records * 20 // 100,
+        "consent": records * 15 // 100,
+        "audit": records * 10 // 100,
+        "sql_orders": records * 20 // 100,
+        "sql_tickets": records * 20 // 100,
+    }
     counts["webhook"] = records - sum(counts.values()) - len(PROFILE)
     server = _app_server(counts["webhook"])
     url = f"http://127.0.0.1:{server.server_address[1]}/dsr"
@@ -230,10 +295,12 @@ def run(settings: Settings, records: int) -> None:
     database: Database = app.extensions["govsvc.db"]
     dsr = app.extensions["govsvc.dsr"]
     subject_id = _populate(app, counts, url)
+    _sql_sources(app, external_url, counts)
     total = sum(counts.values()) + len(PROFILE)
     print(
         f"records of the subject: {total:,} = vault {len(PROFILE)} fields + {counts['history']:,} history, "
-        f"consent {counts['consent']:,}, audit {counts['audit']:,}, webhook app {counts['webhook']:,}"
+        f"consent {counts['consent']:,}, audit {counts['audit']:,}, webhook app {counts['webhook']:,}, "
+        f"SQL orders {counts['sql_orders']:,}, SQL tickets {counts['sql_tickets']:,}"
     )
 
     def baseline() -> int:  # the same collection, records read and dropped: no bundle, no encryption
@@ -261,7 +328,7 @@ def run(settings: Settings, records: int) -> None:
     print(f"  bundle {size / 1e6:.1f} MB")
     erasure_request = _request(app, subject_id, "erasure")
     erase_time, erased = _measure(
-        "erasure: apps, consent, audit, vault (shred)",
+        "erasure: SQL sources, apps, consent, audit, vault (shred)",
         lambda: dsr.fulfilment.run(database, erasure_request, actor="bench"),
     )
     print(f"  status {erased.status}; " + ", ".join(f"{r['connector']} {r['status']}" for r in erased.runs))
@@ -294,12 +361,17 @@ def main(argv: list[str] | None = None) -> None:
             )
 
         if args.sqlite:
-            run(settings(f"sqlite:///{Path(directory) / 'bench.db'}"), args.records)
+            run(
+                settings(f"sqlite:///{Path(directory) / 'bench.db'}"),
+                args.records,
+                f"sqlite:///{Path(directory) / 'crm.db'}",
+            )
             return
         cluster = PostgresCluster().start()
         try:
             cluster.admin_execute("CREATE DATABASE bench")
-            run(settings(cluster.url("bench")), args.records)
+            cluster.admin_execute("CREATE DATABASE crm")
+            run(settings(cluster.url("bench")), args.records, cluster.url("crm"))
         finally:
             cluster.stop()
 
