@@ -185,7 +185,7 @@ def _init_retention(app: APIFlask, settings: Settings, database: Database, jobs:
     """Retention rules, legal holds and external SQL sources (issue 8), wired into DSRs (phase 2); one cron job per
     scheduled rule in the persistent job store, kept in line with the stored rules by an interval job."""
     from govsvc.dsr.domain import wire_retention
-    from govsvc.retention.jobs import RuleJobSync
+    from govsvc.retention.jobs import EventWatch, RuleJobSync
     from govsvc.retention.service import Retention
     from govsvc.sources.service import Sources
 
@@ -207,6 +207,10 @@ def _init_retention(app: APIFlask, settings: Settings, database: Database, jobs:
     app.extensions["govsvc.retention_jobs"] = sync
     jobs.add("retention.sync", settings.scheduler_interval_seconds, sync)
     jobs.on_start.append(sync)
+    watch = EventWatch(database, retention, jobs)
+    app.extensions["govsvc.retention_events"] = watch
+    jobs.add("retention.events", settings.scheduler_interval_seconds, watch)
+    jobs.on_start.append(watch)
 
 
 def _pii_service(settings: Settings) -> Any:

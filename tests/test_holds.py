@@ -276,3 +276,66 @@ rules:
         "/v1/retention/events", json={"subject": {"subject_id": cancelled}, "event": "birthday"}, headers=keys["app"]
     )
     assert_problem(bad, 422, "validation-error")
+
+
+def test_cancellation_and_withdrawal_make_immediate_rules_due_at_once(app, client, keys, database) -> None:
+    from govsvc.core.scheduler import JobControl
+    from govsvc.retention.jobs import scheduled_run
+
+    put_rules(
+        client,
+        keys,
+        """
+require_approved_dry_run: false
+rules:
+  - key: cancelled_accounts
+    store: vault
+    trigger: contract_end
+    period_days: 0
+    action: crypto_shred
+    exceptions: [legal_hold, open_dsr]
+    schedule: "0 5 1 1 *"
+  - key: withdrawn_marketing
+    store: vault
+    trigger: consent_withdrawn
+    period_days: 0
+    action: delete
+    categories: [user.contact]
+    exceptions: [legal_hold]
+    schedule: "0 6 1 1 *"
+""",
+    )
+    subject = make_subject(client, keys, "C-1", profile=PROFILE)
+    watch = app.extensions["govsvc.retention_events"]
+    app.extensions["govsvc.retention_jobs"]()
+    control = JobControl(app.extensions["govsvc.db"].engine, app.extensions["govsvc.jobs"])
+    assert watch() == {"triggered": 0}  # notes where the streams are
+    before = control.status("retention.cancelled_accounts").next_run_at
+    assert before is not None and before - utcnow() > timedelta(hours=1)  # next 1 January
+    event = client.post(
+        "/v1/retention/events",
+        json={"subject": {"subject_id": subject}, "event": "account_cancelled"},
+        headers=keys["app"],
+    )
+    assert event.status_code == 201
+    assert watch() == {"triggered": 1}
+    due = control.status("retention.cancelled_accounts").next_run_at
+    assert due is not None and due <= utcnow()  # due now: the next scheduler wake-up runs it
+    assert watch() == {"triggered": 0}  # once per event
+    notice = {"id": "privacy", "version": "3", "sha256": "a" * 64, "language": "en"}
+    for act in ("given", "withdrawn"):
+        body = {
+            "subject": {"subject_id": subject},
+            "event": act,
+            "items": [{"purpose": "marketing.communications.email"}],
+            "channel": "web",
+        }
+        if act == "given":
+            body |= {"consent_type": "express", "notice": notice}
+        assert client.post("/v1/consents", json=body, headers=keys["app"]).status_code == 201
+    assert watch() == {"triggered": 1}
+    assert control.status("retention.withdrawn_marketing").next_run_at <= utcnow()
+    outcome = scheduled_run(app.extensions["govsvc.db"], app.extensions["govsvc.retention"], "cancelled_accounts")
+    assert outcome["action"] == "executed"
+    shredded = client.get(f"/v1/vault/subjects/{subject}/profile?purpose=essential.service", headers=keys["dpo"])
+    assert_problem(shredded, 410, "key-destroyed")

@@ -94,3 +94,53 @@ class RuleJobSync:
             self.jobs.set_cron(rule_jobs(self.database, self.retention))
             self.version = version
         return {"policy_version": version}
+
+
+class EventWatch:
+    """Proactive triggers (PIPL Art 47): a consent withdrawal, an account cancellation, a contract end or a
+    completed purpose makes the scheduled rules with that trigger and no waiting period due at once (on every
+    instance the next scheduler wake-up runs them; the lease lets one do it), instead of at their next cron time.
+    Checked by an interval job; the first check only notes where the event streams are."""
+
+    def __init__(self, database: Database, retention: Retention, jobs: Jobs) -> None:
+        self.database = database
+        self.retention = retention
+        self.jobs = jobs
+        self.last_event: int | None = None
+        self.last_withdrawal: Any = None
+        self.started = False
+
+    def __call__(self) -> dict[str, Any]:
+        from sqlalchemy import func
+
+        from govsvc.consent.models import ConsentState
+        from govsvc.retention.models import RetentionEvent
+
+        with self.database.transaction(write=False) as session:
+            last_event = session.scalar(select(func.max(RetentionEvent.pk))) or 0
+            last_withdrawal = session.scalar(
+                select(func.max(ConsentState.updated_at)).where(ConsentState.status == "withdrawn")
+            )
+            triggers: set[str] = set()
+            if self.started and last_event > (self.last_event or 0):
+                for (name,) in session.execute(
+                    select(RetentionEvent.trigger).where(RetentionEvent.pk > (self.last_event or 0)).distinct()
+                ):
+                    triggers.add("contract_end" if name == "account_cancelled" else name)
+            if self.started and last_withdrawal is not None and (
+                self.last_withdrawal is None or last_withdrawal > self.last_withdrawal
+            ):
+                triggers.add("consent_withdrawn")
+            due = [
+                rule.key
+                for rule in self.retention.policy(session).rules.values()
+                if rule.trigger in triggers and rule.period_days == 0 and rule.schedule
+            ]
+        self.last_event, self.last_withdrawal, self.started = last_event, last_withdrawal, True
+        if due:
+            from govsvc.core.scheduler import JobControl
+
+            control = JobControl(self.database.engine, self.jobs)
+            for key in due:
+                control.trigger(job_name(key))
+        return {"triggered": len(due)}
