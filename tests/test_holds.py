@@ -225,7 +225,7 @@ def test_vault_rules_shred_inactive_profiles_but_never_held_data(client, keys, d
     assert again["counts"]["rows"] == 0 and again["exclusions"] == {"legal_hold": 2}
 
 
-def test_account_cancellation_starts_the_clock_and_open_requests_wait(client, keys, database) -> None:
+def test_account_cancellation_starts_the_clock_and_open_requests_wait(app, client, keys, database) -> None:
     put_rules(
         client,
         keys,
@@ -272,6 +272,11 @@ rules:
         }
     engine.dispose()
     assert fields[cancelled] == 1 and fields[waiting] == 4 and fields[untouched] == 4  # bank_card stays
+    # the profile comes back from a backup: replaying the ledger deletes the rule's categories again
+    restored = client.put(f"/v1/vault/subjects/{cancelled}/profile", json={"fields": PROFILE}, headers=keys["app"])
+    assert restored.status_code == 200
+    replayed = app.test_cli_runner().invoke(args=["retention", "replay-ledger", "--store", "vault"])
+    assert json.loads(replayed.output)["vault"] == {"fields_deleted": 3}
     bad = client.post(
         "/v1/retention/events", json={"subject": {"subject_id": cancelled}, "event": "birthday"}, headers=keys["app"]
     )

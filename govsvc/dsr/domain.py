@@ -34,7 +34,7 @@ from govsvc.dsr.connectors import (
     VaultConnector,
     open_identifiers,
 )
-from govsvc.dsr.erasure import ALL, RetentionException, RetentionExceptions, legal_hold_flag, retention_rules
+from govsvc.dsr.erasure import RetentionException, RetentionExceptions, legal_hold_flag, retention_rules
 from govsvc.dsr.fulfilment import Fulfilment
 from govsvc.dsr.models import DsrRequest
 from govsvc.dsr.rules import ERASING_TYPES, DsrRules, load_rules
@@ -152,8 +152,8 @@ def retention_minimums(retention: Retention) -> Any:
 
 
 class LedgerConnector(BuiltinConnector):
-    """Writes the vault's tombstone in the deletion ledger before the vault erases (nothing when a hold or a
-    blanket retention keeps the profile), so a restored backup is erased again."""
+    """Writes the vault's tombstone in the deletion ledger before the vault crypto-shreds the profile (nothing
+    when a hold or legal retention keeps part of it), so a restored backup is shredded again."""
 
     name = "ledger"
     operations = frozenset({"erase"})
@@ -161,8 +161,8 @@ class LedgerConnector(BuiltinConnector):
     def run(self, operation: str, job: Job) -> Outcome:
         if operation != "erase":
             return super().run(operation, job)
-        if any(ALL in e.categories for e in job.exceptions):
-            return Outcome("skipped", notes=["the profile is kept; no tombstone"])
+        if job.exceptions:  # a hold or legal retention keeps some or all of the profile: it is not shredded now
+            return Outcome("skipped", notes=["part of the profile is kept; its retention rule erases it later"])
         from govsvc.retention.models import DeletionTombstone
 
         with job.database.transaction() as session:

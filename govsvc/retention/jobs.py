@@ -127,8 +127,10 @@ class EventWatch:
                     select(RetentionEvent.trigger).where(RetentionEvent.pk > (self.last_event or 0)).distinct()
                 ):
                     triggers.add("contract_end" if name == "account_cancelled" else name)
-            if self.started and last_withdrawal is not None and (
-                self.last_withdrawal is None or last_withdrawal > self.last_withdrawal
+            if (
+                self.started
+                and last_withdrawal is not None
+                and (self.last_withdrawal is None or last_withdrawal > self.last_withdrawal)
             ):
                 triggers.add("consent_withdrawn")
             due = [

@@ -17,7 +17,7 @@ from govsvc.retention.models import DeletionTombstone, RetentionRun
 from govsvc.retention.service import Retention
 from govsvc.retention.targets import ANON_PREFIX, SourceTarget, _aware
 from govsvc.subjects.models import Subject
-from govsvc.vault.models import VaultFieldHistory
+from govsvc.vault.models import VaultField, VaultFieldHistory
 
 
 def replay(database: Database, retention: Retention, *, store: str | None = None, chunk: int = 1000) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def replay(database: Database, retention: Retention, *, store: str | None = None
     result: dict[str, Any] = {}
     for name, keys in sorted(by_store.items()):
         if name == "vault":
-            result[name] = _replay_vault(database, retention, keys)
+            result[name] = _replay_vault(database, retention, keys, rules_of_runs)
         elif name.startswith("source:"):
             result[name] = _replay_source(database, retention, name, keys, rules_of_runs, chunk)
     with database.transaction() as session:
@@ -49,12 +49,42 @@ def replay(database: Database, retention: Retention, *, store: str | None = None
     return result
 
 
-def _replay_vault(database: Database, retention: Retention, keys: dict[str, Any]) -> dict[str, int]:
+def _replay_vault(
+    database: Database,
+    retention: Retention,
+    keys: dict[str, tuple[datetime, str, str | None]],
+    rules_of_runs: dict[str, str],
+) -> dict[str, int]:
+    """Crypto-shred tombstones shred the subject again; delete tombstones (a rule's categories) delete the fields
+    of that rule's categories again."""
     counts: Counter[str] = Counter()
-    for subject_id in keys:
+    with database.transaction(write=False) as session:
+        policy = retention.policy(session)
+    for subject_id, (_, action, run_id) in keys.items():
         with database.transaction() as session:
             subject = session.scalar(select(Subject).where(Subject.subject_id == subject_id))
             if subject is None:
+                continue
+            if action == "delete":
+                rule = policy.rule(rules_of_runs.get(run_id or "", ""))
+                if rule is None:
+                    counts["skipped_unknown_rule"] += 1
+                    continue
+                fields = [
+                    row.field
+                    for row in session.scalars(select(VaultField).where(VaultField.subject_pk == subject.pk))
+                    if rule.covers(row.category)
+                ]
+                if fields:
+                    session.execute(
+                        delete(VaultField).where(VaultField.subject_pk == subject.pk, VaultField.field.in_(fields))
+                    )
+                    session.execute(
+                        delete(VaultFieldHistory).where(
+                            VaultFieldHistory.subject_pk == subject.pk, VaultFieldHistory.field.in_(fields)
+                        )
+                    )
+                    counts["fields_deleted"] += len(fields)
                 continue
             shredded = retention.vault.shred(session, subject)
             session.execute(delete(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk))
