@@ -226,8 +226,13 @@ class JobControl:
 
     def trigger(self, name: str) -> JobStatus:
         """Make the job due now: the next scheduler to wake up (on any instance) runs it."""
+        return self.set_next_run(name, utcnow())
+
+    def set_next_run(self, name: str, when: datetime) -> JobStatus:
+        """Move the job's next run (a time in the past is a missed run: within the misfire grace time it runs once,
+        beyond it it is skipped and the job goes back to its schedule)."""
         job = self._job(name)
-        job._modify(next_run_time=utcnow())
+        job._modify(next_run_time=when)
         self._store.update_job(job)
         self.jobs.wakeup()
         return self.status(name)
