@@ -530,3 +530,32 @@ def test_the_ledger_is_insert_only(client, keys, external_db, database) -> None:
             connection.execute(text(statement))
     engine.dispose()
     assert len(db_rows(database, DeletionTombstone)) == 5
+
+
+def test_a_subject_event_trigger_purges_every_row_of_the_subjects_it_made_due(client, keys, external_db) -> None:
+    seed_orders(external_db)
+    register_source(client, keys, external_db)
+    document = (
+        source_rule(approval=False)
+        .replace("trigger: created_at", "trigger: consent_withdrawn")
+        .replace("period_days: 365", "period_days: 0")
+    )
+    put_rules(client, keys, document)
+    withdrawn = make_subject(client, keys, "C-4")
+    still_given = make_subject(client, keys, "C-5")
+    notice = {"id": "privacy", "version": "3", "sha256": "a" * 64, "language": "en"}
+    for subject, acts in ((withdrawn, ("given", "withdrawn")), (still_given, ("given",))):
+        for act in acts:
+            body = {
+                "subject": {"subject_id": subject},
+                "event": act,
+                "items": [{"purpose": "marketing.communications.email"}],
+                "channel": "web",
+            }
+            if act == "given":
+                body |= {"consent_type": "express", "notice": notice}
+            assert client.post("/v1/consents", json=body, headers=keys["app"]).status_code == 201
+    done = execute(client, keys)
+    assert done["counts"]["rows"] == 6 and done["counts"]["subjects"] == 1  # all of C-4's orders, old and new
+    assert external_db.count() == 24 and external_db.count(where="customer_id = 'C-4'") == 0
+    assert execute(client, keys)["counts"]["rows"] == 0

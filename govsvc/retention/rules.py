@@ -33,14 +33,14 @@ STORE_ACTIONS = {
     "consent": {"delete"},
     "dsr_exports": {"delete"},
     "api_keys": {"delete"},
-    "source": {"delete", "anonymize", "restrict"},
+    "source": {"delete", "anonymize"},  # restriction of a source's rows: through min_retention_days
 }
 STORE_TRIGGERS = {
     "vault": set(TRIGGERS),
     "consent": {"consent_withdrawn"},
     "dsr_exports": {"created_at"},
     "api_keys": {"created_at", "last_activity"},  # last_activity of a key = its expiry or revocation
-    "source": set(TRIGGERS),
+    "source": set(TRIGGERS),  # created_at, last_activity: the timestamp column; the others: the subject's event
 }
 MAX_DOCUMENT_CHARS = 200_000
 

@@ -43,7 +43,7 @@ from govsvc.retention.targets import (
 )
 from govsvc.sources.service import SourceConfig, Sources, one_of
 from govsvc.subjects.models import Subject, SubjectIdentifier
-from govsvc.subjects.service import normalise
+from govsvc.subjects.service import identifier_name, normalise
 from govsvc.vault.service import Vault
 
 SAMPLES = 10
@@ -199,6 +199,28 @@ class Retention:
                 continue
             index = self.field_keys.blind_index(config.subject_kind, config.subject_system, normalised)
             found[value] = ("psk_" + index[:32], index)
+        return found
+
+    def subject_values(self, session: Session, config: SourceConfig, due: dict[int, datetime]) -> dict[str, datetime]:
+        """The source's key values of these subjects (their identifiers of its kind and system, opened), each with
+        the time its retention started."""
+        found: dict[str, datetime] = {}
+        pks = sorted(due)
+        name = identifier_name(config.subject_kind, config.subject_system)
+        for start in range(0, len(pks), 500):
+            for subject_id, subject_pk, sealed in session.execute(
+                select(Subject.subject_id, SubjectIdentifier.subject_pk, SubjectIdentifier.value_enc)
+                .join(Subject, Subject.pk == SubjectIdentifier.subject_pk)
+                .where(
+                    SubjectIdentifier.kind == config.subject_kind,
+                    SubjectIdentifier.system == config.subject_system,
+                    SubjectIdentifier.subject_pk.in_(pks[start : start + 500]),
+                )
+            ):
+                try:
+                    found[self.field_keys.open(session, subject_id, name, sealed)] = due[subject_pk]
+                except ServiceError:
+                    continue  # shredded: nothing of it can be matched any more
         return found
 
     def source_pseudonym(self, config: SourceConfig, value: str) -> str:

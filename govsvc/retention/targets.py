@@ -288,7 +288,15 @@ class SourceTarget(Target):
         self.masker = masker
 
     def page(self, session: Session, rule: Rule, cutoff: datetime, after: Any, limit: int) -> list[Item]:
-        rows = self.sources.page(self.config, before=cutoff, after=after, limit=limit)
+        due_since: dict[str, datetime] | None = None
+        if rule.trigger in ("created_at", "last_activity"):  # the row's own timestamp
+            rows = self.sources.page(self.config, before=cutoff, after=after, limit=limit)
+        else:  # a subject event (consent withdrawn, contract end...): every row of the subjects it made due
+            due = session.execute(_subject_ref_time(rule.trigger, cutoff)).all()
+            due_since = self.keys.subject_values(session, self.config, {pk: at for pk, at in due})
+            if not due_since:
+                return []
+            rows = self.sources.page(self.config, before=None, after=after, limit=limit, subjects=list(due_since))
         if rule.action == "anonymize":
             rows = [r for r in rows if not str(r[1] or "").startswith(ANON_PREFIX)]
             if not rows:
@@ -312,7 +320,7 @@ class SourceTarget(Target):
                     subject_pk=watched.get(index) if index else None,
                     pseudonym=pseudonym,
                     categories=categories,
-                    ref_time=stamp if isinstance(stamp, datetime) and stamp.tzinfo is not None else _aware(stamp),
+                    ref_time=_ref_time(stamp, due_since, value),
                     index=index,
                 )
             )
@@ -351,6 +359,13 @@ class SourceTarget(Target):
 
 
 ANON_PREFIX = "anon_"
+
+
+def _ref_time(stamp: Any, due_since: dict[str, datetime] | None, value: Any) -> datetime | None:
+    """When the row's retention started: its timestamp, or the subject's event."""
+    if due_since is not None:
+        return _aware(due_since.get(str(value)))
+    return stamp if isinstance(stamp, datetime) and stamp.tzinfo is not None else _aware(stamp)
 
 
 def _aware(moment: Any) -> datetime | None:

@@ -254,7 +254,7 @@ class Sources:
         if after is not None:
             query = query.where(key > after)
         if subjects is not None:
-            query = query.where(subject.in_(list(subjects)))
+            query = query.where(one_of(subject, list(subjects), config.dialect))
         with self.engine(config).connect() as connection:
             return list(connection.execute(query).all())
 
