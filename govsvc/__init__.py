@@ -173,7 +173,7 @@ def _init_dsr(app: APIFlask, settings: Settings, database: Database) -> None:
         details = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in error.errors or [])
         raise ConfigError(f"policies/dsr: {error.detail} {details}") from error
     app.extensions["govsvc.dsr"] = dsr
-    jobs = Jobs()
+    jobs = Jobs(database)
     jobs.add("dsr.maintenance", settings.scheduler_interval_seconds, lambda: maintenance(database, dsr))
     app.extensions["govsvc.jobs"] = jobs
     if settings.scheduler == "thread":
