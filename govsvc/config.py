@@ -93,9 +93,9 @@ class Settings:
             raise ConfigError("GOVSVC_AUDIT_ORIGIN must be a non-empty line without spaces")
         if self.scheduler not in ("thread", "off"):
             raise ConfigError("GOVSVC_SCHEDULER must be thread or off")
-        if not 1 <= self.dsr_export_ttl_hours <= 24 * 30 or not 5 <= self.scheduler_interval_seconds <= 3600:
+        if not 1 <= self.dsr_export_ttl_hours <= 24 * 30 or not 1 <= self.scheduler_interval_seconds <= 3600:
             raise ConfigError(
-                "GOVSVC_DSR_EXPORT_TTL_HOURS (1-720) or GOVSVC_SCHEDULER_INTERVAL_SECONDS (5-3600) out of range"
+                "GOVSVC_DSR_EXPORT_TTL_HOURS (1-720) or GOVSVC_SCHEDULER_INTERVAL_SECONDS (1-3600) out of range"
             )
         if self.pii_nlp not in ("auto", "spacy", "pattern"):
             raise ConfigError("GOVSVC_PII_NLP must be auto, spacy or pattern")

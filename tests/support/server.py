@@ -46,6 +46,24 @@ def http(method: str, url: str, *, body: Any = None, headers: dict[str, str] | N
         return HttpResponse(error.code, dict(error.headers), error.read())
 
 
+def live_env(database_url: str, instance_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a production-mode instance for tests (test keys, quick start-up, warnings only)."""
+    from tests.conftest import TEST_AUDIT_ORIGIN, TEST_ROOT_KEYS, TEST_SECRET_KEY
+
+    return {
+        "GOVSVC_ENV": "production",
+        "GOVSVC_SECRET_KEY": TEST_SECRET_KEY,
+        "GOVSVC_ROOT_KEYS": TEST_ROOT_KEYS,
+        "GOVSVC_DATABASE_URL": database_url,
+        "GOVSVC_INSTANCE_DIR": str(instance_dir),
+        "GOVSVC_AUDIT_ORIGIN": TEST_AUDIT_ORIGIN,
+        "GOVSVC_PII_NLP": "pattern",
+        "GOVSVC_SCHEDULER": "off",
+        "GOVSVC_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
 class GunicornServer:
     """``with GunicornServer(env) as server: http("GET", server.url + "/readyz")``."""
 
