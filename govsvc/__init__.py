@@ -64,6 +64,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     from govsvc.core.idempotency import init_idempotency
     from govsvc.core.logging import RedactingFilter, configure_logging, init_request_logging
     from govsvc.core.problems import register_error_handlers
+    from govsvc.core.security import FailureLimiter, init_security_headers
     from govsvc.core.transactions import init_request_transactions
     from govsvc.crypto.keys import KeyCache, KeyStore
     from govsvc.crypto.providers import LocalKeyProvider
@@ -125,6 +126,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
         app.extensions["govsvc.field_keys"], app.extensions["govsvc.policy"], app.extensions["govsvc.taxonomy"]
     )
     app.extensions["govsvc.known_keys"] = KnownKeys()
+    app.extensions["govsvc.auth_limiter"] = FailureLimiter(
+        settings.api_auth_max_failures, settings.api_auth_window_seconds
+    )
     app.extensions["govsvc.pii"] = _pii_service(settings)
     app.extensions["govsvc.policy"].add_reload_listener(app.extensions["govsvc.pii"].use_stored_rules)
     app.extensions["govsvc.vault"] = Vault(
@@ -142,6 +146,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     _init_dsr(app, settings, database)
 
     # Order matters: before_request hooks run in this order, after_request hooks in reverse.
+    init_security_headers(app, hsts=settings.environment != "development")  # last: fills in what others left
     init_request_logging(app)
     init_request_transactions(app)
     init_access_control(app)

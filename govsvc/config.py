@@ -62,6 +62,8 @@ class Settings:
     admin_login_max_failures: int = 5  # GOVSVC_ADMIN_LOGIN_MAX_FAILURES: failed sign-ins that lock an account
     admin_lockout_minutes: int = 15  # GOVSVC_ADMIN_LOCKOUT_MINUTES: how long the lock (and the IP window) lasts
     admin_login_ip_attempts: int = 20  # GOVSVC_ADMIN_LOGIN_IP_ATTEMPTS: failed sign-ins per address per window
+    api_auth_max_failures: int = 20  # GOVSVC_API_AUTH_MAX_FAILURES: bad API keys per address per window -> 429
+    api_auth_window_seconds: int = 300  # GOVSVC_API_AUTH_WINDOW_SECONDS: that window (and the 429's duration)
     extra: Mapping[str, object] = field(default_factory=dict)  # Flask config overrides (tests)
 
     @property
@@ -97,6 +99,8 @@ class Settings:
             raise ConfigError(
                 "GOVSVC_DSR_EXPORT_TTL_HOURS (1-720) or GOVSVC_SCHEDULER_INTERVAL_SECONDS (1-3600) out of range"
             )
+        if not 1 <= self.api_auth_max_failures <= 100_000 or not 1 <= self.api_auth_window_seconds <= 86_400:
+            raise ConfigError("GOVSVC_API_AUTH_MAX_FAILURES (1-100000) or GOVSVC_API_AUTH_WINDOW_SECONDS out of range")
         if self.pii_nlp not in ("auto", "spacy", "pattern"):
             raise ConfigError("GOVSVC_PII_NLP must be auto, spacy or pattern")
         if self.pii_max_text_chars < 100 or self.pii_max_records < 1 or self.pii_csv_max_bytes < 1024:
@@ -136,6 +140,8 @@ _INT_FIELDS = {
     "admin_login_max_failures",
     "admin_lockout_minutes",
     "admin_login_ip_attempts",
+    "api_auth_max_failures",
+    "api_auth_window_seconds",
 }
 
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from govsvc.config import PROJECT_ROOT
+from tests.support.logscan import COLLECTOR
 
 
 def free_port() -> int:
@@ -75,32 +77,33 @@ class GunicornServer:
         self.env = {**os.environ, **env}
         self.workers = workers
         self.threads = threads
-        self.log_path = log_path
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="govsvc-gunicorn-", suffix=".log")[1])
+        COLLECTOR.add_file(self.log_path)
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> GunicornServer:
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(self.workers),
-                "--threads",
-                str(self.threads),
-                "--worker-class",
-                "gthread",
-                "wsgi:app",
-            ],
-            cwd=PROJECT_ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    str(self.workers),
+                    "--threads",
+                    str(self.threads),
+                    "--worker-class",
+                    "gthread",
+                    "wsgi:app",
+                ],
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
