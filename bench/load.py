@@ -20,11 +20,13 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     requests: int
-    errors: int  # responses other than 200
+    errors: int  # responses other than 2xx, and requests that got no response
 
 
-def http_load(port: int, make_request: MakeRequest, *, connections: int, seconds: float) -> LoadResult:
-    """Send requests to 127.0.0.1:port from ``connections`` threads for ``seconds``; stops by itself."""
+def http_load(port: int | list[int], make_request: MakeRequest, *, connections: int, seconds: float) -> LoadResult:
+    """Send requests to 127.0.0.1:port (connections spread over several ports) from ``connections`` threads for
+    ``seconds``; stops by itself."""
+    ports = [port] if isinstance(port, int) else list(port)
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -33,16 +35,21 @@ def http_load(port: int, make_request: MakeRequest, *, connections: int, seconds
     def worker(seed: int) -> None:
         nonlocal errors
         rng = random.Random(seed)
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection = http.client.HTTPConnection("127.0.0.1", ports[seed % len(ports)], timeout=30)
         mine, failed = [], 0
         while time.perf_counter() < deadline:
             method, path, body, headers = make_request(rng)
             start = time.perf_counter()
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                connection.close()  # reconnects at the next request
+                failed += 1
+                continue
             mine.append((time.perf_counter() - start) * 1000)
-            failed += response.status != 200
+            failed += not 200 <= response.status < 300
         connection.close()
         with lock:
             latencies.extend(mine)
@@ -54,6 +61,8 @@ def http_load(port: int, make_request: MakeRequest, *, connections: int, seconds
     for thread in threads:
         thread.join()
     latencies.sort()
+    if not latencies:
+        return LoadResult(0.0, 0.0, 0.0, 0, errors)
     p99 = latencies[max(int(len(latencies) * 0.99) - 1, 0)]
     return LoadResult(len(latencies) / seconds, statistics.median(latencies), p99, len(latencies), errors)
 
