@@ -41,11 +41,14 @@ def _openapi_settings() -> dict[str, Any]:
 
 
 def _problem_media_type(spec: dict[str, Any]) -> dict[str, Any]:
-    """Error responses are documented as application/problem+json, as they are served."""
-    for path_item in spec.get("paths", {}).values():
+    """Error responses are documented as application/problem+json, as they are served; OpenDSR's own errors (400,
+    404) keep the JSON error document that protocol defines (only the guard's 401/403 are problems there)."""
+    for path, path_item in spec.get("paths", {}).items():
         for operation in path_item.values():
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content") if isinstance(response, dict) else None
+                if path.startswith("/opendsr/") and status not in ("401", "403"):
+                    continue
                 if status[:1] in ("4", "5") and content and "application/json" in content:
                     content["application/problem+json"] = content.pop("application/json")
     return spec
