@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{instances:>9} {result.rate:>8,.0f} {result.p50_ms:>7.1f} {result.p99_ms:>7.1f} "
             f"{result.requests:>9} {result.errors:>7} {error_rate:>7.2f}%   ({time.monotonic() - started:.0f} s)"
+            + (f"  non-2xx by status: {result.error_statuses}" if result.error_statuses else "")
         )
     if 1 in results and 2 in results and results[1].rate:
         print(f"ratio 2 instances / 1 instance: {results[2].rate / results[1].rate:.2f} (same machine, same cores)")

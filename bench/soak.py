@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         pids = [server.process.pid for server in cluster.servers]
         stop = threading.Event()
         counts = {"requests": 0, "errors": 0}
+        error_statuses: dict[int, int] = {}
         lock = threading.Lock()
 
         def paced(rng: random.Random):
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
                 with lock:
                     counts["requests"] += result.requests
                     counts["errors"] += result.errors
+                    for status, count in result.error_statuses.items():
+                        error_statuses[status] = error_statuses.get(status, 0) + count
 
         driver = threading.Thread(target=drive)
         driver.start()
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
             stop.set()
             driver.join()
         last = [rss_mb(pid) for pid in pids]
+        if error_statuses:
+            print(f"non-2xx by status (0: no response): {error_statuses}")
         for number, (before, after) in enumerate(zip(first, last, strict=True), start=1):
             print(f"instance {number}: {before:.1f} MB -> {after:.1f} MB ({after - before:+.1f} MB)")
 
