@@ -22,7 +22,7 @@ from govsvc.core.errors import PROBLEM_TYPES, ServiceError, problem_type_uri
 PROBLEM_MIMETYPE = "application/problem+json"
 logger = logging.getLogger("govsvc.errors")
 # Routes that answer "may I?": any 5xx they send also says "deny" in the body, so a caller that reads only that
-# field still fails closed (the client library treats every 5xx as a deny anyway).
+# field still fails closed (the client library raises GovsvcUnavailable on 502/503/504, a deny for its callers).
 FAIL_CLOSED_PATHS = ("/v1/decisions",)
 # What a database failure can be raised as: SQLAlchemy's wrapper, or a driver's own error where a hot path uses
 # the driver's cursor directly (decisions, audit inserts).
