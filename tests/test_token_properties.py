@@ -1,75 +1,17 @@
-"""Hypothesis properties of the Merkle proofs (RFC 9162) and the token format. (The consent projection's property
-test lives in tests/test_consent.py.)"""
+"""Hypothesis properties of the token format. (The Merkle proofs' properties are in
+tests/audit_verifier/test_audit_merkle_properties.py, the consent projection's in tests/test_consent.py.)"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit import merkle
 from govsvc.crypto import tokens
 from govsvc.crypto.tokens import Ciphers, TokenError
 from tests.support.asserts import assert_problem
-
-
-def _reference_root(leaves: list[bytes]) -> bytes:
-    """RFC 9162 §2.1.1 MTH, written from the definition (recursive, k = largest power of two below n)."""
-    if not leaves:
-        return hashlib.sha256(b"").digest()
-    if len(leaves) == 1:
-        return leaves[0]
-    split = 1 << ((len(leaves) - 1).bit_length() - 1)
-    return merkle.node_hash(_reference_root(leaves[:split]), _reference_root(leaves[split:]))
-
-
-def _subtree(leaves: list[bytes]):
-    return lambda start, end: _reference_root(leaves[start:end])
-
-
-LEAVES = st.lists(st.binary(max_size=12), min_size=1, max_size=70).map(lambda raw: [merkle.leaf_hash(d) for d in raw])
-
-
-@settings(max_examples=150, deadline=None)
-@given(leaves=LEAVES, data=st.data())
-def test_inclusion_proofs_verify_and_nothing_else_does(leaves: list[bytes], data: st.DataObject) -> None:
-    size = len(leaves)
-    root = merkle.root_from_leaf_hashes(leaves)
-    assert root == _reference_root(leaves)
-    index = data.draw(st.integers(0, size - 1))
-    proof = merkle.inclusion_proof(index, size, _subtree(leaves))
-    merkle.verify_inclusion(leaves[index], index, size, proof, root)
-    other = data.draw(st.integers(0, size - 1))
-    if leaves[other] != leaves[index]:
-        with pytest.raises(merkle.ProofError):
-            merkle.verify_inclusion(leaves[other], index, size, proof, root)
-    if proof:
-        position = data.draw(st.integers(0, len(proof) - 1))
-        tampered = [*proof]
-        tampered[position] = bytes([tampered[position][0] ^ 1]) + tampered[position][1:]
-        with pytest.raises(merkle.ProofError):
-            merkle.verify_inclusion(leaves[index], index, size, tampered, root)
-        with pytest.raises(merkle.ProofError):
-            merkle.verify_inclusion(leaves[index], index, size, proof[:-1], root)
-
-
-@settings(max_examples=150, deadline=None)
-@given(leaves=LEAVES, data=st.data())
-def test_consistency_proofs_verify_between_any_two_sizes(leaves: list[bytes], data: st.DataObject) -> None:
-    new_size = len(leaves)
-    old_size = data.draw(st.integers(1, new_size))
-    old_root, new_root = _reference_root(leaves[:old_size]), _reference_root(leaves)
-    proof = merkle.consistency_proof(old_size, new_size, _subtree(leaves))
-    merkle.verify_consistency(old_size, new_size, old_root, new_root, proof)
-    assume(old_size < new_size)
-    forged_old = _reference_root([merkle.leaf_hash(b"forged"), *leaves[1:old_size]])
-    assume(forged_old != old_root)
-    with pytest.raises(merkle.ProofError):  # a rewritten history is not consistent with the new tree
-        merkle.verify_consistency(old_size, new_size, forged_old, new_root, proof)
-
 
 KEY_IDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_:", min_size=1, max_size=60)
 
