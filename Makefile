@@ -12,7 +12,7 @@ export GOVSVC_INSTANCE_DIR ?= instance
 CHROMIUM ?= /usr/bin/chromium
 CATALOGS := $(patsubst %.po,%.mo,$(wildcard govsvc/admin/translations/*/LC_MESSAGES/messages.po))
 
-.PHONY: install init run dev test lint format postgres chromium translations bench eval lock clean
+.PHONY: install init run dev test lint format postgres chromium translations bench eval lock clean cluster load soak
 
 $(STAMP): pyproject.toml requirements.lock requirements-model.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,20 @@ test: install postgres chromium lint
 
 bench: init
 	$(BIN)/python -m bench
+
+# N instances (INSTANCES, default 2) over one throwaway PostgreSQL on loopback; Ctrl-C stops them.
+INSTANCES ?= 2
+cluster: install postgres
+	$(BIN)/python -m bench.cluster --instances $(INSTANCES)
+
+# The request mix (80 % decisions, 10 % consent writes, 5 % PII, 5 % vault reads) on 1 and 2 instances.
+load: install postgres
+	$(BIN)/python -m bench.mix
+
+# The same mix at a steady reduced rate for SOAK_MINUTES (default 10), printing each instance's RSS every minute.
+SOAK_MINUTES ?= 10
+soak: install postgres
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES)
 
 # PII accuracy (precision/recall/F1 per entity) on the generated corpus, full mode and pattern-only.
 eval: install

@@ -41,11 +41,14 @@ def _openapi_settings() -> dict[str, Any]:
 
 
 def _problem_media_type(spec: dict[str, Any]) -> dict[str, Any]:
-    """Error responses are documented as application/problem+json, as they are served."""
-    for path_item in spec.get("paths", {}).values():
+    """Error responses are documented as application/problem+json, as they are served; OpenDSR's own errors (400,
+    404) keep the JSON error document that protocol defines (only the guard's 401/403 are problems there)."""
+    for path, path_item in spec.get("paths", {}).items():
         for operation in path_item.values():
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content") if isinstance(response, dict) else None
+                if path.startswith("/opendsr/") and status not in ("401", "403"):
+                    continue
                 if status[:1] in ("4", "5") and content and "application/json" in content:
                     content["application/problem+json"] = content.pop("application/json")
     return spec
@@ -64,6 +67,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     from govsvc.core.idempotency import init_idempotency
     from govsvc.core.logging import RedactingFilter, configure_logging, init_request_logging
     from govsvc.core.problems import register_error_handlers
+    from govsvc.core.security import FailureLimiter, init_security_headers
     from govsvc.core.transactions import init_request_transactions
     from govsvc.crypto.keys import KeyCache, KeyStore
     from govsvc.crypto.providers import LocalKeyProvider
@@ -125,6 +129,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
         app.extensions["govsvc.field_keys"], app.extensions["govsvc.policy"], app.extensions["govsvc.taxonomy"]
     )
     app.extensions["govsvc.known_keys"] = KnownKeys()
+    app.extensions["govsvc.auth_limiter"] = FailureLimiter(
+        settings.api_auth_max_failures, settings.api_auth_window_seconds
+    )
     app.extensions["govsvc.pii"] = _pii_service(settings)
     app.extensions["govsvc.policy"].add_reload_listener(app.extensions["govsvc.pii"].use_stored_rules)
     app.extensions["govsvc.vault"] = Vault(
@@ -142,6 +149,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     _init_dsr(app, settings, database)
 
     # Order matters: before_request hooks run in this order, after_request hooks in reverse.
+    init_security_headers(app, hsts=settings.environment != "development")  # last: fills in what others left
     init_request_logging(app)
     init_request_transactions(app)
     init_access_control(app)
@@ -173,7 +181,7 @@ def _init_dsr(app: APIFlask, settings: Settings, database: Database) -> None:
         details = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in error.errors or [])
         raise ConfigError(f"policies/dsr: {error.detail} {details}") from error
     app.extensions["govsvc.dsr"] = dsr
-    jobs = Jobs(database.engine, misfire_grace_seconds=settings.scheduler_misfire_grace_seconds)
+    jobs = Jobs(database, misfire_grace_seconds=settings.scheduler_misfire_grace_seconds)
     jobs.add("dsr.maintenance", settings.scheduler_interval_seconds, lambda: maintenance(database, dsr))
     app.extensions["govsvc.jobs"] = jobs
     _init_retention(app, settings, database, jobs)

@@ -65,6 +65,8 @@ class Settings:
     admin_login_max_failures: int = 5  # GOVSVC_ADMIN_LOGIN_MAX_FAILURES: failed sign-ins that lock an account
     admin_lockout_minutes: int = 15  # GOVSVC_ADMIN_LOCKOUT_MINUTES: how long the lock (and the IP window) lasts
     admin_login_ip_attempts: int = 20  # GOVSVC_ADMIN_LOGIN_IP_ATTEMPTS: failed sign-ins per address per window
+    api_auth_max_failures: int = 20  # GOVSVC_API_AUTH_MAX_FAILURES: bad API keys per address per window -> 429
+    api_auth_window_seconds: int = 300  # GOVSVC_API_AUTH_WINDOW_SECONDS: that window (and the 429's duration)
     extra: Mapping[str, object] = field(default_factory=dict)  # Flask config overrides (tests)
 
     @property
@@ -96,14 +98,16 @@ class Settings:
             raise ConfigError("GOVSVC_AUDIT_ORIGIN must be a non-empty line without spaces")
         if self.scheduler not in ("thread", "off"):
             raise ConfigError("GOVSVC_SCHEDULER must be thread or off")
-        if not 1 <= self.dsr_export_ttl_hours <= 24 * 30 or not 5 <= self.scheduler_interval_seconds <= 3600:
+        if not 1 <= self.dsr_export_ttl_hours <= 24 * 30 or not 1 <= self.scheduler_interval_seconds <= 3600:
             raise ConfigError(
-                "GOVSVC_DSR_EXPORT_TTL_HOURS (1-720) or GOVSVC_SCHEDULER_INTERVAL_SECONDS (5-3600) out of range"
+                "GOVSVC_DSR_EXPORT_TTL_HOURS (1-720) or GOVSVC_SCHEDULER_INTERVAL_SECONDS (1-3600) out of range"
             )
         if not 60 <= self.scheduler_misfire_grace_seconds <= 7 * 86400:
             raise ConfigError("GOVSVC_SCHEDULER_MISFIRE_GRACE_SECONDS must be between 60 and 604800")
         if not 1 <= self.retention_chunk_size <= 20_000 or not 1 <= self.retention_lease_seconds <= 3600:
             raise ConfigError("GOVSVC_RETENTION_CHUNK_SIZE (1-20000) or GOVSVC_RETENTION_LEASE_SECONDS (1-3600)")
+        if not 1 <= self.api_auth_max_failures <= 100_000 or not 1 <= self.api_auth_window_seconds <= 86_400:
+            raise ConfigError("GOVSVC_API_AUTH_MAX_FAILURES (1-100000) or GOVSVC_API_AUTH_WINDOW_SECONDS out of range")
         if self.pii_nlp not in ("auto", "spacy", "pattern"):
             raise ConfigError("GOVSVC_PII_NLP must be auto, spacy or pattern")
         if self.pii_max_text_chars < 100 or self.pii_max_records < 1 or self.pii_csv_max_bytes < 1024:
@@ -146,6 +150,8 @@ _INT_FIELDS = {
     "admin_login_max_failures",
     "admin_lockout_minutes",
     "admin_login_ip_attempts",
+    "api_auth_max_failures",
+    "api_auth_window_seconds",
 }
 
 

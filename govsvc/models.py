@@ -5,8 +5,8 @@ from govsvc.audit.models import AuditCheckpoint, AuditEvent, AuditLeaf, AuditSig
 from govsvc.auth.models import AdminUser, ApiClient
 from govsvc.consent.models import ConsentEvent, ConsentState, ReceiptSigningKey
 from govsvc.core.db import Base
-from govsvc.core.models import IdempotencyRecord
-from govsvc.crypto.models import CryptoKey, KeyRotation
+from govsvc.core.models import IdempotencyRecord, JobLease
+from govsvc.crypto.models import CryptoKey, CryptoState, KeyRotation
 from govsvc.dsr.models import (
     DsrCallback,
     DsrConnectorRun,
@@ -52,6 +52,7 @@ __all__ = [
     "ConsentEvent",
     "ConsentState",
     "CryptoKey",
+    "CryptoState",
     "DeletionTombstone",
     "DsrCallback",
     "DsrConnectorRun",
@@ -64,6 +65,7 @@ __all__ = [
     "DsrWebhook",
     "ExternalSource",
     "IdempotencyRecord",
+    "JobLease",
     "KeyRotation",
     "LegalHold",
     "MaskingVersion",

@@ -27,6 +27,7 @@ from govsvc.config import PROJECT_ROOT, Settings
 from govsvc.core import migrate
 from govsvc.core.db import Database
 from govsvc.policy.service import load_policy_file, roles_of
+from tests.support.logscan import COLLECTOR
 from tests.support.postgres import DEFAULT_BINDIR, PostgresCluster, binaries_available
 from tests.support.sources import external_db  # noqa: F401 (a fixture: an external SQL database of the backend)
 
@@ -55,6 +56,20 @@ def pytest_configure(config: pytest.Config) -> None:
             f"PostgreSQL 15 server binaries not found in {DEFAULT_BINDIR}: install postgresql-15 "
             "(make test does), or set GOVSVC_PG_BINDIR. The suite never skips PostgreSQL silently."
         )
+    COLLECTOR.attach()
+    for secret in (TEST_SECRET_KEY, TEST_ROOT_KEYS.split(":", 1)[1]):
+        COLLECTOR.add_secret(secret)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any log line of the suite holds a secret or a personal value the tests used."""
+    leaks = COLLECTOR.leaks()
+    if leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "secrets or personal values in the logs:\n  " + "\n  ".join(sorted(set(leaks))[:50])
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -169,6 +184,7 @@ def issue_key(app) -> Callable[..., str]:
             issued = create_client(
                 session, name=name or f"test-{role}", role=role, known_roles=KNOWN_ROLES, expires_at=expires_at
             )
+        COLLECTOR.add_secret(issued.api_key)
         return issued.api_key
 
     return issue

@@ -52,7 +52,9 @@ def test_sigkill_during_writes_loses_no_acknowledged_event(database, issue_key, 
     writers = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
     for thread in writers:
         thread.start()
-    time.sleep(2.0)
+    deadline = time.monotonic() + 60  # a fixed warm-up is too short on a loaded machine: wait for the load itself
+    while len(acknowledged) <= 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
     server.kill()  # mid-load: requests are in flight
     stop.set()
     for thread in writers:

@@ -401,7 +401,7 @@ def test_two_schedulers_on_one_database_share_the_job_and_purge_once(
             with lock:
                 outcomes.append(outcome)
 
-        jobs = Jobs(db.engine)
+        jobs = Jobs(db)
         jobs.add_cron(job_name("old_orders"), "0 4 * * *", job)
         schedulers.append(jobs)
     try:

@@ -20,7 +20,7 @@ def _wait(condition, seconds: float = 10.0) -> bool:
 
 def test_a_missed_run_runs_once_within_the_grace_time_and_is_skipped_beyond_it(app) -> None:
     engine = app.extensions["govsvc.db"].engine
-    jobs = Jobs(engine, misfire_grace_seconds=60)
+    jobs = Jobs(app.extensions["govsvc.db"], misfire_grace_seconds=60)
     ran: list[float] = []
     jobs.add_cron("test.misfire", "0 4 * * *", lambda: ran.append(time.monotonic()))
     jobs.start()
@@ -42,12 +42,12 @@ def test_a_missed_run_runs_once_within_the_grace_time_and_is_skipped_beyond_it(a
 
 def test_jobs_survive_a_restart_with_their_pause_state(app) -> None:
     engine = app.extensions["govsvc.db"].engine
-    first = Jobs(engine)
+    first = Jobs(app.extensions["govsvc.db"])
     first.add_cron("test.persistent", "30 1 * * *", lambda: None)
     first.start()
     JobControl(engine, first).pause("test.persistent")
     first.shutdown()
-    second = Jobs(engine)  # a new process: same job row, still paused
+    second = Jobs(app.extensions["govsvc.db"])  # a new process: same job row, still paused
     second.add_cron("test.persistent", "30 1 * * *", lambda: None)
     second.start()
     try:

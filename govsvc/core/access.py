@@ -16,6 +16,7 @@ from govsvc.auth.service import KnownKeys, Principal, authenticate_api_key
 from govsvc.core.db import get_db, get_session
 from govsvc.core.errors import AuthenticationFailed
 from govsvc.core.problems import problem_response
+from govsvc.core.security import FailureLimiter
 from govsvc.policy.service import PolicyEngine
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -196,8 +197,18 @@ def init_access_control(app: Flask) -> None:
                 "Send an API key as 'Authorization: Bearer <key>'.",
                 headers={"WWW-Authenticate": 'Bearer realm="govsvc"'},
             )
+        limiter: FailureLimiter = app.extensions["govsvc.auth_limiter"]
+        address = request.remote_addr or "unknown"
+        wait = limiter.retry_after(address)
+        if wait is not None:
+            return problem_response(
+                "rate-limited",
+                "Too many invalid API keys from this address; retry later.",
+                headers={"Retry-After": str(wait)},
+            )
         token = _bearer_token()
         if token is None:
+            limiter.failed(address)
             return refuse_credentials(AuthenticationFailed("The Authorization header must use the Bearer scheme."))
         known_keys: KnownKeys = app.extensions["govsvc.known_keys"]
         principal = known_keys.recall(token) if _find_attr(view, _CONFIRMS_ATTR) else None
@@ -205,6 +216,7 @@ def init_access_control(app: Flask) -> None:
             try:
                 principal = authenticate_api_key(get_session(), token)
             except AuthenticationFailed as error:
+                limiter.failed(address)
                 return refuse_credentials(error)
             known_keys.remember(token, principal)
         g.principal = principal

@@ -68,8 +68,11 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     # No pre-ping (a round trip per checkout): a connection broken by a database restart fails its request with
-    # a 503 and is discarded by the pool, and the next request gets a fresh one.
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    # a 503 and is discarded by the pool, and the next request gets a fresh one. A database that does not answer
+    # fails a new connection after 5 s and a pool checkout after 5 s, instead of holding requests.
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=5, connect_args={"connect_timeout": 5}
+    )
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:

@@ -33,6 +33,8 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "rate-limited": (429, "Too many requests"),
     "internal-error": (500, "Internal error"),
     "service-unavailable": (503, "Service unavailable"),
+    "database-read-only": (503, "The database accepts no writes"),
+    "insufficient-storage": (507, "The database is out of storage"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Tables shared by every domain: stored responses of idempotent requests."""
+"""Tables shared by every domain: stored responses of idempotent requests, leases of the periodic jobs."""
 
 from __future__ import annotations
 
@@ -24,3 +24,16 @@ class IdempotencyRecord(Base):
     response_body: Mapped[str] = mapped_column(Text)
     response_location: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class JobLease(Base):
+    """One periodic job: when it may next run. Every instance's scheduler fires it, and only the one whose
+    conditional update moves ``due_at`` forward runs it, so it runs once per period across instances."""
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    holder: Mapped[str | None] = mapped_column(String(120))
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    runs: Mapped[int] = mapped_column(Integer, default=0)

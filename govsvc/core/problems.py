@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from typing import Any
 
+import psycopg
 from apiflask import APIFlask, HTTPError
 from flask import Response, g, request
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -19,6 +21,14 @@ from govsvc.core.errors import PROBLEM_TYPES, ServiceError, problem_type_uri
 
 PROBLEM_MIMETYPE = "application/problem+json"
 logger = logging.getLogger("govsvc.errors")
+# Routes that answer "may I?": any 5xx they send also says "deny" in the body, so a caller that reads only that
+# field still fails closed (the client library raises GovsvcUnavailable on 502/503/504, a deny for its callers).
+FAIL_CLOSED_PATHS = ("/v1/decisions",)
+# What a database failure can be raised as: SQLAlchemy's wrapper, or a driver's own error where a hot path uses
+# the driver's cursor directly (decisions, audit inserts).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, psycopg.Error, sqlite3.Error)
+_READ_ONLY_SQLSTATES = {"25006"}  # read_only_sql_transaction (hot standby, default_transaction_read_only)
+_STORAGE_SQLSTATES = {"53100", "53000"}  # disk_full, insufficient_resources
 
 _STATUS_SLUGS = {
     400: "bad-request",
@@ -59,7 +69,43 @@ def problem_body(
     if errors:
         body["errors"] = errors
     body.update(extensions)
+    if body["status"] >= 500 and _fail_closed_route():
+        body["decision"] = "deny"
     return body
+
+
+def _fail_closed_route() -> bool:
+    try:
+        return request.path.startswith(FAIL_CLOSED_PATHS)
+    except RuntimeError:  # outside a request
+        return False
+
+
+def database_problem(error: Exception) -> Response | None:
+    """The problem for a database failure the operator must act on, or None for a bug: a read-only database
+    (503 ``database-read-only``), a full disk (507 ``insufficient-storage``), an unreachable or restarting
+    database, or a connection lost mid-request (503 ``service-unavailable``; retry)."""
+    if isinstance(error, DBAPIError):
+        orig, lost = error.orig, error.connection_invalidated or isinstance(error, OperationalError)
+    elif isinstance(error, psycopg.Error | sqlite3.Error):  # raised by a driver cursor used directly (decisions)
+        orig, lost = error, isinstance(error, psycopg.OperationalError | sqlite3.OperationalError)
+    else:
+        return None
+    sqlstate = getattr(orig, "sqlstate", None)
+    message = str(orig).lower() if orig is not None else ""
+    retry = {"Retry-After": "1"}
+    if sqlstate in _READ_ONLY_SQLSTATES or "readonly database" in message:
+        logger.error("database refuses writes (read-only)")
+        return problem_response(
+            "database-read-only", "The database is read-only; nothing was saved.", headers={"Retry-After": "30"}
+        )
+    if sqlstate in _STORAGE_SQLSTATES or "database or disk is full" in message or "no space left" in message:
+        logger.error("database out of storage")
+        return problem_response("insufficient-storage", "The database is out of storage; nothing was saved.")
+    if lost or isinstance(orig, OSError):
+        logger.error("database unavailable: %s", type(orig).__name__ if orig is not None else "unknown")
+        return problem_response("service-unavailable", "The database is unavailable; retry later.", headers=retry)
+    return None
 
 
 def problem_response(
@@ -142,16 +188,9 @@ def register_error_handlers(app: APIFlask) -> None:
         slug = _STATUS_SLUGS.get(status, "bad-request" if status < 500 else "internal-error")
         return problem_response(slug, error.description, status=status)
 
-    @app.errorhandler(OperationalError)
-    def _database_unavailable(error: OperationalError) -> Response:
-        logger.error("database unavailable: %s", type(error.orig).__name__ if error.orig else "unknown")
-        return problem_response(
-            "service-unavailable", "The database is unavailable; retry later.", headers={"Retry-After": "1"}
-        )
-
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
-        if isinstance(error, DBAPIError) and error.connection_invalidated:
-            return problem_response("service-unavailable", "The database connection was lost; retry later.")
+        if (response := database_problem(error)) is not None:
+            return response
         logger.exception("unhandled error on %s %s", request.method, request.url_rule or request.path)
         return problem_response("internal-error", "An unexpected error occurred; it has been logged.")

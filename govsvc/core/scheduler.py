@@ -14,16 +14,21 @@ Cron jobs call ``run_registered(name)`` (a textual reference, as a persistent st
 function this process registered under that name. ``JobControl`` pauses, resumes and lists them from any process
 (API, CLI), whether or not that process runs a scheduler; "run now" is the caller running the function itself.
 
-Jobs must be safe to run on several instances at once (each claims its work with conditional updates or leases).
+Interval jobs with a database first claim the job's lease (``job_leases``: a conditional update that moves ``due_at``
+one period on), so of several instances firing the same job only one runs it per period; if that instance dies,
+another takes over at its next firing. Jobs must still be safe to run twice (each claims its work with conditional
+updates or leases).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.job import Job
@@ -32,9 +37,11 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from flask import Flask
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert, update
+from sqlalchemy.exc import IntegrityError
 
-from govsvc.core.db import utcnow
+from govsvc.core.db import Database, utcnow
+from govsvc.core.models import JobLease
 
 logger = logging.getLogger("govsvc.scheduler")
 PERSISTENT_STORE = "db"
@@ -77,10 +84,14 @@ class JobStatus:
 class Jobs:
     """The app's periodic jobs: ``add`` (interval) and ``add_cron`` (persistent), then ``start()`` once."""
 
-    def __init__(self, engine: Engine | None = None, *, misfire_grace_seconds: int = DEFAULT_MISFIRE_GRACE_SECONDS):
+    def __init__(
+        self, database: Database | None = None, *, misfire_grace_seconds: int = DEFAULT_MISFIRE_GRACE_SECONDS
+    ) -> None:
         self._jobs: list[tuple[str, int, Callable[[], object]]] = []
         self._cron: dict[str, tuple[str, Callable[[], object]]] = {}
-        self._engine = engine
+        self._database = database
+        self._engine: Engine | None = database.engine if database is not None else None
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self._scheduler: BackgroundScheduler | None = None
         self.misfire_grace_seconds = misfire_grace_seconds
         self.on_start: list[Callable[[], object]] = []  # run once the scheduler runs (e.g. load the cron jobs)
@@ -132,9 +143,10 @@ class Jobs:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": self.misfire_grace_seconds},
         )
         for name, seconds, function in self._jobs:
-            scheduler.add_job(
-                _logged(name, function), "interval", seconds=seconds, id=name, max_instances=1, coalesce=True
-            )
+            run = _logged(name, function)
+            if self._database is not None:
+                run = _leased(self._database, name, seconds, self.holder, run)
+            scheduler.add_job(run, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True)
         scheduler.start()
         self._scheduler = scheduler
         if self._engine is not None:
@@ -254,6 +266,44 @@ def _logged(name: str, function: Callable[[], object]) -> Callable[[], None]:
             logger.exception("job %s failed", name)
 
     return run
+
+
+def claim_lease(database: Database, name: str, seconds: float, holder: str) -> bool:
+    """Take the job's lease for this period if it is due (True: run it now). Safe under any concurrency: only the
+    conditional update that finds the lease due wins."""
+    now = utcnow()
+    next_due = now + timedelta(seconds=seconds * 0.8)  # a little under a period: the owner's next firing is due
+    with database.transaction() as session:
+        claimed = session.execute(
+            update(JobLease)
+            .where(JobLease.name == name, JobLease.due_at <= now)
+            .values(due_at=next_due, holder=holder, last_run_at=now, runs=JobLease.runs + 1)
+        ).rowcount
+        if claimed:
+            return True
+        if session.get(JobLease, name) is not None:
+            return False
+        try:
+            with session.begin_nested():
+                session.execute(
+                    insert(JobLease).values(name=name, due_at=next_due, holder=holder, last_run_at=now, runs=1)
+                )
+        except IntegrityError:  # another instance created it first, and runs this period
+            return False
+        return True
+
+
+def _leased(database: Database, name: str, seconds: float, holder: str, run: Callable[[], None]) -> Callable[[], None]:
+    def run_if_claimed() -> None:
+        try:
+            claimed = claim_lease(database, name, seconds, holder)
+        except Exception as error:  # the database is unavailable: skip this period, try again at the next
+            logger.warning("job %s skipped: lease not claimed (%s)", name, type(error).__name__)
+            return
+        if claimed:
+            run()
+
+    return run_if_claimed
 
 
 def start_with_first_request(app: Flask, jobs: Jobs) -> None:

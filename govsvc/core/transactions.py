@@ -5,12 +5,21 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, g
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from govsvc.core.db import AUTOCOMMIT_SESSION
-from govsvc.core.problems import problem_response
+from govsvc.core.problems import DATABASE_ERRORS, database_problem, problem_response
 
 logger = logging.getLogger("govsvc.db")
+
+
+def _rollback(session: Session) -> None:
+    """Roll back; on a connection the database has cut, there is nothing left to roll back (the pool drops it)."""
+    try:
+        session.rollback()
+    except DATABASE_ERRORS as error:
+        logger.warning("rollback on a lost connection: %s", type(error).__name__)
 
 
 def init_request_transactions(app: Flask) -> None:
@@ -22,24 +31,25 @@ def init_request_transactions(app: Flask) -> None:
         if session is None:
             return response
         if response.status_code >= 400:
-            session.rollback()
+            _rollback(session)
             return response
         if session.info.get(AUTOCOMMIT_SESSION) and not (session.new or session.dirty or session.deleted):
             return response  # its statements have committed themselves and nothing is left to flush
         try:
             session.commit()
         except IntegrityError:
-            session.rollback()
+            _rollback(session)
             logger.warning("commit rejected by a constraint")
             return problem_response("conflict", "The change conflicts with the current state; nothing was saved.")
-        except OperationalError:
-            session.rollback()
-            logger.error("commit failed: database unavailable")
-            return problem_response(
-                "service-unavailable", "The database is unavailable; nothing was saved.", headers={"Retry-After": "1"}
-            )
+        except DATABASE_ERRORS as error:
+            _rollback(session)
+            problem = database_problem(error)
+            if problem is not None:
+                return problem
+            logger.exception("commit failed")
+            return problem_response("internal-error", "The change could not be saved; nothing was saved.")
         except SQLAlchemyError:
-            session.rollback()
+            _rollback(session)
             logger.exception("commit failed")
             return problem_response("internal-error", "The change could not be saved; nothing was saved.")
         return response
@@ -48,4 +58,7 @@ def init_request_transactions(app: Flask) -> None:
     def _close_session(_error: BaseException | None) -> None:
         session = g.pop("db_session", None)
         if session is not None:
-            session.close()  # rolls back anything not committed
+            try:
+                session.close()  # rolls back anything not committed
+            except DATABASE_ERRORS:
+                logger.warning("closing a session on a lost connection")

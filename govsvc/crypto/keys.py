@@ -1,8 +1,9 @@
 """The key hierarchy: root key (provider) -> tenant key -> one data key (DEK) per subject.
 
 Every stored key is wrapped. Unwrapped keys live only in a bounded LRU with a TTL and are dropped on rotation or
-destruction. Destroying a subject's data key (crypto-shredding) makes every ciphertext of that subject unreadable
-for good, including copies in backups.
+destruction; a destruction through any instance bumps ``crypto_state.epoch``, and every instance empties its cache
+when it sees the epoch move (checked once per request, before any cached key is used). Destroying a subject's data
+key (crypto-shredding) makes every ciphertext of that subject unreadable for good, including copies in backups.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from sqlalchemy.orm import Session
 from govsvc.core.db import utcnow
 from govsvc.core.errors import KeyDestroyed, NotFoundError, Undecryptable
 from govsvc.crypto import tokens
-from govsvc.crypto.models import CryptoKey
+from govsvc.crypto.models import CryptoKey, CryptoState
 from govsvc.crypto.providers import KeyProvider, KeyUnwrapError
 from govsvc.crypto.tokens import Ciphers, TokenError
 
 DEFAULT_TENANT = "default"
 _NONCE = 12
+KEY_EPOCH_INFO = "govsvc.key_epoch"  # session.info: the key epoch this session has read
+_state = CryptoState.__table__.c
+_CURRENT_EPOCH = select(_state.epoch).where(_state.id == 1)
 
 
 def subject_key_id(subject_id: str) -> str:
@@ -117,6 +121,34 @@ class KeyStore:
         self.provider = provider
         self.tenant = tenant
         self.cache = cache or KeyCache()
+        self._epoch: int | None = None  # the key epoch the cache holds keys of
+        self._epoch_lock = threading.Lock()
+
+    # -- the cache across instances ----------------------------------------------------------------------------
+
+    def sync(self, session: Session) -> None:
+        """Empty the cache if a key was destroyed anywhere since it was filled; one indexed read per session."""
+        epoch = session.info.get(KEY_EPOCH_INFO)
+        if epoch is None:
+            epoch = int(session.connection().execute(_CURRENT_EPOCH).scalar() or 0)
+            session.info[KEY_EPOCH_INFO] = epoch
+        if epoch != self._epoch:
+            with self._epoch_lock:
+                if epoch >= 0 and (self._epoch is None or epoch > self._epoch):
+                    self.cache.clear()
+                    self._epoch = epoch
+
+    def _cache_usable(self, session: Session) -> bool:
+        return session.info.get(KEY_EPOCH_INFO) == self._epoch
+
+    def _cached(self, session: Session, key_id: str, version: int) -> Ciphers | None:
+        return self.cache.get(key_id, version) if self._cache_usable(session) else None
+
+    def _remember(self, session: Session, ciphers: Ciphers) -> None:
+        """Cache an unwrapped key, unless this session read an older epoch than the cache's (it may have unwrapped
+        a key that another instance destroyed meanwhile)."""
+        if self._cache_usable(session):
+            self.cache.put(ciphers)
 
     # -- tenant key --------------------------------------------------------------------------------------------
 
@@ -128,8 +160,9 @@ class KeyStore:
 
     def tenant_ciphers(self, session: Session, version: int | None = None) -> Ciphers:
         """The tenant key (the active version unless one is named); created at first use."""
+        self.sync(session)
         key_id = tenant_key_id(self.tenant)
-        if version is not None and (cached := self.cache.get(key_id, version)) is not None:
+        if version is not None and (cached := self._cached(session, key_id, version)) is not None:
             return cached
         query = select(CryptoKey).where(CryptoKey.key_id == key_id)
         row = session.scalar(
@@ -141,11 +174,11 @@ class KeyStore:
             if version is not None:
                 raise NotFoundError(f"No tenant key version {version}.")
             row = self._new_tenant_key(session, 1)
-        cached = self.cache.get(key_id, row.version)
+        cached = self._cached(session, key_id, row.version)
         if cached is not None:
             return cached
         ciphers = Ciphers.of(key_id, row.version, self._unwrap_tenant(row))
-        self.cache.put(ciphers)
+        self._remember(session, ciphers)
         return ciphers
 
     def _new_tenant_key(self, session: Session, version: int) -> CryptoKey:
@@ -242,15 +275,16 @@ class KeyStore:
         )
         session.flush()
         ciphers = Ciphers.of(key_id, version, key)
-        self.cache.put(ciphers)
+        self._remember(session, ciphers)
         return ciphers
 
     def subject_ciphers(
         self, session: Session, subject_id: str, version: int | None = None, *, create: bool = False
     ) -> Ciphers:
         """A subject's data key: the given version, or the active one (created when ``create``)."""
+        self.sync(session)
         key_id = subject_key_id(subject_id)
-        if version is not None and (cached := self.cache.get(key_id, version)) is not None:
+        if version is not None and (cached := self._cached(session, key_id, version)) is not None:
             return cached
         query = select(CryptoKey).where(CryptoKey.key_id == key_id)
         if version is not None:
@@ -263,16 +297,17 @@ class KeyStore:
             if create and version is None:
                 return self.new_subject_key(session, subject_id)
             raise NotFoundError("This subject has no data key.")
-        cached = self.cache.get(key_id, row.version)
+        cached = self._cached(session, key_id, row.version)
         if cached is not None:
             return cached
         ciphers = Ciphers.of(key_id, row.version, self._unwrap_subject(session, row))
-        self.cache.put(ciphers)
+        self._remember(session, ciphers)
         return ciphers
 
     def preload(self, session: Session, subject_ids: list[str]) -> dict[str, Ciphers]:
         """Every usable key version of these subjects unwrapped into the cache with one query per 500 subjects;
         returns each subject's active key (subjects without one are left out)."""
+        self.sync(session)
         active: dict[str, Ciphers] = {}
         for offset in range(0, len(subject_ids), 500):
             key_ids = [subject_key_id(subject_id) for subject_id in subject_ids[offset : offset + 500]]
@@ -280,10 +315,10 @@ class KeyStore:
                 select(CryptoKey).where(CryptoKey.key_id.in_(key_ids), CryptoKey.wrapped.is_not(None))
             ).all()
             for row in rows:
-                ciphers = self.cache.get(row.key_id, row.version)
+                ciphers = self._cached(session, row.key_id, row.version)
                 if ciphers is None:
                     ciphers = Ciphers.of(row.key_id, row.version, self._unwrap_subject(session, row))
-                    self.cache.put(ciphers)
+                    self._remember(session, ciphers)
                 if row.status == "active":
                     active[row.key_id.split(":", 1)[1]] = ciphers
         return active
@@ -316,7 +351,7 @@ class KeyStore:
                     "created_at": utcnow(),
                 }
             )
-            self.cache.put(Ciphers.of(old.key_id, version, key))
+            self._remember(session, Ciphers.of(old.key_id, version, key))
         if rows:
             session.execute(insert(CryptoKey), rows)
         return len(rows)
@@ -341,6 +376,8 @@ class KeyStore:
             .where(CryptoKey.key_id == key_id, CryptoKey.status != "destroyed")
             .values(status="destroyed", wrapped=None, destroyed_at=utcnow())
         )
+        session.execute(update(CryptoState).where(CryptoState.id == 1).values(epoch=CryptoState.epoch + 1))
+        session.info[KEY_EPOCH_INFO] = -1  # until it commits: use no cached key, cache none, move no epoch
         self.cache.drop(key_id)
         return int(result.rowcount or 0)
 
@@ -363,8 +400,9 @@ class KeyStore:
 
     def open(self, session: Session, subject_id: str, field: str, token: bytes) -> str:
         """The plaintext of a token; Undecryptable if it was altered or moved, KeyDestroyed after shredding."""
+        self.sync(session)
         bound = tokens.context(self.tenant, subject_id, field)
-        cached = self.cache.for_token(token)
+        cached = self.cache.for_token(token) if self._cache_usable(session) else None
         if cached is not None and cached.key_id == subject_key_id(subject_id):
             try:
                 return tokens.open_sealed(cached, token, bound).decode()

@@ -46,3 +46,15 @@ class KeyRotation(Base):
     started_by: Mapped[str | None] = mapped_column(String(80))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CryptoState(Base):
+    """A single row: the key epoch, bumped whenever a data key is destroyed. Each instance compares it with the
+    epoch its key cache was filled under (once per request) and empties the cache when it moved, so a key shredded
+    through one instance never opens anything on another."""
+
+    __tablename__ = "crypto_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -132,6 +132,8 @@ def open_sealed(ciphers: Ciphers, token: bytes, bound_to: bytes, parsed: TokenHe
         if parsed.key_id != ciphers.key_id or parsed.key_version != ciphers.version:
             raise TokenError("the token was sealed under another key")
         length, format_ = parsed.length, parsed.format
+    if len(token) < length + (0 if format_ == FORMAT_SIV else _NONCE) + 16:  # a 128-bit tag at least
+        raise TokenError("the token is truncated")
     associated = token[:length] + b"\x00" + bound_to
     if format_ == FORMAT_SIV:
         return siv_decrypt(ciphers.siv, token[length:], [associated])

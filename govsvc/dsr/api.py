@@ -655,7 +655,12 @@ def delete_webhook(connector_id: str) -> tuple[str, int]:
 
 
 @bp.get("/schemas/export-bundle.json")
-@bp.doc(summary="The JSON Schema of export bundles (public)")
+@bp.doc(
+    summary="The JSON Schema of export bundles (public)",
+    responses={
+        200: {"description": "JSON Schema", "content": {"application/schema+json": {"schema": {"type": "object"}}}}
+    },
+)
 @public
 def bundle_schema() -> Response:
     return Response(json.dumps(export.bundle_schema(), indent=2), mimetype="application/schema+json")
@@ -684,6 +689,24 @@ def download(token: str) -> Response:
 # -- OpenDSR v2 --------------------------------------------------------------------------------------------------
 
 
+_OPENDSR_ERROR = {
+    "description": "An OpenDSR error document",
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object"}}}
+        }
+    },
+}
+
+
+def _opendsr_responses(success: int, *statuses: int) -> dict[int, Any]:
+    """OpenDSR's own errors (400, 404) are its JSON error document; the guard's (401, 403) are problems."""
+    documented: dict[int, Any] = {success: "Success"}
+    for status in statuses:
+        documented[status] = _OPENDSR_ERROR if status in (400, 404) else {401: "Unauthorized", 403: "Forbidden"}[status]
+    return documented
+
+
 def _opendsr_error(error: Exception) -> Response:
     if isinstance(error, opendsr.OpenDsrError):
         document, status = error.document, error.code
@@ -708,7 +731,12 @@ def opendsr_discovery() -> dict[str, Any]:
 
 
 @opendsr_bp.get("/processor-certificate.pem")
-@opendsr_bp.doc(summary="The certificate whose key signs status callbacks (public)")
+@opendsr_bp.doc(
+    summary="The certificate whose key signs status callbacks (public)",
+    responses={
+        200: {"description": "PEM certificate", "content": {"application/x-pem-file": {"schema": {"type": "string"}}}}
+    },
+)
 @public
 def opendsr_certificate() -> Response:
     session = get_session()
@@ -719,7 +747,9 @@ def opendsr_certificate() -> Response:
 
 @opendsr_bp.post("/requests")
 @opendsr_bp.doc(
-    summary="OpenDSR create (access, portability, erasure)", security=SECURITY, responses=[201, 400, 401, 403]
+    summary="OpenDSR create (access, portability, erasure)",
+    security=SECURITY,
+    responses=_opendsr_responses(201, 400, 401, 403),
 )
 @requires("opendsr", "create")
 def opendsr_create() -> Response:
@@ -774,7 +804,7 @@ def _by_external(subject_request_id: str) -> DsrRequest:
 
 
 @opendsr_bp.get("/requests/<string:subject_request_id>")
-@opendsr_bp.doc(summary="OpenDSR status", security=SECURITY, responses=[200, 401, 403, 404])
+@opendsr_bp.doc(summary="OpenDSR status", security=SECURITY, responses=_opendsr_responses(200, 401, 403, 404))
 @requires("opendsr", "read")
 def opendsr_status(subject_request_id: str) -> Response:
     try:
@@ -786,7 +816,11 @@ def opendsr_status(subject_request_id: str) -> Response:
 
 
 @opendsr_bp.delete("/requests/<string:subject_request_id>")
-@opendsr_bp.doc(summary="OpenDSR cancel (only while pending)", security=SECURITY, responses=[202, 400, 401, 403, 404])
+@opendsr_bp.doc(
+    summary="OpenDSR cancel (only while pending)",
+    security=SECURITY,
+    responses=_opendsr_responses(202, 400, 401, 403, 404),
+)
 @requires("opendsr", "cancel")
 def opendsr_cancel(subject_request_id: str) -> Response:
     session = get_session()

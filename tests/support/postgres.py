@@ -53,6 +53,11 @@ class PostgresCluster:
             "--no-locale",
             "--no-sync",
         )
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server on the existing data directory (after :meth:`pause`)."""
         options = (
             f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
@@ -68,7 +73,10 @@ class PostgresCluster:
             "-w",
             "start",
         )
-        return self
+
+    def pause(self) -> None:
+        """Stop the server (every connection is cut, as in an outage), keeping its data."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
         if self.data_dir.exists():

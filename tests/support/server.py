@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from govsvc.config import PROJECT_ROOT
+from tests.support.logscan import COLLECTOR
+
+# Workers import Presidio and the NER model before they answer: on a shared 2-core machine under load that can take
+# well over 30 s.
+START_SECONDS = 120
 
 
 def free_port() -> int:
@@ -46,6 +52,24 @@ def http(method: str, url: str, *, body: Any = None, headers: dict[str, str] | N
         return HttpResponse(error.code, dict(error.headers), error.read())
 
 
+def live_env(database_url: str, instance_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a production-mode instance for tests (test keys, quick start-up, warnings only)."""
+    from tests.conftest import TEST_AUDIT_ORIGIN, TEST_ROOT_KEYS, TEST_SECRET_KEY
+
+    return {
+        "GOVSVC_ENV": "production",
+        "GOVSVC_SECRET_KEY": TEST_SECRET_KEY,
+        "GOVSVC_ROOT_KEYS": TEST_ROOT_KEYS,
+        "GOVSVC_DATABASE_URL": database_url,
+        "GOVSVC_INSTANCE_DIR": str(instance_dir),
+        "GOVSVC_AUDIT_ORIGIN": TEST_AUDIT_ORIGIN,
+        "GOVSVC_PII_NLP": "pattern",
+        "GOVSVC_SCHEDULER": "off",
+        "GOVSVC_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
 class GunicornServer:
     """``with GunicornServer(env) as server: http("GET", server.url + "/readyz")``."""
 
@@ -57,33 +81,34 @@ class GunicornServer:
         self.env = {**os.environ, **env}
         self.workers = workers
         self.threads = threads
-        self.log_path = log_path
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="govsvc-gunicorn-", suffix=".log")[1])
+        COLLECTOR.add_file(self.log_path)
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> GunicornServer:
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(self.workers),
-                "--threads",
-                str(self.threads),
-                "--worker-class",
-                "gthread",
-                "wsgi:app",
-            ],
-            cwd=PROJECT_ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    str(self.workers),
+                    "--threads",
+                    str(self.threads),
+                    "--worker-class",
+                    "gthread",
+                    "wsgi:app",
+                ],
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
@@ -92,7 +117,7 @@ class GunicornServer:
                     return self
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError("gunicorn did not start in 30 s")
+        raise RuntimeError(f"gunicorn did not start in {START_SECONDS} s")
 
     def kill(self) -> None:
         """SIGKILL the master and every worker at once (a crash, not a shutdown)."""
