@@ -25,7 +25,7 @@ from sqlalchemy import Select, and_, event, insert, inspect, select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.models import AuditEvent, AuditLeaf
-from govsvc.core.db import utcnow
+from govsvc.core.db import AUTOCOMMIT_SESSION, Database, utcnow
 from govsvc.core.errors import NotFoundError
 from govsvc.core.pii_guard import pii_kind
 
@@ -117,10 +117,14 @@ def record(
     details: Mapping[str, Any] | None = None,
     context: AuditContext | None = None,
     time: datetime | None = None,
+    keep_on_failure: bool = False,
 ) -> str:
     """Record an audit event in the caller's transaction; returns its event id.
 
     ``action`` is a dotted name (``consent.withdrawn``); ``subject_ref`` a pseudonymous subject id.
+    ``keep_on_failure``: the event must exist even when the request that recorded it fails (a refusal, such as a
+    ``policy.deny``): if the request's transaction is rolled back, the request layer writes it in a transaction
+    of its own (``write_kept_events``).
     Raises ValueError (AuditPIIError) for malformed events or anything resembling raw personal data.
     """
     context = context or current_context()
@@ -168,7 +172,29 @@ def record(
         "details": json.dumps(details, sort_keys=True, separators=(",", ":")) if details else None,
     }
     _pending_rows(session).append(row)
+    if keep_on_failure:
+        session.info.setdefault(_KEPT_EVENTS, []).append(row)
     return event_id
+
+
+_KEPT_EVENTS = "govsvc.audit.kept_on_failure"
+
+
+def discard_kept_events(session: Session) -> None:
+    """The request committed: its kept events are in the log with the rest."""
+    session.info.pop(_KEPT_EVENTS, None)
+
+
+def write_kept_events(session: Session, database: Database) -> int:
+    """After ``session``'s transaction was rolled back (or never committed), write the events recorded with
+    ``keep_on_failure`` in a transaction of their own; returns how many. Events an autocommit session already
+    wrote are not written twice."""
+    rows = session.info.pop(_KEPT_EVENTS, None)
+    if not rows:
+        return 0
+    with database.transaction() as own:
+        own.execute(insert(AuditEvent.__table__), rows)
+    return len(rows)
 
 
 # Events are written at the session's next flush (autoflush before a query, an explicit flush, the commit), as
@@ -202,6 +228,10 @@ def _insert_pending_events(session: Session, _flush_context: Any, objects: Seque
         return  # rolled back (with its transaction or savepoint) or expunged before any flush
     session.expunge(marker)
     connection = session.connection()
+    kept = session.info.get(_KEPT_EVENTS)
+    if kept and session.info.get(AUTOCOMMIT_SESSION):  # committed by the INSERT itself: nothing left to keep
+        written = {id(row) for row in rows}
+        session.info[_KEPT_EVENTS] = [row for row in kept if id(row) not in written]
     if connection.dialect.name == "postgresql":  # the hot path: straight to the driver, no statement compilation
         cursor = connection.connection.cursor()
         try:

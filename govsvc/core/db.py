@@ -7,6 +7,7 @@ write lock up front (``BEGIN IMMEDIATE``) so concurrent writers wait instead of 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, has_request_context
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -118,9 +120,19 @@ class Database:
             session.commit()
         except BaseException:
             session.rollback()
+            self._write_kept_events(session)
             raise
         finally:
             session.close()
+
+    def _write_kept_events(self, session: Session) -> None:
+        """The refusals audited with ``keep_on_failure`` in a transaction that failed, in one of their own."""
+        from govsvc.audit.service import write_kept_events
+
+        try:
+            write_kept_events(session, self)
+        except SQLAlchemyError:
+            logging.getLogger("govsvc.db").exception("refusal audit events of a failed transaction were not written")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,4 +1,8 @@
-"""One database transaction per request: committed when the response succeeds, rolled back otherwise."""
+"""One database transaction per request: committed when the response succeeds, rolled back otherwise.
+
+Audit events recorded with ``keep_on_failure`` (refusals such as ``policy.deny``) survive a failed request: once
+its transaction has ended without a commit, they are written in a transaction of their own before the response
+leaves."""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import logging
 from flask import Flask, Response, g
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from govsvc.core.db import AUTOCOMMIT_SESSION
+from govsvc.audit.service import discard_kept_events, write_kept_events
+from govsvc.core.db import AUTOCOMMIT_SESSION, get_db
 from govsvc.core.problems import problem_response
 
 logger = logging.getLogger("govsvc.db")
@@ -25,9 +30,11 @@ def init_request_transactions(app: Flask) -> None:
             session.rollback()
             return response
         if session.info.get(AUTOCOMMIT_SESSION) and not (session.new or session.dirty or session.deleted):
+            discard_kept_events(session)
             return response  # its statements have committed themselves and nothing is left to flush
         try:
             session.commit()
+            discard_kept_events(session)
         except IntegrityError:
             session.rollback()
             logger.warning("commit rejected by a constraint")
@@ -47,5 +54,10 @@ def init_request_transactions(app: Flask) -> None:
     @app.teardown_request
     def _close_session(_error: BaseException | None) -> None:
         session = g.pop("db_session", None)
-        if session is not None:
-            session.close()  # rolls back anything not committed
+        if session is None:
+            return
+        session.close()  # rolls back anything not committed
+        try:
+            write_kept_events(session, get_db())
+        except SQLAlchemyError:
+            logger.exception("refusal audit events of a failed request could not be written")

@@ -230,6 +230,7 @@ class DecisionEngine:
                 data_categories=sorted(set(categories.values())),
                 reason_code=reasons[0].code if reasons else None,
                 details={"reasons": sorted({r.code for r in reasons}), "roles": list(request.roles)},
+                keep_on_failure=not allowed,  # a refusal is on record even when the request then fails
             )
         return Decision(
             decision_id=decision_id,
