@@ -11,6 +11,7 @@ Events never hold raw personal data: subjects are pseudonymous references and IP
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import hmac
 import json
@@ -235,7 +236,9 @@ def _insert_pending_events(session: Session, _flush_context: Any, objects: Seque
     if connection.dialect.name == "postgresql":  # the hot path: straight to the driver, no statement compilation
         cursor = connection.connection.cursor()
         try:
-            cursor.executemany(_PG_INSERT, [tuple(row[column] for column in _ROW_COLUMNS) for row in rows])
+            for offset in range(0, len(rows), _PG_ROWS_PER_STATEMENT):  # one statement (one round trip) per chunk
+                chunk = rows[offset : offset + _PG_ROWS_PER_STATEMENT]
+                cursor.execute(_pg_insert(len(chunk)), [row[column] for row in chunk for column in _ROW_COLUMNS])
         finally:
             cursor.close()
     else:
@@ -260,7 +263,14 @@ _ROW_COLUMNS = (
     "request_id",
     "details",
 )
-_PG_INSERT = f"INSERT INTO audit_events ({', '.join(_ROW_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_ROW_COLUMNS))})"  # noqa: S608
+_PG_ROWS_PER_STATEMENT = 1000  # 15,000 parameters, well under PostgreSQL's 65,535
+_PG_ROW = f"({', '.join(['%s'] * len(_ROW_COLUMNS))})"
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_insert(count: int) -> str:
+    """One INSERT of ``count`` events (constant SQL: only the number of placeholder rows varies)."""
+    return f"INSERT INTO audit_events ({', '.join(_ROW_COLUMNS)}) VALUES {', '.join([_PG_ROW] * count)}"  # noqa: S608
 
 
 def format_time(value: datetime) -> str:
