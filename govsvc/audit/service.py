@@ -11,7 +11,6 @@ Events never hold raw personal data: subjects are pseudonymous references and IP
 from __future__ import annotations
 
 import contextvars
-import functools
 import hashlib
 import hmac
 import json
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Select, and_, event, insert, inspect, select
 from sqlalchemy.orm import Session
 
@@ -235,10 +235,8 @@ def _insert_pending_events(session: Session, _flush_context: Any, objects: Seque
         session.info[_KEPT_EVENTS] = [row for row in kept if id(row) not in written]
     if connection.dialect.name == "postgresql":  # the hot path: straight to the driver, no statement compilation
         cursor = connection.connection.cursor()
-        try:
-            for offset in range(0, len(rows), _PG_ROWS_PER_STATEMENT):  # one statement (one round trip) per chunk
-                chunk = rows[offset : offset + _PG_ROWS_PER_STATEMENT]
-                cursor.execute(_pg_insert(len(chunk)), [row[column] for row in chunk for column in _ROW_COLUMNS])
+        try:  # one statement, one round trip, whatever the number of events: the rows as one JSON array
+            cursor.execute(_PG_INSERT, [orjson.dumps(rows).decode()])
         finally:
             cursor.close()
     else:
@@ -263,14 +261,13 @@ _ROW_COLUMNS = (
     "request_id",
     "details",
 )
-_PG_ROWS_PER_STATEMENT = 1000  # 15,000 parameters, well under PostgreSQL's 65,535
-_PG_ROW = f"({', '.join(['%s'] * len(_ROW_COLUMNS))})"
-
-
-@functools.lru_cache(maxsize=64)
-def _pg_insert(count: int) -> str:
-    """One INSERT of ``count`` events (constant SQL: only the number of placeholder rows varies)."""
-    return f"INSERT INTO audit_events ({', '.join(_ROW_COLUMNS)}) VALUES {', '.join([_PG_ROW] * count)}"  # noqa: S608
+# Constant SQL (prepared by psycopg after a few uses): the rows arrive as one JSON array of objects, in order.
+_PG_INSERT = (
+    f"INSERT INTO audit_events ({', '.join(_ROW_COLUMNS)}) SELECT {', '.join(_ROW_COLUMNS)} "  # noqa: S608
+    "FROM json_to_recordset(%s::json) AS r("
+    + ", ".join(f"{column} {'timestamptz' if column == 'time' else 'text'}" for column in _ROW_COLUMNS)
+    + ")"
+)
 
 
 def format_time(value: datetime) -> str:

@@ -155,7 +155,7 @@ class DecisionEngine:
         client_id: str | None = None,
         confirm: Confirm | None = None,
     ) -> list[Decision | ServiceError]:
-        """A decision or the error of each request; all subjects are read in one round trip per 500.
+        """A decision or the error of each request; all subjects are read in one round trip per 1,000.
 
         ``client_id``: the calling client, whose key's revocation is read in the same round trip; ``confirm`` is
         then called with the snapshot, the policy brought up to date, before anything is decided (it raises to
