@@ -11,11 +11,12 @@ Events never hold raw personal data: subjects are pseudonymous references and IP
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import hmac
 import json
+import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -154,7 +155,7 @@ def record(
         raise ValueError("audit object_ref is longer than 200 characters")
     if details:
         _check_details(details, "details")
-    event_id = uuid.uuid4().hex
+    event_id = random_id()
     row = {
         "event_id": event_id,
         "time": time or utcnow(),
@@ -166,16 +167,38 @@ def record(
         "subject_ref": subject_ref,
         "object_ref": object_ref,
         "purpose": purpose,
-        "data_categories": json.dumps(categories) if categories else None,
+        "data_categories": _categories_json(tuple(categories)) if categories else None,
         "outcome": outcome,
         "reason_code": reason_code,
         "request_id": context.request_id,
-        "details": json.dumps(details, sort_keys=True, separators=(",", ":")) if details else None,
+        "details": _details_json(details) if details else None,
     }
     _pending_rows(session).append(row)
     if keep_on_failure:
         session.info.setdefault(_KEPT_EVENTS, []).append(row)
     return event_id
+
+
+def random_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, as ``uuid.uuid4().hex`` but without building a UUID object."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
+@functools.lru_cache(maxsize=1024)
+def _categories_json(categories: tuple[str, ...]) -> str:
+    return json.dumps(list(categories))
+
+
+def _details_json(details: Mapping[str, Any]) -> str:
+    """Sorted keys, compact, ASCII only (non-ASCII escaped): what ``json.dumps(sort_keys=True, separators=(",",
+    ":"))`` writes; orjson writes the same bytes when the text is ASCII, and is several times faster."""
+    encoded = orjson.dumps(details, option=orjson.OPT_SORT_KEYS)
+    if encoded.isascii():
+        return encoded.decode()
+    return json.dumps(details, sort_keys=True, separators=(",", ":"))
 
 
 _KEPT_EVENTS = "govsvc.audit.kept_on_failure"

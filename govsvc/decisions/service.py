@@ -12,7 +12,6 @@ very next decision on every instance; only parsed policy and taxonomy are cached
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from govsvc.audit.service import record
+from govsvc.audit.service import random_id, record
 from govsvc.consent import requirements
 from govsvc.core.db import utcnow
 from govsvc.core.errors import NotFoundError, ServiceError, ValidationFailed
@@ -206,7 +205,7 @@ class DecisionEngine:
                 reasons.append(
                     Reason("no_role", f"{'/'.join(request.roles)} may not {request.action} {category}", category)
                 )
-            if not any(taxonomy.covers(c, category) for c in purpose.data_categories):
+            if not taxonomy.purpose_covers(purpose, category):
                 reasons.append(Reason("category_not_in_purpose", f"{purpose.key} does not cover {category}", category))
         reasons += _restrictions(request, subject)
         reasons += _disclosures(request, purpose)
@@ -218,8 +217,9 @@ class DecisionEngine:
             else {name: "withhold" for name in categories}
         )
         sensitive = any(taxonomy.level(c) == "L3" for c in categories.values())
-        decision_id = uuid.uuid4().hex
-        if not allowed or sensitive:
+        if allowed and not sensitive:
+            decision_id = random_id()
+        else:
             decision_id = record(
                 session,
                 "policy.allow" if allowed else "policy.deny",
@@ -421,5 +421,9 @@ def _ccpa_reasons(
 
 
 def _obligation(taxonomy: Taxonomy, roles: Sequence[str], category: str) -> str:
+    return taxonomy.memoized(("obligation of", category, *roles), lambda: _most_permissive(taxonomy, roles, category))
+
+
+def _most_permissive(taxonomy: Taxonomy, roles: Sequence[str], category: str) -> str:
     options = [taxonomy.obligation(role, category) for role in roles] or ["withhold"]
     return min(options, key=lambda value: _PERMISSIVENESS[value.split(":")[0]])
