@@ -88,13 +88,15 @@ def _statement(subjects: str, count: int, mark: str) -> str:
     return _HEAD.format(mark=mark, subjects=subjects.format(marks=", ".join([mark] * count)))
 
 
-# PostgreSQL: one array parameter instead of a placeholder per value, so the statement text never varies: psycopg
-# parses it once and prepares it, whatever the number of subjects (IN (...) of 500 placeholders is re-parsed by the
-# driver on every call).
+# PostgreSQL, many subjects (batches): one array parameter instead of a placeholder per value, so the statement
+# text never varies and psycopg parses it once (``IN`` with hundreds of placeholders is re-parsed by the driver on
+# every call). A few subjects keep ``IN``: its prepared generic plan is as good as a custom one, whereas ``= ANY``'s
+# row estimate makes PostgreSQL re-plan it on every execution, which costs more than the query.
 _PG_STATEMENTS = {
     template: _HEAD.format(mark="%s", subjects=template.replace("IN ({marks})", "= ANY(%s::text[])"))
     for template in (_BY_SUBJECT_ID, _BY_IDENTIFIER)
-} | {_NOTHING: _HEAD.format(mark="%s", subjects=_NOTHING)}
+}
+_PG_FEW = 16
 
 
 def _run(session: Session, subjects: str, client_id: str | None, values: Sequence[str]) -> list[tuple[Any, ...]]:
@@ -103,8 +105,10 @@ def _run(session: Session, subjects: str, client_id: str | None, values: Sequenc
     try:
         if connection.dialect.paramstyle == "qmark":  # SQLite
             cursor.execute(_statement(subjects, len(values), "?"), [client_id, *values])
+        elif len(values) <= _PG_FEW:
+            cursor.execute(_statement(subjects, len(values), "%s"), [client_id, *values])
         else:
-            cursor.execute(_PG_STATEMENTS[subjects], [client_id, list(values)] if values else [client_id])
+            cursor.execute(_PG_STATEMENTS[subjects], [client_id, list(values)])
         return list(cursor.fetchall())
     finally:
         cursor.close()
