@@ -2,11 +2,10 @@
 
 import gc
 
-from govsvc import create_app, warm_up
+from govsvc import create_app
 
 app = create_app()
-warm_up(app)  # the policy and taxonomy parsed now, not by the first requests
-# Everything loaded so far (modules, the PII models, policy, taxonomy) lives as long as the process: keep it out
-# of the cyclic garbage collector's generations, so that collections during requests stay short.
+# Everything loaded so far (modules, the PII models, policy files) lives as long as the process: keep it out of
+# the cyclic garbage collector's generations, so that collections during requests stay short.
 gc.collect()
 gc.freeze()

@@ -156,20 +156,6 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     return app
 
 
-def warm_up(app: APIFlask) -> None:
-    """Load the stored policy and taxonomy into a serving process before its first request (best effort: if the
-    database is not ready yet, the first requests load them, as they always can)."""
-    import logging
-
-    database: Database = app.extensions["govsvc.db"]
-    try:
-        with database.transaction(write=False) as session:
-            app.extensions["govsvc.policy"].ensure_current(session)
-            app.extensions["govsvc.taxonomy"].current(session)
-    except Exception:  # not reachable or not initialised yet: requests load what they need, or fail clearly
-        logging.getLogger("govsvc").warning("warm-up skipped: the database is not ready yet", exc_info=True)
-
-
 def _init_dsr(app: APIFlask, settings: Settings, database: Database) -> None:
     """Data-subject requests and the periodic jobs (APScheduler) that watch their deadlines."""
     from govsvc.config import ConfigError

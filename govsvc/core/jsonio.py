@@ -3,6 +3,7 @@ dates for datetimes handed to ``jsonify``, a trailing newline), parsed and writt
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -18,7 +19,10 @@ class OrjsonProvider(DefaultJSONProvider):
         return orjson.dumps(obj, default=self.default, option=_OPTIONS & ~orjson.OPT_APPEND_NEWLINE).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return orjson.loads(s)
+        try:
+            return orjson.loads(s)
+        except orjson.JSONDecodeError:  # what orjson refuses but json accepts (lone surrogates, NaN, huge integers)
+            return json.loads(s)  # reads as before, or raises the same error
 
     def response(self, *args: Any, **kwargs: Any) -> Any:
         obj = self._prepare_response_obj(args, kwargs)
