@@ -266,7 +266,8 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
             )
         return "POST", "/v1/decisions:batch", json.dumps({"checks": checks}), auth
 
-    with GunicornServer(env, workers=2, threads=4) as server:  # as `make run` serves
+    # as `make run` serves; workers load the PII models, which takes long on a busy shared machine
+    with GunicornServer(env, workers=2, threads=4, start_timeout=180) as server:
         assert server.process is not None
         http_load(server.port, single, connections=8, seconds=2)  # warm every worker thread
         results, cpu = {}, {}

@@ -50,8 +50,15 @@ class GunicornServer:
     """``with GunicornServer(env) as server: http("GET", server.url + "/readyz")``."""
 
     def __init__(
-        self, env: dict[str, str], *, workers: int = 2, threads: int = 2, log_path: Path | None = None
+        self,
+        env: dict[str, str],
+        *,
+        workers: int = 2,
+        threads: int = 2,
+        log_path: Path | None = None,
+        start_timeout: float = 30.0,
     ) -> None:
+        self.start_timeout = start_timeout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
@@ -83,7 +90,7 @@ class GunicornServer:
             stderr=log,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
@@ -92,7 +99,7 @@ class GunicornServer:
                     return self
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError("gunicorn did not start in 30 s")
+        raise RuntimeError(f"gunicorn did not start in {self.start_timeout:.0f} s")
 
     def kill(self) -> None:
         """SIGKILL the master and every worker at once (a crash, not a shutdown)."""
