@@ -65,6 +65,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     from govsvc.core.access import init_access_control
     from govsvc.core.content import init_content_checks
     from govsvc.core.idempotency import init_idempotency
+    from govsvc.core.jsonio import OrjsonProvider
     from govsvc.core.logging import RedactingFilter, configure_logging, init_request_logging
     from govsvc.core.problems import register_error_handlers
     from govsvc.core.security import FailureLimiter, init_security_headers
@@ -96,6 +97,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
         docs_path=None,  # the bundled docs UIs load JavaScript from CDNs; the JSON spec is served instead
         instance_path=str(Path(settings.instance_dir).resolve()),
     )
+    app.json = OrjsonProvider(app)
     app.config.update(_openapi_settings())
     app.spec_processor(_problem_media_type)
     app.config.update(

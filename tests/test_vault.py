@@ -353,3 +353,55 @@ def test_fields_of_one_category_share_one_decision(client, auth_headers, subject
     assert fields["mobile"]["decision_id"] == fields["landline"]["decision_id"]
     assert fields["mobile"]["treatment"] == fields["landline"]["treatment"] == "mask:partial"
     assert fields["landline"]["value"] not in (None, "+861062345678")
+
+
+def test_a_decrypt_refused_by_policy_keeps_its_deny_event(client, auth_headers, subject, database) -> None:
+    """The 403 rolls back the request's transaction, but not the policy.deny event of the refusal."""
+    app_key = auth_headers("app")
+    token = client.post(
+        "/v1/crypto/encrypt",
+        json={"subject_id": subject, "field": "email", "plaintext": "wei@example.cn"},
+        headers=app_key,
+    ).get_json()["token"]
+    body = {
+        "subject_id": subject,
+        "field": "email",
+        "token": token,
+        "purpose": "marketing.communications.email",
+        "justification": "campaign 7",
+    }
+    refused = assert_problem(client.post("/v1/crypto/decrypt", json=body, headers=app_key), 403, "forbidden")
+    (event,) = _events(database, "policy.deny")
+    assert event.event_id == refused["decision_id"]
+    assert (event.outcome, event.subject_ref, event.reason_code) == ("deny", subject, "no_consent")
+    assert event.purpose == "marketing.communications.email" and event.actor_role == "app"
+    assert _events(database, "data.unmasked") == []  # nothing else of the failed request was kept
+    assert_problem(client.post("/v1/crypto/decrypt", json=body, headers=app_key), 403, "forbidden")
+    assert len(_events(database, "policy.deny")) == 2
+    opened = client.post("/v1/crypto/decrypt", json=body | {"purpose": "essential.service"}, headers=app_key)
+    assert opened.status_code == 200 and len(_events(database, "policy.deny")) == 2  # an allow adds no deny
+
+
+def test_a_vault_read_that_fails_after_its_decisions_keeps_their_deny_events(
+    client, auth_headers, subject, database
+) -> None:
+    """A read whose decisions deny some categories and show L3 plaintext of others fails without a justification
+    (422): the deny events stay, the allow events of the failed read do not."""
+    _put(client, auth_headers("app"), subject, PROFILE | {"health_notes": "青霉素过敏", "preferences": "短信优先"})
+    dpo = auth_headers("dpo")
+    url = f"/v1/vault/subjects/{subject}/profile?purpose=essential.legal_obligation"
+    complete = client.get(url + "&justification=ticket+DSR42", headers=dpo)
+    assert complete.status_code == 200
+    denied = {name for name, view in complete.get_json()["fields"].items() if view["treatment"] == "withhold"}
+    shown_l3 = {
+        name
+        for name, view in complete.get_json()["fields"].items()
+        if view["level"] == "L3" and view["treatment"] == "show"
+    }
+    assert denied and shown_l3, complete.get_json()
+    before = {event.event_id for event in _events(database, "policy.deny")}
+    allows_before = len(_events(database, "policy.allow"))
+    assert_problem(client.get(url, headers=dpo), 422, "validation-error")
+    kept = [event for event in _events(database, "policy.deny") if event.event_id not in before]
+    assert len(kept) == len(before) > 0 and {event.subject_ref for event in kept} == {subject}
+    assert len(_events(database, "policy.allow")) == allows_before

@@ -11,21 +11,23 @@ Events never hold raw personal data: subjects are pseudonymous references and IP
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import hmac
 import json
+import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Select, and_, event, insert, inspect, select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.models import AuditEvent, AuditLeaf
-from govsvc.core.db import utcnow
+from govsvc.core.db import AUTOCOMMIT_SESSION, Database, utcnow
 from govsvc.core.errors import NotFoundError
 from govsvc.core.pii_guard import pii_kind
 
@@ -117,10 +119,14 @@ def record(
     details: Mapping[str, Any] | None = None,
     context: AuditContext | None = None,
     time: datetime | None = None,
+    keep_on_failure: bool = False,
 ) -> str:
     """Record an audit event in the caller's transaction; returns its event id.
 
     ``action`` is a dotted name (``consent.withdrawn``); ``subject_ref`` a pseudonymous subject id.
+    ``keep_on_failure``: the event must exist even when the request that recorded it fails (a refusal, such as a
+    ``policy.deny``): if the request's transaction is rolled back, the request layer writes it in a transaction
+    of its own (``write_kept_events``).
     Raises ValueError (AuditPIIError) for malformed events or anything resembling raw personal data.
     """
     context = context or current_context()
@@ -149,7 +155,7 @@ def record(
         raise ValueError("audit object_ref is longer than 200 characters")
     if details:
         _check_details(details, "details")
-    event_id = uuid.uuid4().hex
+    event_id = random_id()
     row = {
         "event_id": event_id,
         "time": time or utcnow(),
@@ -161,14 +167,58 @@ def record(
         "subject_ref": subject_ref,
         "object_ref": object_ref,
         "purpose": purpose,
-        "data_categories": json.dumps(categories) if categories else None,
+        "data_categories": _categories_json(tuple(categories)) if categories else None,
         "outcome": outcome,
         "reason_code": reason_code,
         "request_id": context.request_id,
-        "details": json.dumps(details, sort_keys=True, separators=(",", ":")) if details else None,
+        "details": _details_json(details) if details else None,
     }
     _pending_rows(session).append(row)
+    if keep_on_failure:
+        session.info.setdefault(_KEPT_EVENTS, []).append(row)
     return event_id
+
+
+def random_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, as ``uuid.uuid4().hex`` but without building a UUID object."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
+@functools.lru_cache(maxsize=1024)
+def _categories_json(categories: tuple[str, ...]) -> str:
+    return json.dumps(list(categories))
+
+
+def _details_json(details: Mapping[str, Any]) -> str:
+    """Sorted keys, compact, ASCII only (non-ASCII escaped): what ``json.dumps(sort_keys=True, separators=(",",
+    ":"))`` writes; orjson writes the same bytes when the text is ASCII, and is several times faster."""
+    encoded = orjson.dumps(details, option=orjson.OPT_SORT_KEYS)
+    if encoded.isascii():
+        return encoded.decode()
+    return json.dumps(details, sort_keys=True, separators=(",", ":"))
+
+
+_KEPT_EVENTS = "govsvc.audit.kept_on_failure"
+
+
+def discard_kept_events(session: Session) -> None:
+    """The request committed: its kept events are in the log with the rest."""
+    session.info.pop(_KEPT_EVENTS, None)
+
+
+def write_kept_events(session: Session, database: Database) -> int:
+    """After ``session``'s transaction was rolled back (or never committed), write the events recorded with
+    ``keep_on_failure`` in a transaction of their own; returns how many. Events an autocommit session already
+    wrote are not written twice."""
+    rows = session.info.pop(_KEPT_EVENTS, None)
+    if not rows:
+        return 0
+    with database.transaction() as own:
+        own.execute(insert(AuditEvent.__table__), rows)
+    return len(rows)
 
 
 # Events are written at the session's next flush (autoflush before a query, an explicit flush, the commit), as
@@ -202,10 +252,14 @@ def _insert_pending_events(session: Session, _flush_context: Any, objects: Seque
         return  # rolled back (with its transaction or savepoint) or expunged before any flush
     session.expunge(marker)
     connection = session.connection()
+    kept = session.info.get(_KEPT_EVENTS)
+    if kept and session.info.get(AUTOCOMMIT_SESSION):  # committed by the INSERT itself: nothing left to keep
+        written = {id(row) for row in rows}
+        session.info[_KEPT_EVENTS] = [row for row in kept if id(row) not in written]
     if connection.dialect.name == "postgresql":  # the hot path: straight to the driver, no statement compilation
         cursor = connection.connection.cursor()
-        try:
-            cursor.executemany(_PG_INSERT, [tuple(row[column] for column in _ROW_COLUMNS) for row in rows])
+        try:  # one statement, one round trip, whatever the number of events: the rows as one JSON array
+            cursor.execute(_PG_INSERT, [orjson.dumps(rows).decode()])
         finally:
             cursor.close()
     else:
@@ -230,7 +284,13 @@ _ROW_COLUMNS = (
     "request_id",
     "details",
 )
-_PG_INSERT = f"INSERT INTO audit_events ({', '.join(_ROW_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_ROW_COLUMNS))})"  # noqa: S608
+# Constant SQL (prepared by psycopg after a few uses): the rows arrive as one JSON array of objects, in order.
+_PG_INSERT = (
+    f"INSERT INTO audit_events ({', '.join(_ROW_COLUMNS)}) SELECT {', '.join(_ROW_COLUMNS)} "  # noqa: S608
+    "FROM json_to_recordset(%s::json) AS r("
+    + ", ".join(f"{column} {'timestamptz' if column == 'time' else 'text'}" for column in _ROW_COLUMNS)
+    + ")"
+)
 
 
 def format_time(value: datetime) -> str:

@@ -97,6 +97,11 @@ def separate_items(taxonomy: Taxonomy, purpose: Purpose, regimes: frozenset[str]
     """PIPL Arts 23, 29, 39: sensitive data, provision to a recipient and cross-border transfer each need 单独同意."""
     if "pipl" not in regimes or purpose.lawful_basis["pipl"] not in PIPL_CONSENT_BASES:
         return []
+    key = ("separate", purpose.key, str(purpose.version))
+    return list(taxonomy.memoized(key, lambda: _separate(taxonomy, purpose)))
+
+
+def _separate(taxonomy: Taxonomy, purpose: Purpose) -> tuple[SeparateItem, ...]:
     items = []
     if purpose.lawful_basis["pipl"] == "separate_consent":
         items.append(SeparateItem("", "separate_consent_missing"))
@@ -107,7 +112,7 @@ def separate_items(taxonomy: Taxonomy, purpose: Purpose, regimes: frozenset[str]
     ]
     items += [SeparateItem(f"recipient:{r.key}", "separate_consent_missing") for r in purpose.recipients]
     items += [SeparateItem(f"xb:{x.country}", "xb_separate_consent_missing") for x in purpose.cross_border]
-    return items
+    return tuple(items)
 
 
 def valid_scopes(purpose: Purpose) -> set[str]:

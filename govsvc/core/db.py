@@ -7,6 +7,7 @@ write lock up front (``BEGIN IMMEDIATE``) so concurrent writers wait instead of 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, has_request_context
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -59,8 +61,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 5) -> Engine:
-    """Create an engine for SQLite or PostgreSQL with the service's connection settings."""
+def make_engine(
+    url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 5, isolation_level: str | None = None
+) -> Engine:
+    """Create an engine for SQLite or PostgreSQL with the service's connection settings (``isolation_level``:
+    PostgreSQL only, e.g. ``AUTOCOMMIT`` for a pool whose connections never open a transaction)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine, sqlite_synchronous)
@@ -70,8 +75,9 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
     # No pre-ping (a round trip per checkout): a connection broken by a database restart fails its request with
     # a 503 and is discarded by the pool, and the next request gets a fresh one. A database that does not answer
     # fails a new connection after 5 s and a pool checkout after 5 s, instead of holding requests.
+    options: dict[str, Any] = {"isolation_level": isolation_level} if isolation_level else {}
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=5, connect_args={"connect_timeout": 5}
+        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=5, connect_args={"connect_timeout": 5}, **options
     )
 
 
@@ -100,6 +106,14 @@ class Database:
         self.url = url
         self.engine = make_engine(url, sqlite_synchronous=sqlite_synchronous, pool_size=pool_size)
         self.session_factory = sessionmaker(bind=self.engine, expire_on_commit=False)
+        # PostgreSQL: a pool of connections that stay in autocommit mode, for the views whose statements each
+        # commit by themselves (a decision's lookup and its audit events), so that no connection switches modes
+        # (and back when returned) per request.
+        self.autocommit_engine: Engine | None = None
+        self.autocommit_sessions: sessionmaker[Session] | None = None
+        if self.engine.dialect.name == "postgresql":
+            self.autocommit_engine = make_engine(url, pool_size=pool_size, isolation_level="AUTOCOMMIT")
+            self.autocommit_sessions = sessionmaker(bind=self.autocommit_engine, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -121,12 +135,24 @@ class Database:
             session.commit()
         except BaseException:
             session.rollback()
+            self._write_kept_events(session)
             raise
         finally:
             session.close()
 
+    def _write_kept_events(self, session: Session) -> None:
+        """The refusals audited with ``keep_on_failure`` in a transaction that failed, in one of their own."""
+        from govsvc.audit.service import write_kept_events
+
+        try:
+            write_kept_events(session, self)
+        except SQLAlchemyError:
+            logging.getLogger("govsvc.db").exception("refusal audit events of a failed transaction were not written")
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.autocommit_engine is not None:
+            self.autocommit_engine.dispose()
 
 
 def get_db() -> Database:
@@ -184,9 +210,10 @@ def get_session() -> Session:
 
         database = get_db()
         write = request.method not in ("GET", "HEAD", "OPTIONS") or _view_marked(_RECORDS_ATTR)
-        session = database.new_session(write=write)
-        if not database.is_sqlite and _wants_autocommit():
-            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        if database.autocommit_sessions is not None and _wants_autocommit():
+            session = database.autocommit_sessions()
             session.info[AUTOCOMMIT_SESSION] = True
+        else:
+            session = database.new_session(write=write)
         g.db_session = session
     return session

@@ -6,6 +6,7 @@ plaintext reads.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from govsvc.core.errors import ValidationFailed
@@ -18,10 +19,22 @@ PII_PATTERNS = {
 
 def pii_kind(value: str) -> str | None:
     """The kind of personal data ``value`` seems to contain, or None."""
+    if len(value) <= _CACHED_LENGTH:  # short tokens (roles, reason codes, principals, subject ids) recur
+        return _cached_kind(value)
+    return _kind(value)
+
+
+_CACHED_LENGTH = 128
+
+
+def _kind(value: str) -> str | None:
     for kind, pattern in PII_PATTERNS.items():
         if pattern.search(value):
             return kind
     return None
+
+
+_cached_kind = functools.lru_cache(maxsize=8192)(_kind)
 
 
 MIN_JUSTIFICATION_LENGTH = 10

@@ -1,4 +1,8 @@
-"""One database transaction per request: committed when the response succeeds, rolled back otherwise."""
+"""One database transaction per request: committed when the response succeeds, rolled back otherwise.
+
+Audit events recorded with ``keep_on_failure`` (refusals such as ``policy.deny``) survive a failed request: once
+its transaction has ended without a commit, they are written in a transaction of their own before the response
+leaves."""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from flask import Flask, Response, g
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from govsvc.core.db import AUTOCOMMIT_SESSION
+from govsvc.audit.service import discard_kept_events, write_kept_events
+from govsvc.core.db import AUTOCOMMIT_SESSION, get_db
 from govsvc.core.problems import DATABASE_ERRORS, database_problem, problem_response
 
 logger = logging.getLogger("govsvc.db")
@@ -34,9 +39,11 @@ def init_request_transactions(app: Flask) -> None:
             _rollback(session)
             return response
         if session.info.get(AUTOCOMMIT_SESSION) and not (session.new or session.dirty or session.deleted):
+            discard_kept_events(session)
             return response  # its statements have committed themselves and nothing is left to flush
         try:
             session.commit()
+            discard_kept_events(session)
         except IntegrityError:
             _rollback(session)
             logger.warning("commit rejected by a constraint")
@@ -57,8 +64,13 @@ def init_request_transactions(app: Flask) -> None:
     @app.teardown_request
     def _close_session(_error: BaseException | None) -> None:
         session = g.pop("db_session", None)
-        if session is not None:
-            try:
-                session.close()  # rolls back anything not committed
-            except DATABASE_ERRORS:
-                logger.warning("closing a session on a lost connection")
+        if session is None:
+            return
+        try:
+            session.close()  # rolls back anything not committed
+        except DATABASE_ERRORS:
+            logger.warning("closing a session on a lost connection")
+        try:
+            write_kept_events(session, get_db())
+        except SQLAlchemyError:
+            logger.exception("refusal audit events of a failed request could not be written")

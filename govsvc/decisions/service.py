@@ -12,7 +12,6 @@ very next decision on every instance; only parsed policy and taxonomy are cached
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from govsvc.audit.service import record
+from govsvc.audit.service import random_id, record
 from govsvc.consent import requirements
 from govsvc.core.db import utcnow
 from govsvc.core.errors import NotFoundError, ServiceError, ValidationFailed
@@ -155,7 +154,7 @@ class DecisionEngine:
         client_id: str | None = None,
         confirm: Confirm | None = None,
     ) -> list[Decision | ServiceError]:
-        """A decision or the error of each request; all subjects are read in one round trip per 500.
+        """A decision or the error of each request; all subjects are read in one round trip per 1,000.
 
         ``client_id``: the calling client, whose key's revocation is read in the same round trip; ``confirm`` is
         then called with the snapshot, the policy brought up to date, before anything is decided (it raises to
@@ -206,7 +205,7 @@ class DecisionEngine:
                 reasons.append(
                     Reason("no_role", f"{'/'.join(request.roles)} may not {request.action} {category}", category)
                 )
-            if not any(taxonomy.covers(c, category) for c in purpose.data_categories):
+            if not taxonomy.purpose_covers(purpose, category):
                 reasons.append(Reason("category_not_in_purpose", f"{purpose.key} does not cover {category}", category))
         reasons += _restrictions(request, subject)
         reasons += _disclosures(request, purpose)
@@ -218,8 +217,9 @@ class DecisionEngine:
             else {name: "withhold" for name in categories}
         )
         sensitive = any(taxonomy.level(c) == "L3" for c in categories.values())
-        decision_id = uuid.uuid4().hex
-        if not allowed or sensitive:
+        if allowed and not sensitive:
+            decision_id = random_id()
+        else:
             decision_id = record(
                 session,
                 "policy.allow" if allowed else "policy.deny",
@@ -230,6 +230,7 @@ class DecisionEngine:
                 data_categories=sorted(set(categories.values())),
                 reason_code=reasons[0].code if reasons else None,
                 details={"reasons": sorted({r.code for r in reasons}), "roles": list(request.roles)},
+                keep_on_failure=not allowed,  # a refusal is on record even when the request then fails
             )
         return Decision(
             decision_id=decision_id,
@@ -420,5 +421,9 @@ def _ccpa_reasons(
 
 
 def _obligation(taxonomy: Taxonomy, roles: Sequence[str], category: str) -> str:
+    return taxonomy.memoized(("obligation of", category, *roles), lambda: _most_permissive(taxonomy, roles, category))
+
+
+def _most_permissive(taxonomy: Taxonomy, roles: Sequence[str], category: str) -> str:
     options = [taxonomy.obligation(role, category) for role in roles] or ["withhold"]
     return min(options, key=lambda value: _PERMISSIVENESS[value.split(":")[0]])

@@ -201,6 +201,7 @@ class PolicyEngine:
         self._model_text = (policy_dir / MODEL_FILE).read_text(encoding="utf-8")
         _model(self._model_text)  # fail at start-up on a broken model
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self._enforcer: casbin.FastEnforcer | None = None
         self._version: int | None = None
         self._cache: dict[tuple[str, str, str], bool] = {}
@@ -234,7 +235,9 @@ class PolicyEngine:
         """Reload when the stored version differs from the loaded one; returns the version in force."""
         version = current_version(session)
         if version != self._version:
-            self._load(session, version)
+            with self._load_lock:  # one thread loads a new version; the others wait for it instead of loading too
+                if version != self._version:
+                    self._load(session, version)
         return version
 
     def _load(self, session: Session, version: int) -> None:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,9 @@ class Purpose:
         )
 
 
+_MEMO_LIMIT = 50_000
+
+
 @dataclass(frozen=True)
 class Taxonomy:
     """One parsed, validated version of the taxonomy."""
@@ -127,8 +130,39 @@ class Taxonomy:
     fields: Mapping[str, str] = field(default_factory=dict)  # CRM field -> category
     obligations: Mapping[str, Any] = field(default_factory=dict)
 
+    @functools.cached_property
+    def _memo(self) -> dict[tuple[str, ...], Any]:
+        """Answers computed from this (immutable) version, for the decisions' hot path."""
+        return {}
+
+    def _remember(self, key: tuple[str, ...], value: Any) -> Any:
+        if len(self._memo) < _MEMO_LIMIT:
+            self._memo[key] = value
+        return value
+
+    def memoized(self, key: tuple[str, ...], compute: Callable[[], Any]) -> Any:
+        """``compute()``, once per ``key`` for this version (it must depend on this version and the key only)."""
+        found = self._memo.get(key)
+        if found is None:
+            found = self._remember(key, compute())
+        return found
+
     def obligation(self, role: str, category: str) -> str:
         """What a caller in ``role`` must do with data of ``category`` when allowed."""
+        found = self._memo.get(("obligation", role, category))
+        if found is None:
+            found = self._remember(("obligation", role, category), self._obligation(role, category))
+        return found
+
+    def purpose_covers(self, purpose: Purpose, category: str) -> bool:
+        """True when one of ``purpose``'s categories includes ``category``."""
+        key = ("covers", purpose.key, str(purpose.version), category)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._remember(key, any(self.covers(c, category) for c in purpose.data_categories))
+        return found
+
+    def _obligation(self, role: str, category: str) -> str:
         found = self.category(category)
         level = self.level(category)
         probe = found.key if found else category
@@ -156,8 +190,11 @@ class Taxonomy:
 
     def level(self, key: str) -> str:
         """The sensitivity level of a category; unknown data counts as L3 (the strictest)."""
-        found = self.category(key)
-        return found.level if found else "L3"
+        level = self._memo.get(("level", key))
+        if level is None:
+            found = self.category(key)
+            level = self._remember(("level", key), found.level if found else "L3")
+        return level
 
     def covers(self, parent: str, child: str) -> bool:
         """True when category ``parent`` includes ``child`` (itself or a sub-category)."""

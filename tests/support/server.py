@@ -74,8 +74,15 @@ class GunicornServer:
     """``with GunicornServer(env) as server: http("GET", server.url + "/readyz")``."""
 
     def __init__(
-        self, env: dict[str, str], *, workers: int = 2, threads: int = 2, log_path: Path | None = None
+        self,
+        env: dict[str, str],
+        *,
+        workers: int = 2,
+        threads: int = 2,
+        log_path: Path | None = None,
+        start_timeout: float = START_SECONDS,
     ) -> None:
+        self.start_timeout = start_timeout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
@@ -108,7 +115,7 @@ class GunicornServer:
                 stderr=log,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + START_SECONDS
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
@@ -117,7 +124,7 @@ class GunicornServer:
                     return self
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not start in {START_SECONDS} s")
+        raise RuntimeError(f"gunicorn did not start in {self.start_timeout:.0f} s")
 
     def kill(self) -> None:
         """SIGKILL the master and every worker at once (a crash, not a shutdown)."""
