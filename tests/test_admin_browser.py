@@ -400,10 +400,14 @@ def test_work_a_dsr_from_intake_to_a_downloaded_export(browser, live, tmp_path: 
         shot(page, live, f"dsr-timeline-{language}")
 
         page.set_viewport_size({"width": 390, "height": 844})  # a phone
-        for path in (f"/admin/requests/{request_id}", "/admin/requests?status=all", "/admin/"):
+        for name, path in [
+            ("detail", f"/admin/requests/{request_id}"),
+            ("queue", "/admin/requests?status=all"),
+            ("dashboard", "/admin/"),
+        ]:
             goto(page, live, path)
             assert _no_horizontal_scroll(page), path
-        shot(page, live, f"dsr-mobile-{language}")
+            shot(page, live, f"dsr-mobile-{name}-{language}")
     finally:
         context.close()
 

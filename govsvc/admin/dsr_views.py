@@ -38,7 +38,7 @@ REQUEST_TYPE_LABELS = {
     "account_cancellation": lazy_gettext("Account cancellation"),
 }
 EVENT_LABELS = {
-    "received": lazy_gettext("Received"),
+    "received": lazy_gettext("Request received"),
     "status": lazy_gettext("Status changed"),
     "verification_failed": lazy_gettext("Verification failed"),
     "paused": lazy_gettext("Clock paused"),
@@ -58,6 +58,12 @@ DENIAL_LABELS = {
     "too_many_requests": lazy_gettext("Manifestly excessive or repeated"),
     "legal_exemption": lazy_gettext("Legal exemption"),
     "other": lazy_gettext("Other"),
+}
+REQUESTER_LABELS = {
+    "subject": lazy_gettext("the data subject"),
+    "authorized_agent": lazy_gettext("an authorised agent"),
+    "guardian": lazy_gettext("a guardian"),
+    "close_relative": lazy_gettext("a close relative of a deceased person"),
 }
 METHOD_LABELS = {
     "data_points": lazy_gettext("Matching data points"),
@@ -157,7 +163,7 @@ def request_view(
         "request": request,
         "governing_regime": request.governing_regime,
         "schedule": json.loads(request.schedule),
-        "requester_kind": request.requester_kind,
+        "requester": REQUESTER_LABELS.get(request.requester_kind, request.requester_kind),
         "channel": request.channel,
         "source": request.source,
         "language": request.language,

@@ -63,6 +63,8 @@ STATUS_LABELS = {
     "partial": lazy_gettext("partial"),
     "failed": lazy_gettext("failed"),
     "skipped": lazy_gettext("skipped"),
+    "passed": lazy_gettext("passed"),
+    "not_required": lazy_gettext("not required"),
 }
 
 
