@@ -275,3 +275,47 @@ def test_every_request_page_works_without_javascript(client, auth_headers, as_ro
         for form in forms:
             assert re.search(r'method="(get|post)"', form) and 'action="/admin/' in form, (path, form)
         assert "<script" not in main and "onclick" not in main
+
+
+def test_record_a_request_received_by_phone(app, as_role, subject_id) -> None:
+    officer = as_role("compliance_officer")
+    form = {"type": "erasure", "channel": "call_centre", "language": "zh", "subject_kind": "email"}
+    page = officer.text("/admin/requests/new")
+    assert 'data-testid="dsr-new-form"' in page
+    stranger = officer.post("/admin/requests", {**form, "subject_value": "nobody@example.com"})
+    assert stranger.status_code == 422 and "name the jurisdictions" in stranger.get_data(as_text=True)
+    assert "nobody@example.com" not in stranger.get_data(as_text=True)  # the identifier is not shown back
+    agent = officer.post(
+        "/admin/requests", {**form, "subject_value": EMAIL, "requester_kind": "authorized_agent", "evidence": ""}
+    )
+    assert agent.status_code == 422 and "proof of authority" in agent.get_data(as_text=True)
+    created = officer.post("/admin/requests", {**form, "subject_value": EMAIL.upper()})
+    assert created.status_code == 302 and created.headers["Location"].endswith("done=received")
+    detail = officer.text(created.headers["Location"])
+    assert subject_id in detail and 'data-status="pending_verification"' in detail
+    received = events(app, "dsr.received")[-1]
+    assert received.subject_ref == subject_id and json.loads(received.details)["source"] == "admin_ui"
+    assert EMAIL not in (received.details or "")
+    duplicate = officer.post("/admin/requests", {**form, "subject_value": subject_id, "subject_kind": "subject_id"})
+    body = duplicate.get_data(as_text=True)
+    assert duplicate.status_code == 409 and 'data-testid="dsr-existing"' in body
+    unknown_id = officer.post("/admin/requests", {**form, "subject_value": "sub_nope", "subject_kind": "subject_id"})
+    assert unknown_id.status_code == 404
+    assert len(events(app, "dsr.received")) == 1
+    assert as_role("auditor").post("/admin/requests", {**form, "subject_value": EMAIL}).status_code == 403
+    assert 'data-testid="dsr-new"' not in as_role("auditor").text("/admin/requests")
+
+
+def test_response_letters_in_both_languages(app, client, auth_headers, as_role, subject_id) -> None:
+    request_id = intake(client, auth_headers, subject_id, "erasure")
+    legal = as_role("legal")
+    page = legal.text(f"/admin/requests/{request_id}")
+    assert 'data-letter="acknowledgement"' in page and 'data-letter="denied"' not in page
+    english = legal.text(f"/admin/requests/{request_id}/letters/acknowledgement")
+    assert request_id in english and 'data-testid="dsr-letter"' in english
+    chinese = legal.text(f"/admin/requests/{request_id}/letters/acknowledgement?language=zh")
+    assert 'data-testid="dsr-letter" lang="zh-Hans"' in chinese and "我们已收到您的" in chinese
+    assert "我们已收到您的" not in english
+    assert legal.get(f"/admin/requests/{request_id}/letters/denied").status_code == 409
+    assert legal.get(f"/admin/requests/{request_id}/letters/poem").status_code == 422
+    assert legal.get(f"/admin/requests/{request_id}/letters/acknowledgement?language=fr").status_code == 422

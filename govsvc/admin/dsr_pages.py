@@ -20,17 +20,18 @@ from govsvc.admin.forms import FormErrors
 from govsvc.admin.web import allowed, is_htmx, page, render
 from govsvc.core.access import current_principal
 from govsvc.core.db import get_db, get_session, utcnow
-from govsvc.core.errors import ConflictError, ValidationFailed
-from govsvc.dsr import export
+from govsvc.core.errors import ConflictError, NotFoundError, ValidationFailed
+from govsvc.dsr import export, letters
 from govsvc.dsr.domain import Dsr
 from govsvc.dsr.fulfilment import DOWNLOAD_PATH
 from govsvc.dsr.models import DsrRequest
 from govsvc.dsr.rules import REQUEST_TYPES
-from govsvc.dsr.service import DENIAL_REASONS, STATUSES, VERIFICATION_METHODS
+from govsvc.dsr.service import DENIAL_REASONS, STATUSES, VERIFICATION_METHODS, Intake, Requester
 from govsvc.subjects.service import IDENTIFIER_KINDS
 
 QUEUE_PAGE = 50
 DONE_MESSAGES = {  # ?done=... after a redirect
+    "received": lazy_gettext("Request recorded."),
     "verified": lazy_gettext("Identity verified."),
     "verification_failed": lazy_gettext("Verification failed: the request still waits for verification."),
     "assigned": lazy_gettext("Assignment saved."),
@@ -79,6 +80,58 @@ def dsr_queue() -> Response:
     rows = [dsr_views.queue_row(session, _dsr(), item, now) for item in found[:QUEUE_PAGE]]
     next_args = {**request.args.to_dict(), "page": criteria.page + 1} if len(found) > QUEUE_PAGE else None
     return render(template, rows=rows, filters=request.args, next_args=next_args, **choices)
+
+
+# -- intake (a request received by phone, on paper or in person) -------------------------------------------------
+
+
+def _intake_form(status: int = 200, **extra: Any) -> Response:
+    session = get_session()
+    return render(
+        "admin/dsr_new.html",
+        status,
+        types=[(t, dsr_views.REQUEST_TYPE_LABELS[t]) for t in REQUEST_TYPES],
+        channels=sorted(_ext_taxonomy().current(session).channels),
+        regimes=sorted(_dsr().rules.profiles),
+        identifier_kinds=sorted(IDENTIFIER_KINDS),
+        requester_kinds=list(dsr_views.REQUESTER_LABELS.items()),
+        **extra,
+    )
+
+
+def _ext_taxonomy() -> Any:
+    return current_app.extensions["govsvc.taxonomy"]
+
+
+@bp.get("/requests/new")
+@page("dsr", "create")
+def dsr_new() -> Response:
+    return _intake_form(values={})
+
+
+@bp.post("/requests")
+@page("dsr", "create")
+def dsr_create() -> Response:
+    session = get_session()
+    values = {k: v for k, v in request.form.items() if k not in ("subject_value", "evidence", "csrf_token")}
+    try:
+        submitted = forms.dsr_intake(request.form)
+        intake = Intake(
+            request_type=submitted["request_type"],
+            channel=submitted["channel"],
+            subject=submitted["subject"],
+            jurisdictions=submitted["jurisdictions"],
+            requester=Requester(submitted["requester_kind"], submitted["evidence"]),
+            language=submitted["language"],
+            source="admin_ui",
+        )
+        created = _dsr().service.create(session, _ext_taxonomy().current(session), intake, actor=_actor())
+    except (ValidationFailed, ConflictError, NotFoundError) as error:
+        status = {ConflictError: 409, NotFoundError: 404}.get(type(error), 422)
+        existing = error.extensions.get("existing_request_id") if isinstance(error, ConflictError) else None
+        return _intake_form(status, values=values, errors=FormErrors.of(error), existing=existing)
+    _dsr().notify_status(session, created)
+    return redirect(url_for("admin.dsr_detail", request_id=created.request_id, done="received"))
 
 
 # -- one request -------------------------------------------------------------------------------------------------
@@ -232,3 +285,14 @@ def dsr_download(request_id: str) -> Response:
     )
     response.headers["Content-Disposition"] = f'attachment; filename="{bundle_request}.zip"'
     return response
+
+
+@bp.get("/requests/<string:request_id>/letters/<string:kind>")
+@page("dsr", "read")
+def dsr_letter(request_id: str, kind: str) -> Response:
+    """A response letter (``govsvc.dsr.letters``) in the request's language, or ``?language=en|zh``."""
+    target = _load(request_id)
+    language = request.args.get("language") or None
+    settings = current_app.config["GOVSVC_SETTINGS"]
+    letter = letters.render(_dsr().rules, target, kind, language, export_hours=settings.dsr_export_ttl_hours)
+    return render("admin/dsr_letter.html", letter=letter, request_id=request_id, label=dsr_views.LETTER_LABELS[kind])

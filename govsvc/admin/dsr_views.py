@@ -148,6 +148,27 @@ def available_actions(dsr: Dsr, request: DsrRequest, now: datetime, allowed: Cal
     return possible
 
 
+LETTER_LABELS = {
+    "acknowledgement": lazy_gettext("Acknowledgement"),
+    "extension": lazy_gettext("Extension notice"),
+    "completed": lazy_gettext("Completion letter"),
+    "partially_completed": lazy_gettext("Partial completion letter"),
+    "denied": lazy_gettext("Refusal letter"),
+    "cancelled": lazy_gettext("Cancellation letter"),
+}
+
+
+def letters_for(request: DsrRequest) -> list[tuple[str, Any]]:
+    """The response letters this request has now (``govsvc.dsr.letters``): the acknowledgement, the extension
+    notice once extended, and the closing letter of its final status."""
+    kinds = ["acknowledgement"]
+    if request.extended_at is not None:
+        kinds.append("extension")
+    if request.status in ("completed", "partially_completed", "denied", "cancelled"):
+        kinds.append(request.status)
+    return [(kind, LETTER_LABELS[kind]) for kind in kinds]
+
+
 def _details(raw: str | None) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
@@ -198,6 +219,7 @@ def request_view(
             for event in reversed(dsr.service.events(session, request))
         ],
         "actions": available_actions(dsr, request, now, allowed),
+        "letters": letters_for(request),
     }
 
 

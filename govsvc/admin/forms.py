@@ -279,3 +279,36 @@ def dsr_rectification(form: Mapping[str, str]) -> dict[str, str | None]:
         corrected[name.strip()[:80]] = value.strip() or None
     _fail(errors)
     return corrected
+
+
+def dsr_intake(form: Any) -> dict[str, Any]:
+    """A request received by phone, on paper or in person, as ``Intake``'s fields: the subject by id or by one
+    identifier (the value travels in the form body only), the jurisdictions (needed when nobody matches), the
+    channel, the language and who is asking (with a reference to their proof of authority)."""
+    errors: list[dict[str, str]] = []
+    request_type = _required(form, "type", errors, max_length=32)
+    channel = _required(form, "channel", errors, max_length=32)
+    kind = text(form, "subject_kind", max_length=32)
+    value = text(form, "subject_value", max_length=320)
+    subject: dict[str, str] | None = None
+    if value:
+        subject = (
+            {"subject_id": value}
+            if kind == "subject_id"
+            else {
+                "kind": kind,
+                "value": value,
+                "system": text(form, "subject_system", max_length=64),
+            }
+        )
+    jurisdictions = [j for j in form.getlist("jurisdictions") if j][:5] if hasattr(form, "getlist") else []
+    _fail(errors)
+    return {
+        "request_type": request_type,
+        "channel": channel,
+        "subject": subject,
+        "jurisdictions": jurisdictions,
+        "language": text(form, "language", max_length=8) or "en",
+        "requester_kind": text(form, "requester_kind", max_length=24) or "subject",
+        "evidence": text(form, "evidence", max_length=2000) or None,
+    }
