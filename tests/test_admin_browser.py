@@ -309,8 +309,8 @@ def test_main_pages_of_a_dpo_in_both_languages(page, live) -> None:
     assert heading == "PII playground"
 
 
-def _dsr_intake(live: Live, number: int, language: str = "en") -> tuple[str, str, str]:
-    """A subject known by e-mail and phone, and an access request about them received through the API."""
+def _dsr_subject(live: Live, number: int) -> tuple[str, str, str]:
+    """A subject known by e-mail and phone, registered through the API."""
     email, phone = f"dsr.{number}@example.cn", f"+86139{number:04d}5678"
     headers = {"Authorization": f"Bearer {live.app_key}"}
     body = {
@@ -323,10 +323,16 @@ def _dsr_intake(live: Live, number: int, language: str = "en") -> tuple[str, str
     profile = {"name": "韩梅梅", "email": email, "mobile": phone}
     stored = http("PUT", live.url + f"/v1/vault/subjects/{subject}/profile", body={"fields": profile}, headers=headers)
     assert stored.status == 200, stored.body
+    return subject, email, phone
+
+
+def _dsr_intake(live: Live, subject: str, language: str = "en") -> str:
+    """An access request about ``subject`` received through the API (as a privacy portal sends it)."""
+    headers = {"Authorization": f"Bearer {live.app_key}"}
     request = {"type": "access", "subject": {"subject_id": subject}, "channel": "web", "language": language}
     received = http("POST", live.url + "/v1/dsr/requests", body=request, headers=headers)
     assert received.status == 201, received.body
-    return received.json()["request_id"], email, phone
+    return received.json()["request_id"]
 
 
 def _no_horizontal_scroll(page: Any) -> bool:
@@ -335,10 +341,12 @@ def _no_horizontal_scroll(page: Any) -> bool:
 
 @pytest.mark.parametrize(("language", "javascript"), [("en", True), ("zh", False)])
 def test_work_a_dsr_from_intake_to_a_downloaded_export(browser, live, tmp_path: Path, language, javascript) -> None:
-    """Intake through the API, then as a compliance officer: the dashboard's panel, the queue, the request,
-    verification with two data points, assignment, completion and the one-time export download. In Chinese the
-    browser runs with JavaScript disabled: every step is a plain form."""
-    request_id, email, phone = _dsr_intake(live, 1 if language == "en" else 2, language)
+    """Intake (in English through the API, in Chinese on the UI's form for a request received by phone), then as a
+    compliance officer: the dashboard's panel, the queue, the request, verification with two data points,
+    assignment, completion, the one-time export download and the completion letter. In Chinese the browser runs
+    with JavaScript disabled: every step is a plain form."""
+    subject, email, phone = _dsr_subject(live, 1 if language == "en" else 2)
+    request_id = _dsr_intake(live, subject, language) if language == "en" else None
     context = browser.new_context(
         viewport={"width": 1280, "height": 900}, locale="en-GB", accept_downloads=True, java_script_enabled=javascript
     )
@@ -348,6 +356,21 @@ def test_work_a_dsr_from_intake_to_a_downloaded_export(browser, live, tmp_path: 
         sign_in(page, live, "compliance-officer", lang=language)
         with page.expect_navigation():
             page.get_by_test_id(f"lang-{language}").click()
+        if request_id is None:  # received by phone: recorded on the UI's form
+            goto(page, live, "/admin/requests/new")
+            form = page.get_by_test_id("dsr-new-form")
+            form.locator("select[name=type]").select_option("access")
+            form.locator("select[name=channel]").select_option("call_centre")
+            form.locator("select[name=language]").select_option(language)
+            form.locator("select[name=subject_kind]").select_option("phone")
+            form.locator("input[name=subject_value]").fill(phone)
+            shot(page, live, f"dsr-new-{language}")
+            with page.expect_navigation():
+                page.get_by_test_id("dsr-new-button").click()
+            assert page.get_by_test_id("dsr-done").get_attribute("data-done") == "received"
+            request_id = page.get_by_test_id("dsr-id").inner_text()
+            assert subject in page.get_by_test_id("dsr-facts").inner_text()
+            goto(page, live, "/admin/")
         panel = page.get_by_test_id("panel-dsr")
         expect(panel).to_be_visible()
         assert int(panel.get_by_test_id("dsr-open-count").inner_text()) >= 1
@@ -398,6 +421,11 @@ def test_work_a_dsr_from_intake_to_a_downloaded_export(browser, live, tmp_path: 
         assert steps == ["completed", "in_progress", "verified", "pending_verification"]
         assert page.get_by_test_id("dsr-run-vault").count() == 1
         shot(page, live, f"dsr-timeline-{language}")
+        with page.expect_navigation():
+            page.get_by_test_id("dsr-letters").locator("[data-letter=completed]").click()
+        assert request_id in page.get_by_test_id("dsr-letter").inner_text()
+        assert page.get_by_test_id("dsr-letter").get_attribute("lang") == ("zh-Hans" if language == "zh" else "en")
+        shot(page, live, f"dsr-letter-{language}")
 
         page.set_viewport_size({"width": 390, "height": 844})  # a phone
         for name, path in [
@@ -413,7 +441,7 @@ def test_work_a_dsr_from_intake_to_a_downloaded_export(browser, live, tmp_path: 
 
 
 def test_an_auditor_reads_a_request_without_actions(page, live) -> None:
-    request_id, _email, _phone = _dsr_intake(live, 3)
+    request_id = _dsr_intake(live, _dsr_subject(live, 3)[0])
     sign_in(page, live, "auditor")
     goto(page, live, f"/admin/requests/{request_id}")
     assert page.get_by_test_id("dsr-timeline").locator("li").count() >= 1
