@@ -15,25 +15,16 @@ from sqlalchemy import create_engine, update
 
 from govsvc.core.db import utcnow
 from govsvc.dsr.models import DsrRequest
-from tests.support.admin import AdminClient, create_user, events
+from tests.support.admin import events, role_clients
 
 EMAIL = "li.lei@example.cn"
 PHONE = "+8613812345678"
 PROFILE = {"name": "李雷", "email": EMAIL, "mobile": PHONE}
-ROLES = ("admin", "compliance_officer", "dpo", "legal", "auditor")
 
 
 @pytest.fixture
 def as_role(app):
-    for role in ROLES:
-        create_user(app, role.replace("_", "-"), role)
-
-    def sign_in(role: str) -> AdminClient:
-        ui = AdminClient(app)
-        ui.sign_in(role.replace("_", "-"))
-        return ui
-
-    return sign_in
+    return role_clients(app)
 
 
 @pytest.fixture
