@@ -17,7 +17,7 @@ from flask_babel import gettext, lazy_gettext
 from govsvc.admin import dsr_views, forms
 from govsvc.admin.api import bp
 from govsvc.admin.forms import FormErrors
-from govsvc.admin.web import allowed, is_htmx, page, render
+from govsvc.admin.web import allowed, current_language, is_htmx, page, render
 from govsvc.core.access import current_principal
 from govsvc.core.db import get_db, get_session, utcnow
 from govsvc.core.errors import ConflictError, NotFoundError, ValidationFailed
@@ -91,7 +91,10 @@ def _intake_form(status: int = 200, **extra: Any) -> Response:
         "admin/dsr_new.html",
         status,
         types=[(t, dsr_views.REQUEST_TYPE_LABELS[t]) for t in REQUEST_TYPES],
-        channels=sorted(_ext_taxonomy().current(session).channels),
+        channels=[
+            (key, names.get(current_language(), key))
+            for key, names in sorted(_ext_taxonomy().current(session).channels.items())
+        ],
         regimes=sorted(_dsr().rules.profiles),
         identifier_kinds=sorted(IDENTIFIER_KINDS),
         requester_kinds=list(dsr_views.REQUESTER_LABELS.items()),
