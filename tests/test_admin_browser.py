@@ -7,9 +7,11 @@ Never skipped: without Chromium (``make chromium`` installs it) or Playwright th
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from audit.verify import verify_bundle
 from govsvc.config import PROJECT_ROOT
 from tests.conftest import KNOWN_ROLES, TEST_AUDIT_ORIGIN, TEST_SECRET_KEY, Template
 from tests.support.browser import CHROMIUM, NOTICE, PASSWORD, PROFILE, chromium, seed_subject, seed_users
-from tests.support.server import GunicornServer
+from tests.support.server import GunicornServer, http
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 
@@ -35,6 +37,7 @@ class Live:
     url: str
     subject_id: str
     shots: Path
+    app_key: str
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,7 @@ def live(
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
     with GunicornServer(env, log_path=workdir / "gunicorn.log") as server:
-        yield Live(server.url, seed_subject(server.url, keys["app_key"]), shots)
+        yield Live(server.url, seed_subject(server.url, keys["app_key"]), shots, keys["app_key"])
     if db_template.backend == "postgresql":
         request.getfixturevalue("postgres_cluster").admin_execute("DROP DATABASE govsvc_browser WITH (FORCE)")
 
@@ -304,3 +307,143 @@ def test_main_pages_of_a_dpo_in_both_languages(page, live) -> None:
             shot(page, live, f"dpo-{name}-{language}")
     heading = re.sub(r"\s+", " ", page.locator("h1").inner_text())
     assert heading == "PII playground"
+
+
+def _dsr_subject(live: Live, number: int) -> tuple[str, str, str]:
+    """A subject known by e-mail and phone, registered through the API."""
+    email, phone = f"dsr.{number}@example.cn", f"+86139{number:04d}5678"
+    headers = {"Authorization": f"Bearer {live.app_key}"}
+    body = {
+        "identifiers": [{"kind": "email", "value": email}, {"kind": "phone", "value": phone}],
+        "jurisdictions": ["pipl"],
+    }
+    created = http("POST", live.url + "/v1/subjects", body=body, headers=headers)
+    assert created.status == 201, created.body
+    subject = created.json()["subject_id"]
+    profile = {"name": "韩梅梅", "email": email, "mobile": phone}
+    stored = http("PUT", live.url + f"/v1/vault/subjects/{subject}/profile", body={"fields": profile}, headers=headers)
+    assert stored.status == 200, stored.body
+    return subject, email, phone
+
+
+def _dsr_intake(live: Live, subject: str, language: str = "en") -> str:
+    """An access request about ``subject`` received through the API (as a privacy portal sends it)."""
+    headers = {"Authorization": f"Bearer {live.app_key}"}
+    request = {"type": "access", "subject": {"subject_id": subject}, "channel": "web", "language": language}
+    received = http("POST", live.url + "/v1/dsr/requests", body=request, headers=headers)
+    assert received.status == 201, received.body
+    return received.json()["request_id"]
+
+
+def _no_horizontal_scroll(page: Any) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+@pytest.mark.parametrize(("language", "javascript"), [("en", True), ("zh", False)])
+def test_work_a_dsr_from_intake_to_a_downloaded_export(browser, live, tmp_path: Path, language, javascript) -> None:
+    """Intake (in English through the API, in Chinese on the UI's form for a request received by phone), then as a
+    compliance officer: the dashboard's panel, the queue, the request, verification with two data points,
+    assignment, completion, the one-time export download and the completion letter. In Chinese the browser runs
+    with JavaScript disabled: every step is a plain form."""
+    subject, email, phone = _dsr_subject(live, 1 if language == "en" else 2)
+    request_id = _dsr_intake(live, subject, language) if language == "en" else None
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="en-GB", accept_downloads=True, java_script_enabled=javascript
+    )
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        sign_in(page, live, "compliance-officer", lang=language)
+        with page.expect_navigation():
+            page.get_by_test_id(f"lang-{language}").click()
+        if request_id is None:  # received by phone: recorded on the UI's form
+            goto(page, live, "/admin/requests/new")
+            form = page.get_by_test_id("dsr-new-form")
+            form.locator("select[name=type]").select_option("access")
+            form.locator("select[name=channel]").select_option("call_centre")
+            form.locator("select[name=language]").select_option(language)
+            form.locator("select[name=subject_kind]").select_option("phone")
+            form.locator("input[name=subject_value]").fill(phone)
+            shot(page, live, f"dsr-new-{language}")
+            with page.expect_navigation():
+                page.get_by_test_id("dsr-new-button").click()
+            assert page.get_by_test_id("dsr-done").get_attribute("data-done") == "received"
+            request_id = page.get_by_test_id("dsr-id").inner_text()
+            assert subject in page.get_by_test_id("dsr-facts").inner_text()
+            goto(page, live, "/admin/")
+        panel = page.get_by_test_id("panel-dsr")
+        expect(panel).to_be_visible()
+        assert int(panel.get_by_test_id("dsr-open-count").inner_text()) >= 1
+        assert request_id in panel.get_by_test_id("dsr-next-due").inner_text()
+        shot(page, live, f"dsr-dashboard-{language}")
+        with page.expect_navigation():
+            page.locator("header .menu a[href='/admin/requests']").click()
+        row = page.locator(f"[data-testid=dsr-row][data-request='{request_id}']")
+        assert row.get_attribute("data-status") == "pending_verification"
+        assert row.locator("[data-countdown]").get_attribute("data-countdown") in ("ok", "soon", "today")
+        shot(page, live, f"dsr-queue-{language}")
+        with page.expect_navigation():
+            row.locator("a").first.click()
+        assert page.get_by_test_id("dsr-id").inner_text() == request_id
+        shot(page, live, f"dsr-detail-{language}")
+
+        form = page.get_by_test_id("dsr-verify-form")
+        form.locator("select[name=point_kind_0]").select_option("email")
+        form.locator("input[name=point_value_0]").fill(email.upper())
+        form.locator("select[name=point_kind_1]").select_option("phone")
+        form.locator("input[name=point_value_1]").fill(phone)
+        with page.expect_navigation():
+            page.get_by_test_id("dsr-verify-button").click()
+        assert page.get_by_test_id("dsr-done").get_attribute("data-done") == "verified"
+        assert email not in page.content() and phone not in page.content()  # evidence is never shown back
+
+        with page.expect_navigation():
+            page.get_by_test_id("dsr-assign-button").click()
+        assert page.get_by_test_id("dsr-assignee").inner_text() == "compliance-officer"
+
+        with page.expect_navigation():
+            page.get_by_test_id("dsr-complete-button").click()
+        expect(page.get_by_test_id("dsr-download")).to_be_visible()
+        assert "/v1/dsr/downloads/exp_" in page.get_by_test_id("dsr-download-link").inner_text()
+        shot(page, live, f"dsr-completed-{language}")
+        with page.expect_download() as download:
+            page.get_by_test_id("dsr-download-button").click()
+        bundle = tmp_path / "bundle.zip"
+        download.value.save_as(bundle)
+        archive = zipfile.ZipFile(bundle)
+        assert json.loads(archive.read("manifest.json"))["request_id"] == request_id
+        vault = json.loads(archive.read("data/vault.json"))
+        assert any(r["fields"].get("value") == email for r in vault["records"])
+
+        goto(page, live, f"/admin/requests/{request_id}")
+        timeline = page.get_by_test_id("dsr-timeline")
+        steps = [item.get_attribute("data-to") for item in timeline.locator("li[data-kind=status]").all()]
+        assert steps == ["completed", "in_progress", "verified", "pending_verification"]
+        assert page.get_by_test_id("dsr-run-vault").count() == 1
+        shot(page, live, f"dsr-timeline-{language}")
+        with page.expect_navigation():
+            page.get_by_test_id("dsr-letters").locator("[data-letter=completed]").click()
+        assert request_id in page.get_by_test_id("dsr-letter").inner_text()
+        assert page.get_by_test_id("dsr-letter").get_attribute("lang") == ("zh-Hans" if language == "zh" else "en")
+        shot(page, live, f"dsr-letter-{language}")
+
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone
+        for name, path in [
+            ("detail", f"/admin/requests/{request_id}"),
+            ("queue", "/admin/requests?status=all"),
+            ("dashboard", "/admin/"),
+        ]:
+            goto(page, live, path)
+            assert _no_horizontal_scroll(page), path
+            shot(page, live, f"dsr-mobile-{name}-{language}")
+    finally:
+        context.close()
+
+
+def test_an_auditor_reads_a_request_without_actions(page, live) -> None:
+    request_id = _dsr_intake(live, _dsr_subject(live, 3)[0])
+    sign_in(page, live, "auditor")
+    goto(page, live, f"/admin/requests/{request_id}")
+    assert page.get_by_test_id("dsr-timeline").locator("li").count() >= 1
+    assert page.locator("main form").count() == 0  # read-only
+    shot(page, live, "dsr-auditor-en")

@@ -16,7 +16,7 @@ from govsvc.consent.models import ConsentEvent
 from govsvc.pii.models import MaskingVersion
 from govsvc.policy.models import PolicyState
 from govsvc.taxonomy.models import TaxonomyVersion
-from tests.support.admin import AdminClient, create_user, events
+from tests.support.admin import AdminClient, events, role_clients
 from tests.support.audit import drain
 
 NOTICE = {"id": "privacy-notice", "version": "2026-11", "sha256": "b" * 64, "language": "zh-CN"}
@@ -29,19 +29,8 @@ PROFILE = {
 
 
 @pytest.fixture
-def users(app) -> None:
-    for role in ("admin", "compliance_officer", "dpo", "legal", "auditor"):
-        create_user(app, role.replace("_", "-"), role)
-
-
-@pytest.fixture
-def as_role(app, users):
-    def sign_in(role: str) -> AdminClient:
-        ui = AdminClient(app)
-        ui.sign_in(role.replace("_", "-"))
-        return ui
-
-    return sign_in
+def as_role(app):
+    return role_clients(app)
 
 
 @pytest.fixture

@@ -648,7 +648,7 @@ def not_found(unknown: str) -> Response:
 
 @bp.errorhandler(ServiceError)
 def _service_error(error: ServiceError) -> Response:
-    title = {404: "not_found", 409: "conflict", 403: "forbidden"}.get(error.status, "invalid")
+    title = {404: "not_found", 409: "conflict", 403: "forbidden", 410: "gone"}.get(error.status, "invalid")
     return render(
         "admin/error.html", error.status, title_key=title, status_code=error.status, errors=FormErrors.of(error)
     )

@@ -207,3 +207,108 @@ def submitted_purpose_values(form: Any) -> dict[str, Any]:
         "description": text(form, "description", max_length=1000),
         "comment": text(form, "comment", max_length=500),
     }
+
+
+# -- data-subject requests ---------------------------------------------------------------------------------------
+
+DSR_POINT_ROWS = 3  # data-point rows on the verification form
+
+
+@dataclass
+class DsrQueueFilter:
+    status: str | None = "open"  # a status, "open" (any open one) or None (all)
+    request_type: str | None = None
+    overdue: bool | None = None
+    page: int = 1
+
+
+def dsr_queue_filter(args: Mapping[str, str], statuses: tuple[str, ...], types: tuple[str, ...]) -> DsrQueueFilter:
+    """The request queue's filters (GET parameters): status (default: open), type, overdue, page."""
+    errors: list[dict[str, str]] = []
+    status = text(args, "status", max_length=24) or "open"
+    if status not in (*statuses, "open", "all"):
+        errors.append({"field": "status", "message": gettext("Unknown status.")})
+    request_type = text(args, "type", max_length=32) or None
+    if request_type is not None and request_type not in types:
+        errors.append({"field": "type", "message": gettext("Unknown request type.")})
+    overdue = {"": None, "yes": True, "no": False}.get(text(args, "overdue", max_length=3), "bad")
+    if overdue == "bad":
+        errors.append({"field": "overdue", "message": gettext("Choose yes, no or any.")})
+    raw_page = text(args, "page", max_length=6) or "1"
+    if not raw_page.isdigit() or int(raw_page) < 1:
+        errors.append({"field": "page", "message": gettext("A whole number from 1.")})
+    _fail(errors)
+    return DsrQueueFilter(None if status == "all" else status, request_type, overdue, int(raw_page))  # type: ignore[arg-type]
+
+
+def dsr_verification(form: Any) -> dict[str, Any]:
+    """The verification form as ``DsrService.verify`` takes it: the method, the data points typed (rows left
+    empty are ignored), the signed declaration, or a check's outcome and evidence reference."""
+    points = []
+    for row in range(DSR_POINT_ROWS):
+        value = text(form, f"point_value_{row}", max_length=320)
+        if value:
+            points.append(
+                {
+                    "kind": text(form, f"point_kind_{row}", max_length=32),
+                    "value": value,
+                    "system": text(form, f"point_system_{row}", max_length=64),
+                }
+            )
+    passed = {"yes": True, "no": False}.get(text(form, "passed", max_length=3))
+    return {
+        "method": text(form, "method", max_length=32),
+        "data_points": points,
+        "signed_declaration": form.get("signed_declaration") == "yes",
+        "evidence": text(form, "evidence", max_length=2000) or None,
+        "passed": passed,
+    }
+
+
+def dsr_rectification(form: Mapping[str, str]) -> dict[str, str | None]:
+    """Corrected values for a rectification, one ``field: value`` a line (an empty value deletes the field)."""
+    corrected: dict[str, str | None] = {}
+    errors: list[dict[str, str]] = []
+    for line in str(form.get("corrections", ""))[:20000].splitlines():
+        if not line.strip():
+            continue
+        name, separator, value = line.partition(":")
+        if not separator or not name.strip():
+            errors.append({"field": "corrections", "message": gettext("One 'field: corrected value' a line.")})
+            break
+        corrected[name.strip()[:80]] = value.strip() or None
+    _fail(errors)
+    return corrected
+
+
+def dsr_intake(form: Any) -> dict[str, Any]:
+    """A request received by phone, on paper or in person, as ``Intake``'s fields: the subject by id or by one
+    identifier (the value travels in the form body only), the jurisdictions (needed when nobody matches), the
+    channel, the language and who is asking (with a reference to their proof of authority)."""
+    errors: list[dict[str, str]] = []
+    request_type = _required(form, "type", errors, max_length=32)
+    channel = _required(form, "channel", errors, max_length=32)
+    kind = text(form, "subject_kind", max_length=32)
+    value = text(form, "subject_value", max_length=320)
+    subject: dict[str, str] | None = None
+    if value:
+        subject = (
+            {"subject_id": value}
+            if kind == "subject_id"
+            else {
+                "kind": kind,
+                "value": value,
+                "system": text(form, "subject_system", max_length=64),
+            }
+        )
+    jurisdictions = [j for j in form.getlist("jurisdictions") if j][:5] if hasattr(form, "getlist") else []
+    _fail(errors)
+    return {
+        "request_type": request_type,
+        "channel": channel,
+        "subject": subject,
+        "jurisdictions": jurisdictions,
+        "language": text(form, "language", max_length=8) or "en",
+        "requester_kind": text(form, "requester_kind", max_length=24) or "subject",
+        "evidence": text(form, "evidence", max_length=2000) or None,
+    }

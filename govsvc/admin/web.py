@@ -50,6 +50,21 @@ STATUS_LABELS = {
     "success": lazy_gettext("success"),
     "failure": lazy_gettext("failure"),
     "denied": lazy_gettext("denied"),
+    # data-subject requests and their connector runs
+    "received": lazy_gettext("received"),
+    "pending_verification": lazy_gettext("pending verification"),
+    "verified": lazy_gettext("verified"),
+    "in_progress": lazy_gettext("in progress"),
+    "extended": lazy_gettext("extended"),
+    "completed": lazy_gettext("completed"),
+    "partially_completed": lazy_gettext("partially completed"),
+    "cancelled": lazy_gettext("cancelled"),
+    "done": lazy_gettext("done"),
+    "partial": lazy_gettext("partial"),
+    "failed": lazy_gettext("failed"),
+    "skipped": lazy_gettext("skipped"),
+    "passed": lazy_gettext("passed"),
+    "not_required": lazy_gettext("not required"),
 }
 
 
@@ -243,7 +258,7 @@ def security_headers(response: Response) -> Response:
 
 def init_admin(app: Flask) -> None:
     """Mount the admin UI on ``/admin``: Babel, the browser authenticator, the pages and their error pages."""
-    from govsvc.admin import dashboard  # noqa: F401 - registers the phase-1 dashboard panels
+    from govsvc.admin import dashboard, dsr_pages  # noqa: F401 - register the dashboard panels and phase-2 pages
     from govsvc.admin.api import bp
 
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))

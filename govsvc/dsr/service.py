@@ -31,7 +31,7 @@ from govsvc.core.pii_guard import pii_kind
 from govsvc.crypto.kdf import derive_key
 from govsvc.crypto.service import FieldKeys
 from govsvc.dsr.deadlines import Pause, Schedule
-from govsvc.dsr.models import DsrEvent, DsrPause, DsrRequest
+from govsvc.dsr.models import DsrConnectorRun, DsrEvent, DsrPause, DsrRequest
 from govsvc.dsr.rules import (
     CLOSE_RELATIVE_TYPES,
     REQUEST_TYPES,
@@ -140,6 +140,15 @@ def check_text(value: str | None, name: str, *, required: bool = False) -> str |
     return value
 
 
+@dataclass(frozen=True)
+class QueueSummary:
+    """The open requests at a glance (the admin dashboard's panel)."""
+
+    open: int
+    overdue: int
+    next_due: list[DsrRequest]
+
+
 class DsrService:
     """The request lifecycle; one per app, shared by threads (holds only configuration)."""
 
@@ -191,8 +200,56 @@ class DsrService:
             query = query.where(DsrRequest.pk > after_pk)
         return list(session.scalars(query))
 
+    def queue(
+        self,
+        session: Session,
+        *,
+        status: str | None = None,
+        request_type: str | None = None,
+        overdue: bool | None = None,
+        now: datetime | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> list[DsrRequest]:
+        """The work queue, most urgent first (earliest due date): ``status`` is a status or ``"open"`` (any open
+        one); ``overdue`` is judged now, as ``sla`` does (open and past its due date), not by the overdue job.
+        Returns up to ``limit + 1`` rows so that the caller knows whether there is another page."""
+        now = now or utcnow()
+        query = select(DsrRequest).order_by(DsrRequest.due_at, DsrRequest.pk).offset(offset).limit(limit + 1)
+        if status == "open":
+            query = query.where(DsrRequest.status.in_(OPEN))
+        elif status is not None:
+            query = query.where(DsrRequest.status == status)
+        if request_type is not None:
+            query = query.where(DsrRequest.request_type == request_type)
+        if overdue is True:
+            query = query.where(DsrRequest.status.in_(OPEN), DsrRequest.due_at < now)
+        elif overdue is False:
+            query = query.where(~(DsrRequest.status.in_(OPEN) & (DsrRequest.due_at < now)))
+        return list(session.scalars(query))
+
+    def queue_summary(self, session: Session, *, now: datetime | None = None, upcoming: int = 5) -> QueueSummary:
+        """The open requests: how many, how many are overdue now, and the ``upcoming`` earliest due dates."""
+        now = now or utcnow()
+        open_count = session.scalar(select(func.count()).where(DsrRequest.status.in_(OPEN))) or 0
+        overdue_count = (
+            session.scalar(select(func.count()).where(DsrRequest.status.in_(OPEN), DsrRequest.due_at < now)) or 0
+        )
+        nearest = session.scalars(
+            select(DsrRequest)
+            .where(DsrRequest.status.in_(OPEN))
+            .order_by(DsrRequest.due_at, DsrRequest.pk)
+            .limit(upcoming)
+        )
+        return QueueSummary(int(open_count), int(overdue_count), list(nearest))
+
     def events(self, session: Session, request: DsrRequest) -> list[DsrEvent]:
         return list(session.scalars(select(DsrEvent).where(DsrEvent.request_pk == request.pk).order_by(DsrEvent.pk)))
+
+    def runs(self, session: Session, request: DsrRequest) -> list[DsrConnectorRun]:
+        """Each connector's fulfilment run of the request (status, attempts, records)."""
+        query = select(DsrConnectorRun).where(DsrConnectorRun.request_pk == request.pk).order_by(DsrConnectorRun.pk)
+        return list(session.scalars(query))
 
     def pauses(self, session: Session, request: DsrRequest) -> list[DsrPause]:
         return list(session.scalars(select(DsrPause).where(DsrPause.request_pk == request.pk).order_by(DsrPause.pk)))
@@ -821,6 +878,7 @@ __all__ = [
     "DsrService",
     "Intake",
     "OverdueReport",
+    "QueueSummary",
     "Requester",
     "check_overdue",
     "get_subject",

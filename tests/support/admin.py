@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -65,3 +66,20 @@ def events(app: Any, action: str) -> list[AuditEvent]:
     """Recorded audit events of one action (sequenced or not)."""
     with app.extensions["govsvc.db"].transaction(write=False) as session:
         return list(session.scalars(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)))
+
+
+ADMIN_ROLES = ("admin", "compliance_officer", "dpo", "legal", "auditor")
+
+
+def role_clients(app: Any) -> Callable[[str], AdminClient]:
+    """Create one admin user per admin UI role (username = role, ``-`` for ``_``); returns ``sign_in(role)``, a
+    signed-in admin UI client of that role."""
+    for role in ADMIN_ROLES:
+        create_user(app, role.replace("_", "-"), role)
+
+    def sign_in(role: str) -> AdminClient:
+        ui = AdminClient(app)
+        ui.sign_in(role.replace("_", "-"))
+        return ui
+
+    return sign_in
