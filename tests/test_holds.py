@@ -144,6 +144,27 @@ def test_holds_set_the_flag_that_decisions_deny_and_release_clears_it(client, ke
     )
 
 
+def test_a_category_hold_denies_decisions_on_that_category_for_every_subject(client, keys, database) -> None:
+    subject = make_subject(client, keys, "C-7")
+    name_only = {"subject": {"subject_id": subject}, "action": "read", "purpose": "essential.service"}
+    assert decide(client, keys, subject)["decision"] == "allow"
+    hold = place_hold(client, keys, scope="category", categories=["user.contact"])
+    denied = decide(client, keys, subject)  # the e-mail field is user.contact.email, inside the held category
+    assert denied["decision"] == "deny"
+    assert [(r["code"], r.get("category")) for r in denied["reasons"]] == [("legal_hold", "user.contact.email")]
+    other = client.post("/v1/decisions", json={**name_only, "data_categories": ["user.name"]}, headers=keys["app"])
+    assert other.get_json()["decision"] == "allow"  # categories outside the hold are not held
+    assert client.get(f"/v1/subjects/{subject}", headers=keys["dpo"]).get_json()["legal_hold"] is False
+    unknown = client.post(
+        "/v1/holds",
+        json={"scope": "category", "categories": ["龙卡"], "basis": "case", "owner": "x", "review_at": "2027-01-01"},
+        headers=keys["legal"],
+    )
+    assert_problem(unknown, 422, "validation-error")  # found by the fuzzer: it was a 500
+    client.post(f"/v1/holds/{hold['hold_id']}:release", headers=keys["legal"])
+    assert decide(client, keys, subject)["decision"] == "allow"  # the very next decision
+
+
 def test_a_released_hold_reruns_the_erasure_it_kept_back(client, keys, external_db, database) -> None:
     external_db.add_orders([(1, "C-9", 10), (2, "C-9", 20), (3, "C-8", 10)])
     assert client.post("/v1/sources", json=source_body(external_db), headers=keys["dpo"]).status_code == 201

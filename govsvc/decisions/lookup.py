@@ -20,9 +20,12 @@ from sqlalchemy.orm import Session
 CHUNK = 1000  # a whole batch in one round trip
 # Every query returns at least one row (the head): the versions in force, and whether the caller's API key is
 # still unrevoked, so that a decision needs no other round trip. Then one row per consent state of each subject.
+# Last, the categories under an active category-wide legal hold (JSON lists joined by "|"; usually none).
 _HEAD = """SELECT (SELECT version FROM policy_state WHERE id = 1), (SELECT max(version) FROM taxonomy_versions),
-    (SELECT count(*) FROM api_clients WHERE client_id = {mark} AND revoked_at IS NULL), x.*
+    (SELECT count(*) FROM api_clients WHERE client_id = {mark} AND revoked_at IS NULL), x.*,
+    (SELECT {concat}(categories, '|') FROM legal_holds WHERE status = 'active' AND scope = 'category')
 FROM (SELECT 1 AS one) head LEFT JOIN ({subjects}) x ON 1 = 1"""
+_CONCAT = {"?": "group_concat", "%s": "string_agg"}  # SQLite, PostgreSQL
 _COLUMNS = """s.pk, s.subject_id, s.jurisdictions, s.birth_date_enc, s.restricted, s.legal_hold,
     c.purpose_key, c.scope, c.status, c.purpose_version, c.consent_type, c.actor, c.source, c.valid_until"""
 # Constant SQL: only the number of placeholders varies at run time, never a value.
@@ -68,6 +71,7 @@ class Snapshot:
     policy_version: int | None
     taxonomy_version: int | None
     credential_valid: bool | None = None  # whether the client's key was unrevoked (None: no client given)
+    held_categories: frozenset[str] = frozenset()  # under an active category-wide legal hold
 
 
 @functools.lru_cache(maxsize=256)
@@ -84,8 +88,15 @@ def _aware(value: Any) -> datetime | None:
 
 
 @functools.lru_cache(maxsize=64)
+def _held(text: str | None) -> frozenset[str]:
+    if not text:
+        return frozenset()
+    return frozenset(category for part in text.split("|") for category in json.loads(part))
+
+
+@functools.lru_cache(maxsize=64)
 def _statement(subjects: str, count: int, mark: str) -> str:
-    return _HEAD.format(mark=mark, subjects=subjects.format(marks=", ".join([mark] * count)))
+    return _HEAD.format(mark=mark, concat=_CONCAT[mark], subjects=subjects.format(marks=", ".join([mark] * count)))
 
 
 # PostgreSQL, many subjects (batches): one array parameter instead of a placeholder per value, so the statement
@@ -93,7 +104,9 @@ def _statement(subjects: str, count: int, mark: str) -> str:
 # every call). A few subjects keep ``IN``: its prepared generic plan is as good as a custom one, whereas ``= ANY``'s
 # row estimate makes PostgreSQL re-plan it on every execution, which costs more than the query.
 _PG_STATEMENTS = {
-    template: _HEAD.format(mark="%s", subjects=template.replace("IN ({marks})", "= ANY(%s::text[])"))
+    template: _HEAD.format(
+        mark="%s", concat=_CONCAT["%s"], subjects=template.replace("IN ({marks})", "= ANY(%s::text[])")
+    )
     for template in (_BY_SUBJECT_ID, _BY_IDENTIFIER)
 }
 _PG_FEW = 16
@@ -134,12 +147,13 @@ def load(
         for offset in range(0, len(values), CHUNK)
     ] or [(_NOTHING, [])]
     head: tuple[Any, ...] = (None, None, None)
+    held: str | None = None
     for template, values in queries:
         for row in _run(session, template, client_id, values):
-            head = row[:3]
+            head, held = row[:3], row[-1]
             if row[3] is None:
                 continue  # the head row alone: nothing found
-            key = tuple(row[_KEY_AT:])
+            key = tuple(row[_KEY_AT:-1])
             if template is _BY_IDENTIFIER and key not in wanted:
                 continue  # same blind index, other kind or system
             view = by_pk.get(row[3])
@@ -153,4 +167,4 @@ def load(
                     row[11], row[12], row[13], row[14], row[15], _aware(row[16])
                 )
     credential = None if client_id is None else bool(head[2])
-    return Snapshot(found, head[0], head[1], credential)
+    return Snapshot(found, head[0], head[1], credential, _held(held))

@@ -189,13 +189,19 @@ class DecisionEngine:
                 continue
             view.age = self._age(session, view, today)
             try:
-                results.append(self._evaluate(session, taxonomy, request, view, now))
+                results.append(self._evaluate(session, taxonomy, request, view, now, snapshot.held_categories))
             except ServiceError as error:
                 results.append(error)
         return results
 
     def _evaluate(
-        self, session: Session, taxonomy: Taxonomy, request: DecisionRequest, subject: SubjectView, now: datetime
+        self,
+        session: Session,
+        taxonomy: Taxonomy,
+        request: DecisionRequest,
+        subject: SubjectView,
+        now: datetime,
+        held_categories: frozenset[str] = frozenset(),
     ) -> Decision:
         purpose = _purpose(taxonomy, self.taxonomy, request)
         categories = _categories(taxonomy, request)
@@ -207,7 +213,7 @@ class DecisionEngine:
                 )
             if not taxonomy.purpose_covers(purpose, category):
                 reasons.append(Reason("category_not_in_purpose", f"{purpose.key} does not cover {category}", category))
-        reasons += _restrictions(request, subject)
+        reasons += _restrictions(request, subject, categories.values(), held_categories)
         reasons += _disclosures(request, purpose)
         reasons += _consent_reasons(taxonomy, self.taxonomy, request, purpose, subject, categories.values(), now)
         allowed = not reasons
@@ -288,13 +294,27 @@ def _categories(taxonomy: Taxonomy, request: DecisionRequest) -> dict[str, str]:
     return asked
 
 
-def _restrictions(request: DecisionRequest, subject: SubjectView) -> list[Reason]:
+def _restrictions(
+    request: DecisionRequest, subject: SubjectView, categories: Iterable[str], held_categories: frozenset[str]
+) -> list[Reason]:
     reasons = []
-    if subject.legal_hold and not ("legal" in request.roles and request.action in ("read", "export")):
+    legal_reading = "legal" in request.roles and request.action in ("read", "export")
+    if subject.legal_hold and not legal_reading:
         reasons.append(Reason("legal_hold", "the subject's data is under legal hold: legal may read it only"))
+    elif held_categories and not legal_reading:
+        for category in dict.fromkeys(categories):
+            if any(_within(category, held) for held in held_categories):
+                detail = f"{category} is under a legal hold: legal may read it only"
+                reasons.append(Reason("legal_hold", detail, category))
     if subject.restricted and not (request.action == "read" and {"legal", "dpo"} & set(request.roles)):
         reasons.append(Reason("restricted", "processing of the subject's data is restricted (storage only)"))
     return reasons
+
+
+def _within(category: str, held: str) -> bool:
+    """Whether ``category`` is ``held`` or one of its subcategories or parents (a hold on ``user.contact`` covers
+    ``user.contact.email``; a hold on ``user.contact.email`` holds part of ``user.contact``)."""
+    return category == held or category.startswith(held + ".") or held.startswith(category + ".")
 
 
 def _disclosures(request: DecisionRequest, purpose: Purpose) -> list[Reason]:

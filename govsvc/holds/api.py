@@ -22,6 +22,7 @@ from govsvc.holds.models import LegalHold
 from govsvc.subjects import service as subjects
 from govsvc.subjects.api import SubjectRefSchema, field_keys
 from govsvc.subjects.models import Subject
+from govsvc.taxonomy.api import taxonomy_cache
 
 bp = APIBlueprint("holds", __name__, url_prefix="/v1/holds", tag="Legal holds")
 SECURITY = "BearerAuth"
@@ -118,6 +119,7 @@ def create_hold(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
             subject=subject,
             categories=tuple(body["categories"]),
             dataset=body["dataset"],
+            known_categories=frozenset(taxonomy_cache().current(session).categories),
         ),
         actor=current_principal().principal_id,
     )

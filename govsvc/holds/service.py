@@ -34,6 +34,7 @@ class HoldInput:
     subject: Subject | None = None
     categories: tuple[str, ...] = ()
     dataset: str | None = None
+    known_categories: frozenset[str] | None = None  # the taxonomy's category keys (None: not checked)
 
 
 def create_hold(session: Session, spec: HoldInput, *, actor: str) -> LegalHold:
@@ -52,6 +53,14 @@ def create_hold(session: Session, spec: HoldInput, *, actor: str) -> LegalHold:
         raise ValidationFailed(
             "A dataset hold names its dataset.",
             errors=[{"field": "dataset", "message": "vault, consent, dsr_exports, api_keys or source:<name>"}],
+        )
+    unknown = sorted(
+        c for c in set(spec.categories) if spec.known_categories is not None and c not in spec.known_categories
+    )
+    if unknown:
+        raise ValidationFailed(
+            "A hold names unknown data categories.",
+            errors=[{"field": "categories", "message": f"unknown {', '.join(map(repr, unknown))}; see /v1/taxonomy"}],
         )
     if spec.scope != "subject" and spec.subject is not None:
         raise ValidationFailed(
