@@ -112,7 +112,9 @@ def test_place_and_release_holds(app, client, keys, as_role) -> None:
     assert 'data-testid="hold-form"' in page
     _forms_work_without_javascript(page)
     form = {"scope": "subject", "subject_kind": "crm_id", "subject_system": "crm", "basis": "case 2026-31"}
-    placed = legal.post("/admin/holds", {**form, "subject_value": "C-9", "owner": "legal team", "review_at": "2020-01-31"})
+    placed = legal.post(
+        "/admin/holds", {**form, "subject_value": "C-9", "owner": "legal team", "review_at": "2020-01-31"}
+    )
     assert placed.status_code == 302 and placed.headers["Location"].endswith("done=hold_created")
     page = legal.text(placed.headers["Location"])
     hold_id = re.search(r'data-hold="([^"]+)" data-status="active" data-review-overdue="yes"', page).group(1)
