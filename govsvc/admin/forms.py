@@ -288,19 +288,7 @@ def dsr_intake(form: Any) -> dict[str, Any]:
     errors: list[dict[str, str]] = []
     request_type = _required(form, "type", errors, max_length=32)
     channel = _required(form, "channel", errors, max_length=32)
-    kind = text(form, "subject_kind", max_length=32)
-    value = text(form, "subject_value", max_length=320)
-    subject: dict[str, str] | None = None
-    if value:
-        subject = (
-            {"subject_id": value}
-            if kind == "subject_id"
-            else {
-                "kind": kind,
-                "value": value,
-                "system": text(form, "subject_system", max_length=64),
-            }
-        )
+    subject = subject_reference(form)
     jurisdictions = [j for j in form.getlist("jurisdictions") if j][:5] if hasattr(form, "getlist") else []
     _fail(errors)
     return {
