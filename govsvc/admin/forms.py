@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -288,19 +288,7 @@ def dsr_intake(form: Any) -> dict[str, Any]:
     errors: list[dict[str, str]] = []
     request_type = _required(form, "type", errors, max_length=32)
     channel = _required(form, "channel", errors, max_length=32)
-    kind = text(form, "subject_kind", max_length=32)
-    value = text(form, "subject_value", max_length=320)
-    subject: dict[str, str] | None = None
-    if value:
-        subject = (
-            {"subject_id": value}
-            if kind == "subject_id"
-            else {
-                "kind": kind,
-                "value": value,
-                "system": text(form, "subject_system", max_length=64),
-            }
-        )
+    subject = subject_reference(form)
     jurisdictions = [j for j in form.getlist("jurisdictions") if j][:5] if hasattr(form, "getlist") else []
     _fail(errors)
     return {
@@ -311,4 +299,46 @@ def dsr_intake(form: Any) -> dict[str, Any]:
         "language": text(form, "language", max_length=8) or "en",
         "requester_kind": text(form, "requester_kind", max_length=24) or "subject",
         "evidence": text(form, "evidence", max_length=2000) or None,
+    }
+
+
+def subject_reference(form: Mapping[str, str]) -> dict[str, str] | None:
+    """The subject named on a form: by id (``subject_kind=subject_id``) or by one identifier (kind, value and the
+    system for ``crm_id``); the value travels in the form body only. None when no value was typed."""
+    kind = text(form, "subject_kind", max_length=32)
+    value = text(form, "subject_value", max_length=320)
+    if not value:
+        return None
+    if kind == "subject_id":
+        return {"subject_id": value}
+    return {"kind": kind, "value": value, "system": text(form, "subject_system", max_length=64)}
+
+
+def legal_hold(form: Any) -> dict[str, Any]:
+    """A legal hold to place: its scope, the subject (by id or identifier), categories or dataset, its basis, owner
+    and review date (``HoldInput``'s fields; the holds service checks which of them the scope needs)."""
+    errors: list[dict[str, str]] = []
+    scope = _required(form, "scope", errors, max_length=16)
+    basis = _required(form, "basis", errors, max_length=500)
+    owner = _required(form, "owner", errors, max_length=120)
+    review_text = _required(form, "review_at", errors, max_length=10)
+    review_at = None
+    if review_text:
+        try:
+            review_at = date.fromisoformat(review_text)
+        except ValueError:
+            errors.append({"field": "review_at", "message": gettext("A date: YYYY-MM-DD.")})
+    if basis and len(basis) < 3:
+        errors.append({"field": "basis", "message": gettext("At least %(n)d characters.", n=3)})
+    raw_categories = text(form, "categories", max_length=2000)
+    categories = tuple(c for c in (part.strip() for part in re.split(r"[,\s]+", raw_categories)) if c)
+    _fail(errors)
+    return {
+        "scope": scope,
+        "basis": basis,
+        "owner": owner,
+        "review_at": review_at,
+        "subject": subject_reference(form) if scope == "subject" else None,
+        "categories": categories,
+        "dataset": text(form, "dataset", max_length=120) or None,
     }

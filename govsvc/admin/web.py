@@ -65,6 +65,9 @@ STATUS_LABELS = {
     "skipped": lazy_gettext("skipped"),
     "passed": lazy_gettext("passed"),
     "not_required": lazy_gettext("not required"),
+    # retention runs and legal holds
+    "running": lazy_gettext("running"),
+    "released": lazy_gettext("released"),
 }
 
 
@@ -258,7 +261,7 @@ def security_headers(response: Response) -> Response:
 
 def init_admin(app: Flask) -> None:
     """Mount the admin UI on ``/admin``: Babel, the browser authenticator, the pages and their error pages."""
-    from govsvc.admin import dashboard, dsr_pages  # noqa: F401 - register the dashboard panels and phase-2 pages
+    from govsvc.admin import dashboard, dsr_pages, retention_pages  # noqa: F401 - register the dashboard panels and phase-2 pages
     from govsvc.admin.api import bp
 
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
