@@ -24,13 +24,14 @@ from govsvc.core.access import current_principal
 from govsvc.core.db import get_db, get_session, utcnow
 from govsvc.core.errors import ConflictError, NotFoundError, ValidationFailed
 from govsvc.holds import service as holds
-from govsvc.retention.api import _control, _scheduled_rule, run_document
+from govsvc.retention.api import job_control, require_scheduled_rule, run_document
 from govsvc.retention.jobs import job_name, scheduled_run
 from govsvc.retention.service import Retention
 from govsvc.subjects import service as subjects
 from govsvc.subjects.api import field_keys
 from govsvc.subjects.models import Subject
 from govsvc.subjects.service import IDENTIFIER_KINDS
+from govsvc.taxonomy.api import taxonomy_cache
 
 DONE_MESSAGES = {  # ?done=... after a redirect
     "approved": lazy_gettext("Dry run approved: the rule may now be executed with it."),
@@ -70,7 +71,7 @@ def _rules_page(status: int = 200, **extra: Any) -> Response:
     policy = _retention().policy(session)
     approved = views.approved_dry_runs(session, policy)
     scheduled = sorted(key for key, rule in policy.rules.items() if rule.schedule)
-    control = _control() if scheduled else None  # ends the read transaction: the job store is read on its own
+    control = job_control() if scheduled else None  # ends the read transaction: the job store is read on its own
     jobs = {key: control.status(job_name(key)).as_dict() for key in scheduled} if control else {}
     session = get_session()
     rows = [views.rule_row(rule, jobs.get(key), approved.get(key)) for key, rule in policy.rules.items()]
@@ -142,10 +143,10 @@ def retention_resume(rule_key: str) -> Response:
 def _job_action(rule_key: str, what: str) -> Response:
     """Pause or resume a rule's scheduled runs on every instance (the job store), audited as the API does."""
     try:
-        _scheduled_rule(rule_key)
+        require_scheduled_rule(rule_key)
     except NotFoundError as error:
         return _refused(error, what)
-    control = _control()
+    control = job_control()
     name = job_name(rule_key)
     if what == "paused":
         control.pause(name)
@@ -251,7 +252,10 @@ def hold_create() -> Response:
         submitted = forms.legal_hold(request.form)
         reference = submitted.pop("subject")
         subject = subjects.resolve(session, field_keys(), reference) if reference else None
-        holds.create_hold(session, holds.HoldInput(subject=subject, **submitted), actor=_actor())
+        known = frozenset(taxonomy_cache().current(session).categories)
+        holds.create_hold(
+            session, holds.HoldInput(subject=subject, known_categories=known, **submitted), actor=_actor()
+        )
     except (ValidationFailed, NotFoundError) as error:
         get_session().rollback()
         status = 404 if isinstance(error, NotFoundError) else 422

@@ -338,7 +338,7 @@ def get_run(run_id: str) -> dict[str, Any]:
 # -- scheduled jobs ----------------------------------------------------------------------------------------------
 
 
-def _control() -> JobControl:
+def job_control() -> JobControl:
     """The job store is written outside the request's transaction (which must not hold SQLite's write lock)."""
     get_session().rollback()
     sync: RuleJobSync = current_app.extensions["govsvc.retention_jobs"]
@@ -351,7 +351,7 @@ def _job_document(control: JobControl, rule_key: str) -> dict[str, Any]:
     return {**status.as_dict(), "rule": rule_key}
 
 
-def _scheduled_rule(rule_key: str) -> None:
+def require_scheduled_rule(rule_key: str) -> None:
     _, rule = retention().rule(get_session(), rule_key)
     if not rule.schedule:
         raise NotFoundError(f"Rule {rule_key} has no schedule.")
@@ -362,7 +362,7 @@ def _scheduled_rule(rule_key: str) -> None:
 @bp.doc(summary="The scheduled rules: schedule, paused or not, next run", security=SECURITY, responses=[200, *ERRORS])
 @requires("retention", "read")
 def list_jobs() -> dict[str, Any]:
-    control = _control()
+    control = job_control()
     keys = sorted(k for k, r in retention().policy(get_session()).rules.items() if r.schedule)
     return {"items": [_job_document(control, key) for key in keys]}
 
@@ -372,8 +372,8 @@ def list_jobs() -> dict[str, Any]:
 @bp.doc(summary="Pause a rule's scheduled runs (on every instance)", security=SECURITY, responses=[200, *ERRORS])
 @requires("retention", "schedule")
 def pause_job(rule_key: str) -> dict[str, Any]:
-    _scheduled_rule(rule_key)
-    control = _control()
+    require_scheduled_rule(rule_key)
+    control = job_control()
     control.pause(job_name(rule_key))
     record(get_session(), "retention.job_paused", object_ref=f"retention_rule:{rule_key}")
     return _job_document(control, rule_key)
@@ -384,8 +384,8 @@ def pause_job(rule_key: str) -> dict[str, Any]:
 @bp.doc(summary="Resume a rule's scheduled runs", security=SECURITY, responses=[200, *ERRORS])
 @requires("retention", "schedule")
 def resume_job(rule_key: str) -> dict[str, Any]:
-    _scheduled_rule(rule_key)
-    control = _control()
+    require_scheduled_rule(rule_key)
+    control = job_control()
     control.resume(job_name(rule_key))
     record(get_session(), "retention.job_resumed", object_ref=f"retention_rule:{rule_key}")
     return _job_document(control, rule_key)
