@@ -486,21 +486,16 @@ def retention_resume(rule: str) -> None:
 
 def _control_job(rule: str, *, pause: bool) -> None:
     from govsvc.core.scheduler import JobControl
-    from govsvc.retention.jobs import job_name
+    from govsvc.retention.jobs import set_paused
 
     current_app.extensions["govsvc.retention_jobs"]()
     control = JobControl(_db().engine, current_app.extensions["govsvc.jobs"])
     try:
-        status = control.pause(job_name(rule)) if pause else control.resume(job_name(rule))
+        # deferred: SQLite's write lock is taken by the audit insert, after the job store has written its row
+        with _db().transaction(write=False) as session:
+            status = set_paused(session, control, rule, paused=pause, context=CLI_CONTEXT)
     except KeyError:
         raise click.ClickException(f"rule {rule} has no schedule") from None
-    with _db().transaction() as session:
-        record(
-            session,
-            "retention.job_paused" if pause else "retention.job_resumed",
-            object_ref=f"retention_rule:{rule}",
-            context=CLI_CONTEXT,
-        )
     click.echo(json.dumps(status.as_dict()))
 
 

@@ -19,13 +19,12 @@ from govsvc.admin import retention_views as views
 from govsvc.admin.api import bp
 from govsvc.admin.forms import FormErrors
 from govsvc.admin.web import allowed, page, render
-from govsvc.audit.service import record
 from govsvc.core.access import current_principal
 from govsvc.core.db import get_db, get_session, utcnow
 from govsvc.core.errors import ConflictError, NotFoundError, ValidationFailed
 from govsvc.holds import service as holds
 from govsvc.retention.api import job_control, require_scheduled_rule, run_document
-from govsvc.retention.jobs import job_name, scheduled_run
+from govsvc.retention.jobs import job_name, scheduled_run, set_paused
 from govsvc.retention.service import Retention
 from govsvc.subjects import service as subjects
 from govsvc.subjects.api import field_keys
@@ -146,14 +145,7 @@ def _job_action(rule_key: str, what: str) -> Response:
         require_scheduled_rule(rule_key)
     except NotFoundError as error:
         return _refused(error, what)
-    control = job_control()
-    name = job_name(rule_key)
-    if what == "paused":
-        control.pause(name)
-    else:
-        control.resume(name)
-    action = "retention.job_paused" if what == "paused" else "retention.job_resumed"
-    record(get_session(), action, object_ref=f"retention_rule:{rule_key}")
+    set_paused(get_session(), job_control(), rule_key, paused=what == "paused")
     return redirect(url_for("admin.retention", done=what))
 
 

@@ -22,7 +22,7 @@ from govsvc.core.pagination import cursor_int, page
 from govsvc.core.scheduler import JobControl
 from govsvc.core.schemas import PageQuerySchema, StrictSchema
 from govsvc.retention import rules as rule_store
-from govsvc.retention.jobs import RuleJobSync, job_name, scheduled_run
+from govsvc.retention.jobs import RuleJobSync, job_name, scheduled_run, set_paused
 from govsvc.retention.models import DeletionTombstone, RetentionRun
 from govsvc.retention.service import Retention
 from govsvc.subjects import service as subjects
@@ -374,8 +374,7 @@ def list_jobs() -> dict[str, Any]:
 def pause_job(rule_key: str) -> dict[str, Any]:
     require_scheduled_rule(rule_key)
     control = job_control()
-    control.pause(job_name(rule_key))
-    record(get_session(), "retention.job_paused", object_ref=f"retention_rule:{rule_key}")
+    set_paused(get_session(), control, rule_key, paused=True)
     return _job_document(control, rule_key)
 
 
@@ -386,8 +385,7 @@ def pause_job(rule_key: str) -> dict[str, Any]:
 def resume_job(rule_key: str) -> dict[str, Any]:
     require_scheduled_rule(rule_key)
     control = job_control()
-    control.resume(job_name(rule_key))
-    record(get_session(), "retention.job_resumed", object_ref=f"retention_rule:{rule_key}")
+    set_paused(get_session(), control, rule_key, paused=False)
     return _job_document(control, rule_key)
 
 

@@ -9,10 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from govsvc.audit.service import AuditContext, record
 from govsvc.core.db import Database, utcnow
 from govsvc.core.errors import ConflictError
-from govsvc.core.scheduler import Jobs
+from govsvc.core.scheduler import JobControl, Jobs, JobStatus
 from govsvc.retention.models import RetentionRun
 from govsvc.retention.service import Retention, as_job
 
@@ -21,6 +23,18 @@ JOB_PREFIX = "retention."
 
 def job_name(rule_key: str) -> str:
     return JOB_PREFIX + rule_key
+
+
+def set_paused(
+    session: Session, control: JobControl, rule_key: str, *, paused: bool, context: AuditContext | None = None
+) -> JobStatus:
+    """Pause or resume a rule's scheduled runs on every instance, audited (``retention.job_paused`` or
+    ``retention.job_resumed``); KeyError if the rule has no schedule."""
+    name = job_name(rule_key)
+    status = control.pause(name) if paused else control.resume(name)
+    action = "retention.job_paused" if paused else "retention.job_resumed"
+    record(session, action, object_ref=f"retention_rule:{rule_key}", context=context)
+    return status
 
 
 def scheduled_run(database: Database, retention: Retention, rule_key: str, *, actor: str = "job:retention") -> dict:
