@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from govsvc.consent.models import ConsentEvent, ReceiptSigningKey
 from govsvc.core.db import utcnow
+from govsvc.core.pii_guard import random_reference
 from govsvc.crypto.service import KeyWrapper
 from govsvc.subjects.models import Subject
 from govsvc.subjects.service import jurisdictions_of
@@ -55,7 +55,7 @@ def ensure_key(session: Session, secret_key: str) -> ReceiptSigningKey:
     if key is not None:
         return key
     private = Ed25519PrivateKey.generate()
-    kid = "rk_" + secrets.token_hex(8)
+    kid = random_reference("rk_")
     public = _b64url(private.public_key().public_bytes_raw())
     seed = _b64url(private.private_bytes_raw())
     key = ReceiptSigningKey(

@@ -16,6 +16,7 @@ from govsvc.core.db import get_db, get_session
 from govsvc.core.errors import ServiceError
 from govsvc.core.idempotency import idempotent
 from govsvc.core.pagination import cursor_int, page
+from govsvc.core.pii_guard import random_reference
 from govsvc.core.problems import problem_response
 from govsvc.core.schemas import PageQuerySchema, QueryBoolean, StrictBoolean, StrictInteger, StrictSchema
 from govsvc.dsr import export, letters, opendsr
@@ -613,7 +614,7 @@ def register_webhook(session: Any, body: dict[str, Any]) -> dict[str, Any]:
     check_url(body["url"])
     if session.scalar(select(DsrWebhook.pk).where(DsrWebhook.name == body["name"])) is not None:
         raise ConflictError("A connector with this name exists.")
-    connector_id = "whk_" + random_secrets.token_hex(8)
+    connector_id = random_reference("whk_")
     secret = "whsec_" + random_secrets.token_urlsafe(32)
     session.add(
         DsrWebhook(

@@ -34,6 +34,7 @@ from sqlalchemy import delete, select, update
 from govsvc.audit.service import record
 from govsvc.core.db import Database, utcnow
 from govsvc.core.errors import NotFoundError, ServiceError
+from govsvc.core.pii_guard import random_reference
 from govsvc.dsr.connectors import Record
 from govsvc.dsr.models import DsrExport, DsrExportChunk
 
@@ -206,7 +207,7 @@ def build(
     portable_only: frozenset[str] | None,
 ) -> Issued:
     """Stream every source's records into an encrypted bundle; returns the one-time download token."""
-    export_id = "exp_" + secrets.token_hex(8)
+    export_id = random_reference("exp_")
     secret = secrets.token_urlsafe(32)
     expires_at = utcnow() + ttl
     with database.transaction() as session:

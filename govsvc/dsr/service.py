@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from govsvc.audit.service import record
 from govsvc.consent.requirements import regimes_of
 from govsvc.core.db import Database, utcnow
 from govsvc.core.errors import ConflictError, NotFoundError, ValidationFailed
-from govsvc.core.pii_guard import pii_kind
+from govsvc.core.pii_guard import pii_kind, random_reference
 from govsvc.crypto.kdf import derive_key
 from govsvc.crypto.service import FieldKeys
 from govsvc.dsr.deadlines import Pause, Schedule
@@ -108,7 +107,7 @@ class Intake:
 
 
 def new_request_id() -> str:
-    return "dsr_" + secrets.token_hex(8)
+    return random_reference("dsr_")
 
 
 def evidence_key(secret_key: str) -> bytes:

@@ -6,7 +6,6 @@ subject holds. Releasing a hold lets the pending retention rules and the erasure
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session
 from govsvc.audit.service import record
 from govsvc.core.db import utcnow
 from govsvc.core.errors import ConflictError, NotFoundError, ValidationFailed
+from govsvc.core.pii_guard import random_reference
 from govsvc.dsr.erasure import ALL, HOLD_REASON, RetentionException
 from govsvc.holds.models import LegalHold
 from govsvc.subjects.models import Subject
@@ -71,7 +71,7 @@ def create_hold(session: Session, spec: HoldInput, *, actor: str) -> LegalHold:
             "Only a dataset hold names a dataset.", errors=[{"field": "dataset", "message": "not allowed"}]
         )
     hold = LegalHold(
-        hold_id="hold_" + secrets.token_hex(8),
+        hold_id=random_reference("hold_"),
         scope=spec.scope,
         subject_pk=spec.subject.pk if spec.subject is not None else None,
         categories=json.dumps(sorted(set(spec.categories))),

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from govsvc.audit.service import AuditContext, record, reset_context, set_context
 from govsvc.core.db import Database, utcnow
 from govsvc.core.errors import ConflictError, NotFoundError, ServiceError, ValidationFailed
+from govsvc.core.pii_guard import random_reference
 from govsvc.crypto.kdf import derive_key
 from govsvc.crypto.service import FieldKeys
 from govsvc.holds.service import hold_index
@@ -317,7 +318,7 @@ class Retention:
                 errors.append(error.detail)
         with database.transaction() as session:
             run = RetentionRun(
-                run_id="rrun_" + secrets.token_hex(8),
+                run_id=random_reference("rrun_"),
                 rule_key=rule.key,
                 policy_version=policy.version,
                 mode="dry_run",
@@ -393,7 +394,7 @@ class Retention:
                 cutoff = approved.cutoff
             self.target(session, rule)  # a missing source fails before anything is stored
             run = RetentionRun(
-                run_id="rrun_" + secrets.token_hex(8),
+                run_id=random_reference("rrun_"),
                 rule_key=rule.key,
                 policy_version=policy.version,
                 mode="execute",

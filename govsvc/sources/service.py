@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from govsvc.core.db import utcnow
 from govsvc.core.errors import ConflictError, NotFoundError, ServiceError, ValidationFailed
+from govsvc.core.pii_guard import random_reference
 from govsvc.crypto.service import KeyWrapper
 from govsvc.sources.models import ExternalSource
 from govsvc.subjects.service import IDENTIFIER_KINDS
@@ -96,7 +96,7 @@ class Sources:
             raise ValidationFailed(
                 "Name the personal data columns.", errors=[{"field": "columns", "message": "{column: category}"}]
             )
-        source_id = "src_" + secrets.token_hex(8)
+        source_id = random_reference("src_")
         config = SourceConfig(
             source_id=source_id,
             name=name,

@@ -7,7 +7,6 @@ the previous value, sealed, for rectification history. Erasure destroys the subj
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session
 from govsvc.audit.service import record
 from govsvc.core.db import Database, utcnow
 from govsvc.core.errors import KeyDestroyed, NotFoundError, ServiceError, ValidationFailed
-from govsvc.core.pii_guard import check_justification
+from govsvc.core.pii_guard import check_justification, random_reference
 from govsvc.crypto import tokens
 from govsvc.crypto.keys import KeyStore
 from govsvc.crypto.models import CryptoKey, KeyRotation
@@ -448,7 +447,7 @@ def start_rotation(session: Session, keys: KeyStore, *, subject: Subject | None,
         ]
     keys.start_subject_rotations(session, subject_ids)
     rotation = KeyRotation(
-        rotation_id="rot_" + uuid.uuid4().hex[:16],
+        rotation_id=random_reference("rot_"),
         scope=f"subject:{subject.subject_id}" if subject is not None else "all",
         status="running",
         last_pk=0,
