@@ -180,3 +180,14 @@ def test_the_pages_in_chinese(app, as_role, orders) -> None:
     holds_page = dpo.text("/admin/holds")
     assert "法律保全" in holds_page and "设置法律保全" in holds_page and "生效" in holds_page
     assert "保留" in dpo.text("/admin/").split('data-testid="panel-retention"', 1)[1]
+
+
+def test_next_run_is_shown_in_the_users_time_zone(app, as_role, orders) -> None:
+    """The rule's cron schedule is UTC (04:00); its next run is shown in the reader's zone: 12:00 in Shanghai."""
+    dpo = as_role("dpo")
+    in_utc = re.search(r"next: ([^<]+)</small>", dpo.text("/admin/retention")).group(1)
+    assert "4:00:00\u202fAM" in in_utc or "4:00:00 AM" in in_utc, in_utc
+    saved = dpo.post("/admin/preferences", {"language": "en", "time_zone": "Asia/Shanghai"})
+    assert saved.status_code == 302
+    in_shanghai = re.search(r"next: ([^<]+)</small>", dpo.text("/admin/retention")).group(1)
+    assert "12:00:00\u202fPM" in in_shanghai or "12:00:00 PM" in in_shanghai, in_shanghai

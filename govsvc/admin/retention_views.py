@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from flask_babel import lazy_gettext
@@ -61,7 +61,7 @@ def rule_row(rule: Rule, job: Mapping[str, Any] | None, approved_dry_run: str | 
         "trigger_label": TRIGGER_LABELS.get(rule.trigger, rule.trigger),
         "action_label": ACTION_LABELS.get(rule.action, rule.action),
         "paused": bool(job and job.get("paused")),
-        "next_run_at": job.get("next_run_at") if job else None,
+        "next_run_at": datetime.fromisoformat(job["next_run_at"]) if job and job.get("next_run_at") else None,
         "approved_dry_run": approved_dry_run,
     }
 
