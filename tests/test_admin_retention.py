@@ -191,3 +191,35 @@ def test_next_run_is_shown_in_the_users_time_zone(app, as_role, orders) -> None:
     assert saved.status_code == 302
     in_shanghai = re.search(r"next: ([^<]+)</small>", dpo.text("/admin/retention")).group(1)
     assert "12:00:00\u202fPM" in in_shanghai or "12:00:00 PM" in in_shanghai, in_shanghai
+
+
+def test_holds_and_run_history_are_paged(app, as_role, orders, monkeypatch) -> None:
+    """Long lists come in pages, newest first, each hold and run on exactly one page."""
+    from govsvc.admin import retention_views
+
+    monkeypatch.setattr(retention_views, "HOLDS_PAGE", 2)
+    monkeypatch.setattr(retention_views, "HISTORY_SIZE", 2)
+    legal = as_role("legal")
+    category = {"scope": "category", "basis": "audit", "owner": "dpo", "review_at": "2099-01-01"}
+    for name in ("user.financial", "user.contact", "user.behavior"):
+        assert legal.post("/admin/holds", {**category, "categories": name}).status_code == 302
+    seen: list[str] = []
+    url = "/admin/holds?status=all"
+    while url:
+        page = legal.text(url)
+        seen += re.findall(r'data-hold="([^"]+)"', page)
+        found = re.search(r'href="([^"]+)" data-testid="holds-next"', page)
+        url = found.group(1).replace("&amp;", "&") if found else None
+    assert len(seen) == 4 and len(set(seen)) == 4  # the fixture's subject hold and the three category holds
+
+    officer = as_role("compliance_officer")
+    for _ in range(3):
+        assert officer.post("/admin/retention/rules/old_orders/dry-run").status_code == 302
+    runs: list[str] = []
+    url = "/admin/retention"
+    while url:
+        page = officer.text(url)
+        runs += re.findall(r'<tr data-run="([^"]+)"', page)
+        found = re.search(r'href="([^"]+)" data-testid="runs-next"', page)
+        url = found.group(1).replace("&amp;", "&") if found else None
+    assert len(runs) == 3 and len(set(runs)) == 3

@@ -74,13 +74,15 @@ def _rules_page(status: int = 200, **extra: Any) -> Response:
     jobs = {key: control.status(job_name(key)).as_dict() for key in scheduled} if control else {}
     session = get_session()
     rows = [views.rule_row(rule, jobs.get(key), approved.get(key)) for key, rule in policy.rules.items()]
-    runs = [views.run_row(run_document(run)) for run in views.history(session)]
+    page_runs, older = views.history(session, after=forms.cursor(request.args), limit=views.HISTORY_SIZE)
+    runs = [views.run_row(run_document(run)) for run in page_runs]
     return render(
         "admin/retention.html",
         status,
         policy=policy,
         rules=rows,
         runs=runs,
+        older_runs={"after": older} if older is not None else None,
         done=_done(),
         done_key=request.args.get("done") if _done() else None,
         **extra,
@@ -213,10 +215,18 @@ def _holds_page(status: int = 200, **extra: Any) -> Response:
     wanted = wanted if wanted in (*HOLD_STATUSES, "all") else "active"
     today = utcnow().date()
     session = get_session()
+    holds, older = views.hold_rows(
+        session,
+        status=None if wanted == "all" else wanted,
+        today=today,
+        after=forms.cursor(request.args),
+        limit=views.HOLDS_PAGE,
+    )
     return render(
         "admin/holds.html",
         status,
-        holds=views.hold_rows(session, status=None if wanted == "all" else wanted, today=today),
+        holds=holds,
+        older_holds={"status": wanted, "after": older} if older is not None else None,
         counts=views.hold_counts(session, today),
         status_filter=wanted,
         statuses=HOLD_STATUSES,

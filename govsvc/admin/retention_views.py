@@ -24,6 +24,7 @@ from govsvc.retention.rules import RetentionPolicy, Rule
 from govsvc.subjects.models import Subject
 
 HISTORY_SIZE = 50
+HOLDS_PAGE = 50
 PANEL_RUNS = 5
 
 TRIGGER_LABELS = {
@@ -91,12 +92,16 @@ def approved_dry_runs(session: Session, policy: RetentionPolicy) -> dict[str, st
     return found
 
 
-def history(session: Session, *, rule: str | None = None, limit: int = HISTORY_SIZE) -> list[RetentionRun]:
-    """Runs, newest first."""
-    statement = select(RetentionRun).order_by(RetentionRun.pk.desc()).limit(limit)
-    if rule:
-        statement = statement.where(RetentionRun.rule_key == rule)
-    return list(session.scalars(statement))
+def history(
+    session: Session, *, after: int | None = None, limit: int = HISTORY_SIZE
+) -> tuple[list[RetentionRun], int | None]:
+    """One page of runs, newest first, older than the run ``after`` (a row key); and the key to pass as ``after``
+    for the next page (None on the last)."""
+    statement = select(RetentionRun).order_by(RetentionRun.pk.desc()).limit(limit + 1)
+    if after is not None:
+        statement = statement.where(RetentionRun.pk < after)
+    runs = list(session.scalars(statement))
+    return runs[:limit], runs[limit - 1].pk if len(runs) > limit else None
 
 
 def run_row(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,15 +140,23 @@ def run_actions(
     return possible
 
 
-def hold_rows(session: Session, *, status: str | None, today: date) -> list[dict[str, Any]]:
-    """Legal holds (``active``, ``released`` or all), newest first, with an overdue review flagged."""
+def hold_rows(
+    session: Session, *, status: str | None, today: date, after: int | None = None, limit: int = HOLDS_PAGE
+) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of legal holds (``active``, ``released`` or all), newest first, older than the hold ``after`` (a
+    row key), with an overdue review flagged; and the key of the next page (None on the last)."""
     statement = (
         select(LegalHold, Subject.subject_id)
         .outerjoin(Subject, Subject.pk == LegalHold.subject_pk)
         .order_by(LegalHold.pk.desc())
+        .limit(limit + 1)
     )
     if status:
         statement = statement.where(LegalHold.status == status)
+    if after is not None:
+        statement = statement.where(LegalHold.pk < after)
+    found = session.execute(statement).all()
+    next_after = found[limit - 1][0].pk if len(found) > limit else None
     return [
         {
             "hold_id": hold.hold_id,
@@ -162,8 +175,8 @@ def hold_rows(session: Session, *, status: str | None, today: date) -> list[dict
             "released_at": hold.released_at,
             "released_by": hold.released_by,
         }
-        for hold, subject_id in session.execute(statement)
-    ]
+        for hold, subject_id in found[:limit]
+    ], next_after
 
 
 def hold_counts(session: Session, today: date) -> dict[str, int]:
