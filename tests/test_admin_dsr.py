@@ -164,6 +164,10 @@ def test_read_only_roles_see_the_queue_and_get_a_403_page_on_every_action(
         ("notes", {"text": "a note"}),
         ("extend", {"reason": "busy"}),
         ("deny", {"reason": "other", "legal_basis": "none"}),
+        ("acknowledge", {}),
+        ("pause", {"reason": "awaiting_identity"}),
+        ("resume", {}),
+        ("cancel", {"reason": "withdrawn by the requester"}),
         ("complete", {}),
         ("export", {"token": "exp_x.y"}),
     ]:
@@ -171,7 +175,49 @@ def test_read_only_roles_see_the_queue_and_get_a_403_page_on_every_action(
         assert response.status_code == 403, action
         assert 'data-testid="error-403"' in response.get_data(as_text=True)
     assert _status(app, request_id) == "pending_verification"
-    assert {e.object_ref for e in events(app, "access.denied")} >= {"dsr:verify", "dsr:manage", "dsr:fulfil"}
+    assert {e.object_ref for e in events(app, "access.denied")} >= {
+        "dsr:verify",
+        "dsr:manage",
+        "dsr:fulfil",
+        "dsr:cancel",
+    }
+
+
+def test_acknowledge_pause_resume_and_cancel_through_the_forms(app, client, auth_headers, as_role, subject_id) -> None:
+    """The clock and closing actions the API has are on the request page too: each audited, each refused clearly
+    when the request's state does not allow it."""
+    request_id = intake(client, auth_headers, subject_id, "erasure")
+    officer = as_role("compliance_officer")
+    page = officer.text(f"/admin/requests/{request_id}")
+    for form in ("dsr-acknowledge-form", "dsr-pause-form", "dsr-cancel-form"):
+        assert f'data-testid="{form}"' in page, form
+    assert 'data-testid="dsr-resume-form"' not in page
+
+    acknowledged = officer.post(f"/admin/requests/{request_id}/acknowledge", {})
+    assert acknowledged.status_code == 302 and acknowledged.headers["Location"].endswith("done=acknowledged")
+    assert 'data-testid="dsr-acknowledge-form"' not in officer.text(acknowledged.headers["Location"])
+    assert officer.post(f"/admin/requests/{request_id}/acknowledge", {}).status_code == 409
+
+    unknown = officer.post(f"/admin/requests/{request_id}/pause", {"reason": "lunch"})
+    assert unknown.status_code == 422 and events(app, "dsr.paused") == []
+    paused = officer.post(f"/admin/requests/{request_id}/pause", {"reason": "awaiting_identity", "note": "letter 2"})
+    assert paused.status_code == 302 and paused.headers["Location"].endswith("done=paused")
+    page = officer.text(paused.headers["Location"])
+    assert "clock paused" in page and 'data-testid="dsr-resume-form"' in page
+    assert 'data-testid="dsr-pause-form"' not in page
+    assert officer.post(f"/admin/requests/{request_id}/pause", {"reason": "awaiting_identity"}).status_code == 409
+    resumed = officer.post(f"/admin/requests/{request_id}/resume", {})
+    assert resumed.status_code == 302 and "clock paused" not in officer.text(resumed.headers["Location"])
+    assert officer.post(f"/admin/requests/{request_id}/resume", {}).status_code == 409
+    assert [len(events(app, name)) for name in ("dsr.acknowledged", "dsr.paused", "dsr.resumed")] == [1, 1, 1]
+
+    personal = officer.post(f"/admin/requests/{request_id}/cancel", {"reason": f"call {PHONE}"})
+    assert personal.status_code == 422 and _status(app, request_id) == "pending_verification"
+    cancelled = officer.post(f"/admin/requests/{request_id}/cancel", {"reason": "withdrawn by the requester"})
+    assert cancelled.status_code == 302 and _status(app, request_id) == "cancelled"
+    page = officer.text(cancelled.headers["Location"])
+    assert "Request cancelled." in page and 'data-testid="dsr-cancel-form"' not in page
+    assert officer.post(f"/admin/requests/{request_id}/cancel", {}).status_code == 409
 
 
 def test_admins_have_no_request_pages(as_role) -> None:

@@ -39,6 +39,10 @@ DONE_MESSAGES = {  # ?done=... after a redirect
     "extended": lazy_gettext("Deadline extended."),
     "denied": lazy_gettext("Request denied."),
     "completed": lazy_gettext("Request fulfilled."),
+    "acknowledged": lazy_gettext("Acknowledgement recorded."),
+    "paused": lazy_gettext("Clock paused."),
+    "resumed": lazy_gettext("Clock restarted; the due dates moved by the time paused."),
+    "cancelled": lazy_gettext("Request cancelled."),
 }
 
 
@@ -153,6 +157,7 @@ def _detail(target: DsrRequest, status: int = 200, **extra: Any) -> Response:
         point_rows=range(forms.DSR_POINT_ROWS),
         methods=dsr_views.METHOD_LABELS,
         denial_reasons=[(reason, dsr_views.DENIAL_LABELS[reason]) for reason in DENIAL_REASONS],
+        pause_reasons=list(dsr_views.PAUSE_LABELS.items()),
         **extra,
     )
 
@@ -229,6 +234,62 @@ def dsr_extend(request_id: str) -> Response:
         return _refused(target, error, "extend")
     _dsr().notify_status(get_session(), target)
     return _done(target, "extended")
+
+
+@bp.post("/requests/<string:request_id>/acknowledge")
+@page("dsr", "manage")
+def dsr_acknowledge(request_id: str) -> Response:
+    """Record that the acknowledgement was sent (CCPA: within 10 business days)."""
+    target = _load(request_id, for_update=True)
+    try:
+        _dsr().service.acknowledge(get_session(), target, actor=_actor())
+    except ConflictError as error:
+        return _refused(target, error, "acknowledge")
+    return _done(target, "acknowledged")
+
+
+@bp.post("/requests/<string:request_id>/pause")
+@page("dsr", "manage")
+def dsr_pause(request_id: str) -> Response:
+    """Stop the clock while waiting for the requester, where every applicable regime allows it."""
+    target = _load(request_id, for_update=True)
+    try:
+        _dsr().service.pause(
+            get_session(),
+            target,
+            forms.text(request.form, "reason", max_length=40),
+            actor=_actor(),
+            note=forms.text(request.form, "note", max_length=2000) or None,
+        )
+    except (ValidationFailed, ConflictError) as error:
+        return _refused(target, error, "pause")
+    return _done(target, "paused")
+
+
+@bp.post("/requests/<string:request_id>/resume")
+@page("dsr", "manage")
+def dsr_resume(request_id: str) -> Response:
+    target = _load(request_id, for_update=True)
+    try:
+        _dsr().service.resume(get_session(), target, actor=_actor())
+    except ConflictError as error:
+        return _refused(target, error, "resume")
+    return _done(target, "resumed")
+
+
+@bp.post("/requests/<string:request_id>/cancel")
+@page("dsr", "cancel")
+def dsr_cancel(request_id: str) -> Response:
+    """Close the request as cancelled (e.g. the requester withdrew it), with an optional reason."""
+    target = _load(request_id, for_update=True)
+    try:
+        _dsr().service.cancel(
+            get_session(), target, actor=_actor(), reason=forms.text(request.form, "reason", max_length=2000) or None
+        )
+    except (ValidationFailed, ConflictError) as error:
+        return _refused(target, error, "cancel")
+    _dsr().notify_status(get_session(), target)
+    return _done(target, "cancelled")
 
 
 @bp.post("/requests/<string:request_id>/deny")

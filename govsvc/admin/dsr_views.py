@@ -143,9 +143,24 @@ def available_actions(dsr: Dsr, request: DsrRequest, now: datetime, allowed: Cal
             possible.add("extend")
         if "denied" in TRANSITIONS.get(request.status, frozenset()):
             possible.add("deny")
+        if request.acknowledged_at is None and is_open:
+            possible.add("acknowledge")
+        if request.paused:
+            possible.add("resume")
+        elif request.status in PAUSABLE:
+            possible.add("pause")
+    if "cancelled" in TRANSITIONS.get(request.status, frozenset()) and allowed("dsr", "cancel"):
+        possible.add("cancel")
     if request.status in ("verified", "in_progress", "extended") and allowed("dsr", "fulfil"):
         possible.add("complete")
     return possible
+
+
+PAUSABLE = frozenset({"pending_verification", "verified", "in_progress", "extended"})
+PAUSE_LABELS = {
+    "awaiting_identity": lazy_gettext("Waiting for proof of identity"),
+    "awaiting_clarification": lazy_gettext("Waiting for the requester to clarify"),
+}
 
 
 LETTER_LABELS = {
