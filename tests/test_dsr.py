@@ -458,6 +458,45 @@ def test_erasure_keeps_what_legal_retention_requires_and_deletes_the_rest(client
     assert fields == ["bank_card"] and kinds == ["crm_id"]
 
 
+def test_a_partial_erasure_is_done_again_when_a_backup_is_restored(app, client, keys, database) -> None:
+    """The erasure kept the bank card (legal retention) and wrote a tombstone naming the fields it erased; after
+    the old rows come back from a backup, replaying the ledger erases them again and keeps the card."""
+    from govsvc.subjects.models import SubjectIdentifier
+    from govsvc.vault.models import VaultField
+
+    subject = make_subject(
+        client, keys, jurisdictions=("pipl",), profile={**PROFILE, "bank_card": "6222021234567890128"}
+    )
+    engine = create_engine(database.url)
+    with engine.connect() as connection:  # the backup
+        backup = {
+            table: [dict(row._mapping) for row in connection.execute(select(table))]
+            for table in (VaultField.__table__, SubjectIdentifier.__table__)
+        }
+    request_id = create(client, keys, subject, "erasure")["request_id"]
+    verify(client, keys, request_id)
+    assert fulfil(client, keys, request_id)["request"]["status"] == "partially_completed"
+    ledger = client.get("/v1/retention/ledger?store=vault", headers=keys["dpo"]).get_json()["items"]
+    assert [(t["subject_key"], t["action"], t["run_id"]) for t in ledger] == [
+        (subject, "erase_fields", f"dsr:{request_id}")
+    ]
+    assert ledger[0]["detail"] == {"fields": sorted(PROFILE)}  # names only, never values
+
+    with engine.begin() as connection:  # the restore brings back every row the erasure removed
+        for table, rows in backup.items():
+            present = set(connection.execute(select(table.c.pk)).scalars())
+            connection.execute(table.insert(), [row for row in rows if row["pk"] not in present])
+        assert connection.execute(text("SELECT count(*) FROM vault_fields")).scalar() == len(PROFILE) + 1
+    replayed = app.test_cli_runner().invoke(args=["retention", "replay-ledger", "--store", "vault"])
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.output)["vault"] == {"fields_deleted": len(PROFILE), "identifiers_removed": 2}
+    with engine.connect() as connection:
+        fields = [row[0] for row in connection.execute(text("SELECT field FROM vault_fields"))]
+        kinds = [row[0] for row in connection.execute(text("SELECT kind FROM subject_identifiers"))]
+    engine.dispose()
+    assert fields == ["bank_card"] and kinds == ["crm_id"]
+
+
 def test_rectification_and_restriction(client, keys, database) -> None:
     subject = make_subject(client, keys)
     request_id = create(client, keys, subject, "rectification", fields=["name"])["request_id"]

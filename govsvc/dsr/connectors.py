@@ -27,12 +27,13 @@ from govsvc.core.db import Database, utcnow
 from govsvc.core.errors import KeyDestroyed, ServiceError
 from govsvc.crypto.service import FieldKeys, KeyWrapper
 from govsvc.dsr import webhooks
-from govsvc.dsr.erasure import RetentionException, kept_by
+from govsvc.dsr.erasure import RetentionException, erasable_fields, kept_by
 from govsvc.dsr.models import DsrWebhook
 from govsvc.dsr.rules import DsrRules
 from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.subjects.service import get_subject, identifier_name
 from govsvc.taxonomy.service import Taxonomy, TaxonomyCache
+from govsvc.vault.erasure import erase_fields
 from govsvc.vault.models import VaultField, VaultFieldHistory
 from govsvc.vault.service import Vault
 
@@ -246,32 +247,14 @@ class VaultConnector(BuiltinConnector):
                     kept=[e.as_dict() for e in blanket],
                     notes=["everything kept and restricted while the hold lasts; the data key is not destroyed"],
                 )
-            kept_fields = {row.field for row, _ in kept}
-            gone = [row for row in rows if row.field not in kept_fields]
-            for row in gone:
-                session.delete(row)
-            history = session.execute(
-                delete(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk)
-            ).rowcount
-            identifiers = session.execute(
-                delete(SubjectIdentifier).where(
-                    SubjectIdentifier.subject_pk == subject.pk, SubjectIdentifier.kind != "crm_id"
-                )
-            ).rowcount
-            subject.birth_date_enc = None
+            erased = erase_fields(session, subject, erasable_fields(rows, job.exceptions))
             reasons: dict[str, dict[str, Any]] = {}
             for row, exception in kept:
                 entry = reasons.setdefault(exception.source, {**exception.as_dict(), "fields": []})
                 entry["fields"].append(row.field)
-            session.flush()
             return Outcome(
                 "partial",
-                counts={
-                    "fields_deleted": len(gone),
-                    "fields_kept": len(kept),
-                    "history_deleted": int(history or 0),
-                    "identifiers_removed": int(identifiers or 0),
-                },
+                counts={**erased, "fields_kept": len(kept)},
                 kept=list(reasons.values()),
                 notes=["kept fields are restricted; the data key is destroyed when their retention ends"],
             )

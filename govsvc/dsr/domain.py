@@ -34,7 +34,13 @@ from govsvc.dsr.connectors import (
     VaultConnector,
     open_identifiers,
 )
-from govsvc.dsr.erasure import RetentionException, RetentionExceptions, legal_hold_flag, retention_rules
+from govsvc.dsr.erasure import (
+    RetentionException,
+    RetentionExceptions,
+    erasable_fields,
+    legal_hold_flag,
+    retention_rules,
+)
 from govsvc.dsr.fulfilment import Fulfilment
 from govsvc.dsr.models import DsrRequest
 from govsvc.dsr.rules import ERASING_TYPES, DsrRules, load_rules
@@ -152,8 +158,9 @@ def retention_minimums(retention: Retention) -> Any:
 
 
 class LedgerConnector(BuiltinConnector):
-    """Writes the vault's tombstone in the deletion ledger before the vault crypto-shreds the profile (nothing
-    when a hold or legal retention keeps part of it), so a restored backup is shredded again."""
+    """Writes the vault's tombstone in the deletion ledger before the vault erases the profile, so that a restored
+    backup is erased again: a crypto-shred, or, when a hold or legal retention keeps part of the profile, the
+    fields erased now (names only; nothing when a hold keeps everything)."""
 
     name = "ledger"
     operations = frozenset({"erase"})
@@ -161,21 +168,29 @@ class LedgerConnector(BuiltinConnector):
     def run(self, operation: str, job: Job) -> Outcome:
         if operation != "erase":
             return super().run(operation, job)
-        if job.exceptions:  # a hold or legal retention keeps some or all of the profile: it is not shredded now
-            return Outcome("skipped", notes=["part of the profile is kept; its retention rule erases it later"])
+        if any("*" in exception.categories for exception in job.exceptions):
+            return Outcome("skipped", notes=["the whole profile is kept; its retention rule erases it later"])
         from govsvc.retention.models import DeletionTombstone
+        from govsvc.subjects.service import get_subject
+        from govsvc.vault.models import VaultField
 
         with job.database.transaction() as session:
-            session.add(
-                DeletionTombstone(
-                    subject_key=job.subject_id,
-                    store="vault",
-                    deleted_before=utcnow(),
-                    action="crypto_shred",
-                    run_id=f"dsr:{job.request_id}",
-                    recorded_at=utcnow(),
-                )
+            tombstone = DeletionTombstone(
+                subject_key=job.subject_id,
+                store="vault",
+                deleted_before=utcnow(),
+                action="crypto_shred",
+                run_id=f"dsr:{job.request_id}",
+                recorded_at=utcnow(),
             )
+            if job.exceptions:  # as the vault decides: when a field is kept, the data key stays and the rest goes
+                subject = get_subject(session, job.subject_id)
+                rows = session.scalars(select(VaultField).where(VaultField.subject_pk == subject.pk)).all()
+                erased = erasable_fields(rows, job.exceptions)
+                if len(erased) < len(rows):
+                    tombstone.action = "erase_fields"
+                    tombstone.detail = json.dumps({"fields": erased})
+            session.add(tombstone)
         return Outcome("done", counts={"tombstones": 1})
 
 

@@ -17,6 +17,7 @@ from govsvc.consent.requirements import regimes_of
 from govsvc.dsr.rules import DsrRules
 from govsvc.subjects.models import Subject
 from govsvc.subjects.service import jurisdictions_of
+from govsvc.vault.models import VaultField
 
 ALL = "*"
 HOLD_REASON = {
@@ -108,3 +109,9 @@ class RetentionExceptions:
 def kept_by(exceptions: Iterable[RetentionException], category: str) -> RetentionException | None:
     """The first exception that keeps data of ``category``, if any."""
     return next((e for e in exceptions if e.covers(category)), None)
+
+
+def erasable_fields(rows: Iterable[VaultField], exceptions: Iterable[RetentionException]) -> list[str]:
+    """The profile fields an erasure deletes now: those no exception keeps (all of them when none applies)."""
+    exceptions = list(exceptions)
+    return sorted(row.field for row in rows if kept_by(exceptions, row.category) is None)

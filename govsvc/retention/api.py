@@ -168,9 +168,13 @@ class RetentionTombstoneSchema(Schema):
     subject_key = String(metadata={"description": "pseudonymous: a subject id or a keyed hash of a source's key"})
     store = String()
     deleted_before = AwareDateTime()
-    action = String()
-    run_id = String(allow_none=True)
+    action = String(metadata={"description": "crypto_shred | delete | anonymize | erase_fields"})
+    run_id = String(allow_none=True, metadata={"description": "a retention run, or dsr:<request id>"})
     recorded_at = AwareDateTime()
+    detail = Dict(
+        allow_none=True,
+        metadata={"description": "what a partial deletion removed: a rule's `categories` or an erasure's `fields`"},
+    )
 
 
 class RetentionLedgerSchema(Schema):
@@ -451,6 +455,7 @@ def list_ledger(query: dict[str, Any]) -> dict[str, Any]:
                 "action": r.action,
                 "run_id": r.run_id,
                 "recorded_at": r.recorded_at,
+                "detail": json.loads(r.detail) if r.detail else None,
             }
             for r in rows
         ],

@@ -4,19 +4,25 @@ hashes to a tombstone and that are older than its time are deleted again (or ano
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from govsvc.audit.service import record
 from govsvc.core.db import Database
 from govsvc.core.errors import NotFoundError
 from govsvc.retention.models import DeletionTombstone, RetentionRun
+from govsvc.retention.rules import categories_cover
 from govsvc.retention.service import Retention
 from govsvc.retention.targets import ANON_PREFIX, SourceTarget, _aware
 from govsvc.subjects.models import Subject
+from govsvc.vault.erasure import erase_fields
 from govsvc.vault.models import VaultField, VaultFieldHistory
 
 
@@ -29,15 +35,19 @@ def replay(database: Database, retention: Retention, *, store: str | None = None
         tombstones = session.scalars(query).all()
         rules_of_runs = dict(session.execute(select(RetentionRun.run_id, RetentionRun.rule_key)).all())
     by_store: dict[str, dict[str, tuple[datetime, str, str | None]]] = {}
+    vault: dict[str, list[VaultTombstone]] = {}
     for t in tombstones:
+        if t.store == "vault":  # every deletion counts: two rules may each have deleted other categories
+            vault.setdefault(t.subject_key, []).append(VaultTombstone(t.action, t.run_id, t.detail))
+            continue
         current = by_store.setdefault(t.store, {}).get(t.subject_key)
         if current is None or t.deleted_before > current[0]:
             by_store[t.store][t.subject_key] = (t.deleted_before, t.action, t.run_id)
     result: dict[str, Any] = {}
+    if vault:
+        result["vault"] = _replay_vault(database, retention, vault, rules_of_runs)
     for name, keys in sorted(by_store.items()):
-        if name == "vault":
-            result[name] = _replay_vault(database, retention, keys, rules_of_runs)
-        elif name.startswith("source:"):
+        if name.startswith("source:"):
             result[name] = _replay_source(database, retention, name, keys, rules_of_runs, chunk)
     with database.transaction() as session:
         record(
@@ -49,55 +59,76 @@ def replay(database: Database, retention: Retention, *, store: str | None = None
     return result
 
 
+@dataclass(frozen=True)
+class VaultTombstone:
+    action: str
+    run_id: str | None
+    detail: str | None
+
+
 def _replay_vault(
     database: Database,
     retention: Retention,
-    keys: dict[str, tuple[datetime, str, str | None]],
+    tombstones: dict[str, list[VaultTombstone]],
     rules_of_runs: dict[str, str],
 ) -> dict[str, int]:
-    """Crypto-shred tombstones shred the subject again; delete tombstones (a rule's categories) delete the fields
-    of that rule's categories again."""
+    """Per subject: a crypto-shred tombstone shreds the subject again (it covers every other deletion); a rule's
+    delete tombstone deletes the fields of its categories again; a partial erasure's tombstone erases its fields,
+    the history, the identifiers and the birth date again."""
     counts: Counter[str] = Counter()
     with database.transaction(write=False) as session:
         policy = retention.policy(session)
-    for subject_id, (_, action, run_id) in keys.items():
+    for subject_id, done in tombstones.items():
         with database.transaction() as session:
             subject = session.scalar(select(Subject).where(Subject.subject_id == subject_id))
             if subject is None:
                 continue
-            if action == "delete":
-                rule = policy.rule(rules_of_runs.get(run_id or "", ""))
-                if rule is None:
-                    counts["skipped_unknown_rule"] += 1
+            if any(t.action == "crypto_shred" for t in done):
+                _shred_again(session, retention, subject, counts)
+                continue
+            rows = session.scalars(select(VaultField).where(VaultField.subject_pk == subject.pk)).all()
+            for tombstone in done:
+                detail = json.loads(tombstone.detail) if tombstone.detail else {}
+                if tombstone.action == "erase_fields":
+                    erased = erase_fields(session, subject, detail.get("fields", []))
+                    counts.update({name: n for name, n in erased.items() if n})
                     continue
-                fields = [
-                    row.field
-                    for row in session.scalars(select(VaultField).where(VaultField.subject_pk == subject.pk))
-                    if rule.covers(row.category)
-                ]
+                categories = detail.get("categories")
+                if categories is None:  # written before tombstones carried their categories: the run's rule
+                    rule = policy.rule(rules_of_runs.get(tombstone.run_id or "", ""))
+                    if rule is None:
+                        counts["skipped_unknown_rule"] += 1
+                        continue
+                    covers = rule.covers
+                else:
+                    covers = partial(categories_cover, tuple(categories))
+                fields = [row.field for row in rows if covers(row.category)]
                 if fields:
-                    session.execute(
+                    deleted = session.execute(
                         delete(VaultField).where(VaultField.subject_pk == subject.pk, VaultField.field.in_(fields))
-                    )
+                    ).rowcount
                     session.execute(
                         delete(VaultFieldHistory).where(
                             VaultFieldHistory.subject_pk == subject.pk, VaultFieldHistory.field.in_(fields)
                         )
                     )
-                    counts["fields_deleted"] += len(fields)
-                continue
-            shredded = retention.vault.shred(session, subject)
-            session.execute(delete(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk))
-            if shredded["key_versions_destroyed"] or shredded["fields"]:
-                counts["subjects_shredded"] += 1
-                record(
-                    session,
-                    "key.destroyed",
-                    subject_ref=subject.subject_id,
-                    object_ref=f"key:subject:{subject.subject_id}",
-                    details={**shredded, "via": "ledger_replay"},
-                )
+                    if deleted:
+                        counts["fields_deleted"] += int(deleted)
     return dict(counts)
+
+
+def _shred_again(session: Session, retention: Retention, subject: Subject, counts: Counter[str]) -> None:
+    shredded = retention.vault.shred(session, subject)
+    session.execute(delete(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk))
+    if shredded["key_versions_destroyed"] or shredded["fields"]:
+        counts["subjects_shredded"] += 1
+        record(
+            session,
+            "key.destroyed",
+            subject_ref=subject.subject_id,
+            object_ref=f"key:subject:{subject.subject_id}",
+            details={**shredded, "via": "ledger_replay"},
+        )
 
 
 def _replay_source(

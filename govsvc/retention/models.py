@@ -106,6 +106,9 @@ class DeletionTombstone(Base):
     action: Mapped[str] = mapped_column(String(16))
     run_id: Mapped[str | None] = mapped_column(String(40))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # JSON, for deletions of part of a subject's data: {"categories": [...]} (a rule's) or {"fields": [...]} (the
+    # profile fields an erasure deleted while a hold or legal retention kept the rest). Names only, never values.
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class SchedulerJobRow(Base):

@@ -8,6 +8,7 @@ data goes, by which ``action``, what the law requires to keep first (``min_reten
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,14 @@ STORE_TRIGGERS = {
 MAX_DOCUMENT_CHARS = 200_000
 
 
+def categories_cover(categories: Sequence[str], category: str | None) -> bool:
+    """Whether ``categories`` (taxonomy keys, ``*`` for all) include ``category`` or a parent of it; a value of no
+    category is covered by ``*`` only."""
+    if category is None:
+        return "*" in categories
+    return any(c == "*" or category == c or category.startswith(c + ".") for c in categories)
+
+
 @dataclass(frozen=True)
 class Rule:
     key: str
@@ -69,9 +78,7 @@ class Rule:
         return self.store.partition(":")[2] or None if self.store.startswith("source:") else None
 
     def covers(self, category: str | None) -> bool:
-        if category is None:
-            return "*" in self.categories
-        return any(c == "*" or category == c or category.startswith(c + ".") for c in self.categories)
+        return categories_cover(self.categories, category)
 
     def as_dict(self) -> dict[str, Any]:
         return {

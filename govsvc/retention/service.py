@@ -582,6 +582,8 @@ class Retention:
         if rule.action not in ("delete", "anonymize", "crypto_shred"):
             return
         before = utcnow() if rule.action == "crypto_shred" else cutoff
+        # what was deleted, so that a replay after a restore needs no other table (names only)
+        detail = None if rule.action == "crypto_shred" else json.dumps({"categories": list(rule.categories)})
         rows = []
         for item in items:
             key = item.subject_id or item.pseudonym
@@ -596,6 +598,7 @@ class Retention:
                     "action": rule.action,
                     "run_id": run.run_id,
                     "recorded_at": utcnow(),
+                    "detail": detail,
                 }
             )
         if rows:
