@@ -333,11 +333,34 @@ def test_a_crash_after_a_chunk_is_deleted_resumes_without_counting_twice(
     assert finished.run_id == crashed.run_id and finished.status == "completed"
     counts = json.loads(finished.counts)
     assert counts["rows"] == 20 and counts["by_category"]["user.financial"] == 20
+    assert counts["subjects"] == 5  # C-1 was in the chunks before and after the crash: counted once
     assert external_db.count() == 10
     chunks = db_rows(database, RetentionChunk)
     assert sum(c.done for c in chunks) == 20 and all(c.status == "done" for c in chunks)
     assert retention.execute(db, "old_orders", actor="test").run_id != crashed.run_id  # a new, empty run
     assert external_db.count() == 10
+
+
+def test_subjects_are_counted_once_across_a_crash(app_factory, client, keys, external_db, database) -> None:
+    """Chunks of 4 hold one customer each; the crash comes after chunk 2 (C-2) was deleted at the source but before
+    its bookkeeping: the resumed run still counts C-2, and C-1 (counted before the crash) once."""
+    seed_orders(external_db)
+    register_source(client, keys, external_db)
+    put_rules(client, keys, source_rule(approval=False))
+    app = app_factory(retention_chunk_size=4)
+    retention, db = app.extensions["govsvc.retention"], app.extensions["govsvc.db"]
+
+    def crash(step: str, seq: int) -> None:
+        if step == "acted" and seq == 2:
+            raise Interrupted("killed after the source committed chunk 2, before the bookkeeping")
+
+    with pytest.raises(Interrupted):
+        retention.execute(db, "old_orders", actor="test", fault=crash)
+    finished = retention.execute(db, "old_orders", actor="test")
+    counts = json.loads(finished.counts)
+    assert counts["rows"] == 20 and counts["subjects"] == 5
+    tombstones = [t for t in db_rows(database, DeletionTombstone) if t.run_id == finished.run_id]
+    assert len(tombstones) == 5  # one per subject, none written twice by the resumed run
 
 
 def test_two_instances_never_run_one_purge_at_once(app_factory, client, keys, external_db, database) -> None:

@@ -53,6 +53,12 @@ JOB_CONTEXT = AuditContext(principal_id="job:retention", role="system")
 Exclusion = Callable[[Session, set[int] | None], set[int]]
 
 
+def leaves_tombstones(rule: Rule, store: str) -> bool:
+    """Whether executing ``rule`` on ``store`` writes tombstones (one per subject and run, keyed like the report's
+    pseudonymous ids): deletions of personal data, not restrictions nor the service's own API keys."""
+    return rule.action in ("delete", "anonymize", "crypto_shred") and store != "api_keys"
+
+
 class Interrupted(Exception):
     """Raised by a fault hook in tests to stop a run as a crash would (nothing after it runs)."""
 
@@ -439,11 +445,16 @@ class Retention:
             run = self.get_run(session, run_id)
             _, rule = self.rule(session, run.rule_key)
             target = self.target(session, rule)
+            # the subjects an earlier, crashed part of this run tombstoned: neither tombstoned nor counted again
+            ledgered = set(
+                session.scalars(select(DeletionTombstone.subject_key).where(DeletionTombstone.run_id == run.run_id))
+            )
         tally = Tally.of(run)
+        if leaves_tombstones(rule, target.store):
+            tally.subjects, tally.subjects_before = set(ledgered), 0
         errors: list[str] = []
         cutoff = run.cutoff
         seq = 0
-        ledgered: set[str] = set()
         try:
             if target.external:
                 seq = self._finish_pending(database, run.pk, target, rule, cutoff, tally)
@@ -579,7 +590,7 @@ class Retention:
         cutoff: datetime,
         seen: set[str],
     ) -> None:
-        if rule.action not in ("delete", "anonymize", "crypto_shred"):
+        if not leaves_tombstones(rule, store):
             return
         before = utcnow() if rule.action == "crypto_shred" else cutoff
         # what was deleted, so that a replay after a restore needs no other table (names only)
@@ -587,7 +598,7 @@ class Retention:
         rows = []
         for item in items:
             key = item.subject_id or item.pseudonym
-            if not key or key in seen or store == "api_keys":
+            if not key or key in seen:
                 continue
             seen.add(key)
             rows.append(
