@@ -447,3 +447,53 @@ def test_an_auditor_reads_a_request_without_actions(page, live) -> None:
     assert page.get_by_test_id("dsr-timeline").locator("li").count() >= 1
     assert page.locator("main form").count() == 0  # read-only
     shot(page, live, "dsr-auditor-en")
+
+
+def test_preview_approve_and_execute_a_retention_rule_and_place_a_hold(page, live) -> None:
+    """A compliance officer previews a rule, approves the dry run and executes it; legal places a hold on the
+    subject and releases it. Every step is a plain form, followed in the browser."""
+    sign_in(page, live, "compliance-officer")
+    goto(page, live, "/admin/retention")
+    rule = "expired_api_keys"
+    expect(page.locator(f'tr[data-rule="{rule}"]')).to_be_visible()
+    assert page.get_by_test_id(f"execute-form-{rule}").count() == 0  # no approved dry run yet
+    with page.expect_navigation():
+        page.get_by_test_id(f"dry-run-form-{rule}").locator("button").click()
+    expect(page.get_by_test_id("run-report")).to_be_visible()
+    run_id = page.get_by_test_id("run-id").inner_text().strip()
+    assert re.fullmatch(r"rrun_[0-9a-f]{16}", run_id), run_id
+    assert page.get_by_test_id("run-rows").first.inner_text().strip().isdigit()
+    shot(page, live, "retention-dry-run-en")
+    with page.expect_navigation():
+        page.get_by_test_id("approve-form").locator("button").click()
+    expect(page.get_by_test_id("run-approved")).to_be_visible()
+    with page.expect_navigation():
+        page.get_by_test_id("execute-form").locator("button").click()
+    assert "done=executed" in page.url, page.url
+    goto(page, live, "/admin/retention")
+    history = page.get_by_test_id("retention-history")
+    expect(history.locator('tr[data-mode="execute"]').first).to_be_visible()
+    assert page.get_by_test_id(f"execute-form-{rule}").count() == 0  # the dry run was used
+    shot(page, live, "retention-history-en")
+
+    page.context.clear_cookies()
+    sign_in(page, live, "legal")
+    goto(page, live, "/admin/holds")
+    form = page.get_by_test_id("hold-form")
+    form.locator('input[name="scope"][value="subject"]').check()
+    form.locator('select[name="subject_kind"]').select_option("subject_id")
+    form.locator('input[name="subject_value"]').fill(live.subject_id)
+    form.locator('input[name="basis"]').fill("case 2026-77, litigation")
+    form.locator('input[name="owner"]').fill("legal team")
+    form.locator('input[name="review_at"]').fill("2099-01-31")
+    with page.expect_navigation():
+        page.get_by_test_id("hold-submit").click()
+    expect(page.get_by_test_id("holds-done")).to_be_visible()
+    row = page.locator('tr[data-status="active"]').filter(has_text="case 2026-77")
+    expect(row).to_have_count(1)
+    hold_id = row.get_attribute("data-hold")
+    shot(page, live, "holds-en")
+    with page.expect_navigation():
+        page.get_by_test_id(f"release-form-{hold_id}").locator("button").click()
+    goto(page, live, "/admin/holds?status=released")
+    expect(page.locator(f'tr[data-hold="{hold_id}"][data-status="released"]')).to_have_count(1)
