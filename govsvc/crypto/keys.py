@@ -30,6 +30,8 @@ _NONCE = 12
 KEY_EPOCH_INFO = "govsvc.key_epoch"  # session.info: the key epoch this session has read
 _state = CryptoState.__table__.c
 _CURRENT_EPOCH = select(_state.epoch).where(_state.id == 1)
+_monotonic = time.monotonic
+_FORMAT_GCM = tokens.FORMAT_GCM
 
 
 def subject_key_id(subject_id: str) -> str:
@@ -40,6 +42,9 @@ def tenant_key_id(tenant: str) -> str:
     return f"tenant:{tenant}"
 
 
+_CacheEntry = tuple[float, Ciphers, tuple[str, int]]  # expires at (monotonic), the key, its (key id, version)
+
+
 class KeyCache:
     """Unwrapped keys: least recently used first out, each for ``ttl`` seconds at most. Thread-safe.
 
@@ -48,42 +53,49 @@ class KeyCache:
 
     def __init__(self, size: int = 10_000, ttl: float = 300.0) -> None:
         self._size, self._ttl = size, ttl
-        self._entries: OrderedDict[tuple[str, int], tuple[float, Ciphers]] = OrderedDict()
-        self._by_header: dict[bytes, tuple[str, int]] = {}
+        # (key id, version) -> (expires at, ciphers, (key id, version)); the same entries by token header bytes
+        self._entries: OrderedDict[tuple[str, int], _CacheEntry] = OrderedDict()
+        self._by_header: dict[bytes, _CacheEntry] = {}
         self._lock = threading.Lock()
 
     def get(self, key_id: str, version: int) -> Ciphers | None:
-        return self._fresh((key_id, version))
+        key = (key_id, version)
+        return self._fresh(self._entries.get(key))
 
     def for_token(self, token: bytes) -> Ciphers | None:
         """The cached key whose header starts ``token``, if any (a miss means: parse the header and look up)."""
         if len(token) < 2:
             return None
-        key = self._by_header.get(token[: 6 + token[1]])
-        return self._fresh(key) if key is not None else None
+        return self._fresh(self._by_header.get(token[: 6 + token[1]]))
 
-    def _fresh(self, key: tuple[str, int]) -> Ciphers | None:
+    def _fresh(self, entry: _CacheEntry | None) -> Ciphers | None:
         # Lock-free: each OrderedDict call is atomic in CPython; an entry evicted meanwhile is simply a miss.
-        entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry[0] < time.monotonic():
-            self._entries.pop(key, None)
+        if entry[0] < _monotonic():
+            self._expire(entry)
             return None
         try:
-            self._entries.move_to_end(key)
+            self._entries.move_to_end(entry[2])
         except KeyError:  # evicted by another thread just now: still valid for this call
             return entry[1]
         return entry[1]
 
+    def _expire(self, entry: _CacheEntry) -> None:
+        with self._lock:
+            if self._entries.get(entry[2]) is entry:
+                del self._entries[entry[2]]
+                self._forget_headers(entry[1])
+
     def put(self, ciphers: Ciphers) -> None:
         key = (ciphers.key_id, ciphers.version)
+        entry = (_monotonic() + self._ttl, ciphers, key)
         with self._lock:
-            self._entries[key] = (time.monotonic() + self._ttl, ciphers)
+            self._entries[key] = entry
             self._entries.move_to_end(key)
-            self._by_header[ciphers.gcm_header] = self._by_header[ciphers.siv_header] = key
+            self._by_header[ciphers.gcm_header] = self._by_header[ciphers.siv_header] = entry
             while len(self._entries) > self._size:
-                _, (_, evicted) = self._entries.popitem(last=False)
+                _, (_, evicted, _) = self._entries.popitem(last=False)
                 self._forget_headers(evicted)
 
     def _forget_headers(self, ciphers: Ciphers) -> None:
@@ -394,18 +406,25 @@ class KeyStore:
         self, ciphers: Ciphers, subject_id: str, field: str, plaintext: str, *, deterministic: bool = False
     ) -> bytes:
         """As ``seal``, with the subject's active key already in hand (several values in one write)."""
-        return tokens.seal(
-            ciphers, plaintext.encode(), tokens.context(self.tenant, subject_id, field), deterministic=deterministic
-        )
+        if deterministic:
+            return tokens.seal(
+                ciphers, plaintext.encode(), tokens.context(self.tenant, subject_id, field), deterministic=True
+            )
+        return tokens.seal_gcm(ciphers, plaintext.encode(), ciphers.gcm_associated(self.tenant, subject_id, field))
 
     def open(self, session: Session, subject_id: str, field: str, token: bytes) -> str:
         """The plaintext of a token; Undecryptable if it was altered or moved, KeyDestroyed after shredding."""
-        self.sync(session)
-        bound = tokens.context(self.tenant, subject_id, field)
-        cached = self.cache.for_token(token) if self._cache_usable(session) else None
-        if cached is not None and cached.key_id == subject_key_id(subject_id):
+        epoch = session.info.get(KEY_EPOCH_INFO)
+        if epoch is None or epoch != self._epoch:
+            self.sync(session)
+            epoch = session.info.get(KEY_EPOCH_INFO)
+        cached = self.cache.for_token(token) if epoch == self._epoch else None
+        if cached is not None and cached.subject_id == subject_id:
             try:
-                return tokens.open_sealed(cached, token, bound).decode()
+                if token[0] == _FORMAT_GCM:  # the token starts with the key's GCM header (found by it)
+                    associated = cached.gcm_associated(self.tenant, subject_id, field)
+                    return tokens.open_gcm(cached, token, associated).decode()
+                return tokens.open_sealed(cached, token, tokens.context(self.tenant, subject_id, field)).decode()
             except TokenError as error:
                 raise Undecryptable(str(error)) from None
         try:
@@ -416,7 +435,7 @@ class KeyStore:
             raise Undecryptable("The token belongs to another subject.")
         ciphers = self.subject_ciphers(session, subject_id, parsed.key_version)
         try:
-            return tokens.open_sealed(ciphers, token, bound, parsed).decode()
+            return tokens.open_sealed(ciphers, token, tokens.context(self.tenant, subject_id, field), parsed).decode()
         except TokenError as error:
             raise Undecryptable(str(error)) from None
 
