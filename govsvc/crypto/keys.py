@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ScalarSelect, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from govsvc.core.db import utcnow
@@ -138,11 +138,22 @@ class KeyStore:
 
     # -- the cache across instances ----------------------------------------------------------------------------
 
-    def sync(self, session: Session) -> None:
-        """Empty the cache if a key was destroyed anywhere since it was filled; one indexed read per session."""
+    @staticmethod
+    def epoch_column() -> ScalarSelect[int]:
+        """The key epoch as a column of another query (``sync(session, read_epoch=...)``): no round trip of its own."""
+        return _CURRENT_EPOCH.scalar_subquery()
+
+    def sync(self, session: Session, *, read_epoch: int | None = None) -> None:
+        """Empty the cache if a key was destroyed anywhere since it was filled; one indexed read per session.
+
+        ``read_epoch``: the epoch this session just read along with its data (``epoch_column``), used when the
+        session has not read one yet; the read then needs no statement of its own.
+        """
         epoch = session.info.get(KEY_EPOCH_INFO)
         if epoch is None:
-            epoch = int(session.connection().execute(_CURRENT_EPOCH).scalar() or 0)
+            if read_epoch is None:
+                read_epoch = session.connection().execute(_CURRENT_EPOCH).scalar()
+            epoch = int(read_epoch or 0)
             session.info[KEY_EPOCH_INFO] = epoch
         if epoch != self._epoch:
             with self._epoch_lock:

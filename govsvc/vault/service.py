@@ -36,6 +36,24 @@ ENCRYPTED_LEVELS = frozenset({"L2", "L3"})
 SEARCHABLE_FIELDS = {"email": "email", "mobile": "phone", "id_number": "id_number", "passport_number": "id_number"}
 MAX_VALUE_LENGTH = 4000
 MAX_FIELDS = 100
+# What a read needs of each field, in this order, with the key epoch in the same round trip: built once (no
+# statement construction or cache key per read), columns rather than ORM objects (a read builds none).
+_columns = VaultField.__table__.c
+_READ_FIELDS = (
+    select(
+        _columns.field,
+        _columns.category,
+        _columns.level,
+        _columns.value_plain,
+        _columns.value_enc,
+        _columns.version,
+        _columns.updated_at,
+        KeyStore.epoch_column().label("key_epoch"),
+    )
+    .where(_columns.subject_pk == bindparam("subject_pk"))
+    .order_by(_columns.field)
+)
+_READ_NAMED_FIELDS = _READ_FIELDS.where(_columns.field.in_(bindparam("fields", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -240,11 +258,16 @@ class Vault:
     # -- reading -----------------------------------------------------------------------------------------------
 
     def _open(self, session: Session, subject: Subject, row: VaultField) -> str:
-        if row.value_enc is None:
-            if row.value_plain is None:
+        return self._open_value(session, subject.subject_id, row.field, row.value_plain, row.value_enc)
+
+    def _open_value(
+        self, session: Session, subject_id: str, field: str, value_plain: str | None, value_enc: bytes | None
+    ) -> str:
+        if value_enc is None:
+            if value_plain is None:
                 raise KeyDestroyed("This subject was erased by crypto-shredding; its profile cannot be read.")
-            return row.value_plain
-        return self.keys.open(session, subject.subject_id, row.field, row.value_enc)
+            return value_plain
+        return self.keys.open(session, subject_id, field, value_enc)
 
     def open_all(self, session: Session, subject: Subject) -> dict[str, str]:
         """Every current value in plaintext, for the service's own use (re-encryption checks, subject access)."""
@@ -271,10 +294,14 @@ class Vault:
         plaintext under that treatment instead, marked ``concealed``: a first view that needs no justification
         and unmasks nothing (the admin UI's, whose "reveal" then reads one field with a justification).
         """
-        query = select(VaultField).where(VaultField.subject_pk == subject.pk).order_by(VaultField.field)
-        if fields is not None:
-            query = query.where(VaultField.field.in_(list(fields)))
-        rows = list(session.scalars(query))
+        session.flush()  # what this session changed is read back (a no-op when nothing is pending)
+        connection = session.connection()
+        if fields is None:
+            rows = connection.execute(_READ_FIELDS, {"subject_pk": subject.pk}).all()
+        else:
+            rows = connection.execute(_READ_NAMED_FIELDS, {"subject_pk": subject.pk, "fields": list(fields)}).all()
+        if rows:
+            self.keys.sync(session, read_epoch=rows[0].key_epoch)
         # A decision and its obligation depend on the field's category only: one decision per category.
         asked = {row.category: row.field for row in reversed(rows)}  # category -> the first of its fields
         by_field = field_decisions(
@@ -294,20 +321,26 @@ class Vault:
             treatments |= dict.fromkeys(concealed, conceal_plaintext)
         shown_l3 = [row for row in rows if row.level == "L3" and treatments[row.field] == "show"]
         justification = check_justification(justification, required=bool(shown_l3))
+        reasons = {id(decision): sorted({reason.code for reason in decision.reasons}) for decision in by_field.values()}
         views = {}
-        for row in rows:
-            decision = decisions[row.field]
-            value = self._open(session, subject, row) if treatments[row.field] != "withhold" else None
-            views[row.field] = FieldView(
-                value=self.present(row.field, row.category, value, treatments[row.field]),
-                treatment=treatments[row.field],
-                reasons=sorted({reason.code for reason in decision.reasons}),
+        for field, category, level, value_plain, value_enc, version, updated_at, _epoch in rows:
+            decision = decisions[field]
+            treatment = treatments[field]
+            value = (
+                self._open_value(session, subject.subject_id, field, value_plain, value_enc)
+                if treatment != "withhold"
+                else None
+            )
+            views[field] = FieldView(
+                value=self.present(field, category, value, treatment),
+                treatment=treatment,
+                reasons=list(reasons[id(decision)]),
                 decision_id=decision.decision_id,
-                category=row.category,
-                level=row.level,
-                version=row.version,
-                updated_at=row.updated_at,
-                concealed=row.field in concealed,
+                category=category,
+                level=level,
+                version=version,
+                updated_at=updated_at,
+                concealed=field in concealed,
             )
         if shown_l3:
             audit_plaintext(
