@@ -13,9 +13,11 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import ScalarSelect, func, insert, select, update
+from sqlalchemy import ScalarSelect, bindparam, func, insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from govsvc.core.db import utcnow
@@ -31,6 +33,10 @@ KEY_EPOCH_INFO = "govsvc.key_epoch"  # session.info: the key epoch this session 
 _state = CryptoState.__table__.c
 _CURRENT_EPOCH = select(_state.epoch).where(_state.id == 1)
 _monotonic = time.monotonic
+_keys = CryptoKey.__table__.c
+_PRELOAD = select(_keys.key_id, _keys.version, _keys.status, _keys.wrapped, _keys.wrapped_by).where(
+    _keys.key_id.in_(bindparam("key_ids", expanding=True)), _keys.wrapped.is_not(None)
+)
 _FORMAT_GCM = tokens.FORMAT_GCM
 
 
@@ -167,6 +173,10 @@ class KeyStore:
     def _cached(self, session: Session, key_id: str, version: int) -> Ciphers | None:
         return self.cache.get(key_id, version) if self._cache_usable(session) else None
 
+    def cached_for_token(self, session: Session, token: bytes) -> Ciphers | None:
+        """The cached key a token was sealed under, found by its header, if this session may use the cache."""
+        return self.cache.for_token(token) if self._cache_usable(session) else None
+
     def _remember(self, session: Session, ciphers: Ciphers) -> None:
         """Cache an unwrapped key, unless this session read an older epoch than the cache's (it may have unwrapped
         a key that another instance destroyed meanwhile)."""
@@ -269,7 +279,7 @@ class KeyStore:
         nonce = os.urandom(_NONCE)
         return nonce + tenant.gcm.encrypt(nonce, key, f"{key_id}:{version}".encode())
 
-    def _unwrap_subject(self, session: Session, row: CryptoKey) -> bytes:
+    def _unwrap_subject(self, session: Session, row: CryptoKey | Row[Any]) -> bytes:
         if row.wrapped is None or row.wrapped_by is None:
             raise KeyDestroyed(
                 "The data key of this subject was destroyed (crypto-shredded); its data cannot be decrypted.",
@@ -331,12 +341,11 @@ class KeyStore:
         """Every usable key version of these subjects unwrapped into the cache with one query per 500 subjects;
         returns each subject's active key (subjects without one are left out)."""
         self.sync(session)
+        session.flush()  # keys this session added are read back (a no-op when nothing is pending)
         active: dict[str, Ciphers] = {}
         for offset in range(0, len(subject_ids), 500):
             key_ids = [subject_key_id(subject_id) for subject_id in subject_ids[offset : offset + 500]]
-            rows = session.scalars(
-                select(CryptoKey).where(CryptoKey.key_id.in_(key_ids), CryptoKey.wrapped.is_not(None))
-            ).all()
+            rows = session.execute(_PRELOAD, {"key_ids": key_ids}).all()  # columns: no ORM objects to build
             for row in rows:
                 ciphers = self._cached(session, row.key_id, row.version)
                 if ciphers is None:
