@@ -65,17 +65,24 @@ class KeyCache:
         self._lock = threading.Lock()
 
     def get(self, key_id: str, version: int) -> Ciphers | None:
-        key = (key_id, version)
-        return self._fresh(self._entries.get(key))
+        # Lock-free: each OrderedDict call is atomic in CPython; an entry evicted meanwhile is simply a miss.
+        entry = self._entries.get((key_id, version))
+        if entry is None:
+            return None
+        if entry[0] < _monotonic():
+            self._expire(entry)
+            return None
+        try:
+            self._entries.move_to_end(entry[2])
+        except KeyError:  # evicted by another thread just now: still valid for this call
+            return entry[1]
+        return entry[1]
 
     def for_token(self, token: bytes) -> Ciphers | None:
         """The cached key whose header starts ``token``, if any (a miss means: parse the header and look up)."""
         if len(token) < 2:
             return None
-        return self._fresh(self._by_header.get(token[: 6 + token[1]]))
-
-    def _fresh(self, entry: _CacheEntry | None) -> Ciphers | None:
-        # Lock-free: each OrderedDict call is atomic in CPython; an entry evicted meanwhile is simply a miss.
+        entry = self._by_header.get(token[: 6 + token[1]])  # the same entries as get's (see put)
         if entry is None:
             return None
         if entry[0] < _monotonic():
