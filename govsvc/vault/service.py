@@ -630,7 +630,7 @@ def _write_resealed(session: Session, table: Any, pks: list[int], values: list[b
     if connection.dialect.name == "postgresql":
         cursor = connection.connection.cursor()
         try:
-            cursor.execute(_PG_RESEAL[table.name], [pks, values, versions])
+            cursor.execute(_PG_RESEAL[table.name], [pks, values, versions, min(pks), max(pks)])
         finally:
             cursor.close()
         return
@@ -646,7 +646,8 @@ def _write_resealed(session: Session, table: Any, pks: list[int], values: list[b
 _PG_RESEAL = {
     table.name: (
         f"UPDATE {table.name} AS t SET value_enc = u.value_enc, key_version = u.key_version "  # noqa: S608
-        "FROM unnest(%b::int[], %b::bytea[], %b::int[]) AS u(pk, value_enc, key_version) WHERE t.pk = u.pk"
+        "FROM unnest(%b::int[], %b::bytea[], %b::int[]) AS u(pk, value_enc, key_version) "
+        "WHERE t.pk = u.pk AND t.pk BETWEEN %b AND %b"  # the chunk's range: an index range scan, never the table
     )
     for table in (VaultField.__table__, VaultFieldHistory.__table__)
 }
