@@ -582,15 +582,20 @@ def _reencrypt_chunk(
     session: Session, keys: KeyStore, rotation: KeyRotation, table: Any, cursor_column: str, size: int
 ) -> int:
     after = getattr(rotation, cursor_column)
-    query = (
-        select(table.pk, table.field, table.version, table.value_enc, Subject.subject_id)
-        .join(Subject, Subject.pk == table.subject_pk)
-        .where(table.pk > after, table.value_enc.is_not(None))
-        .order_by(table.pk)
-        .limit(size)
+    # The chunk's rows first (an ordered scan of the primary key from the cursor, however large the table), then
+    # their subjects: a join before the LIMIT lets the planner scan and sort the whole table for every chunk.
+    chunk = select(table.pk, table.subject_pk, table.field, table.version, table.value_enc).where(
+        table.pk > after, table.value_enc.is_not(None)
     )
     if rotation.scope != "all":
-        query = query.where(Subject.subject_id == rotation.scope.split(":", 1)[1])
+        scoped = select(Subject.pk).where(Subject.subject_id == rotation.scope.split(":", 1)[1]).scalar_subquery()
+        chunk = chunk.where(table.subject_pk == scoped)
+    rows_of = chunk.order_by(table.pk).limit(size).subquery()
+    query = (
+        select(rows_of.c.pk, rows_of.c.field, rows_of.c.version, rows_of.c.value_enc, Subject.subject_id)
+        .join(Subject, Subject.pk == rows_of.c.subject_pk)
+        .order_by(rows_of.c.pk)
+    )
     rows = session.execute(query).all()
     active = keys.preload(session, sorted({row[4] for row in rows}))  # every key of the chunk: one query
     history = table is VaultFieldHistory
