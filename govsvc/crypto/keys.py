@@ -62,6 +62,7 @@ class KeyCache:
         # (key id, version) -> (expires at, ciphers, (key id, version)); the same entries by token header bytes
         self._entries: OrderedDict[tuple[str, int], _CacheEntry] = OrderedDict()
         self._by_header: dict[bytes, _CacheEntry] = {}
+        self._latest: _CacheEntry | None = None  # the entry last moved to the end (a hint; races only cost a move)
         self._lock = threading.Lock()
 
     def get(self, key_id: str, version: int) -> Ciphers | None:
@@ -72,10 +73,12 @@ class KeyCache:
         if entry[0] < _monotonic():
             self._expire(entry)
             return None
-        try:
-            self._entries.move_to_end(entry[2])
-        except KeyError:  # evicted by another thread just now: still valid for this call
-            return entry[1]
+        if entry is not self._latest:  # the most recently used already is last: nothing to move
+            try:
+                self._entries.move_to_end(entry[2])
+            except KeyError:  # evicted by another thread just now: still valid for this call
+                return entry[1]
+            self._latest = entry
         return entry[1]
 
     def for_token(self, token: bytes) -> Ciphers | None:
@@ -88,10 +91,12 @@ class KeyCache:
         if entry[0] < _monotonic():
             self._expire(entry)
             return None
-        try:
-            self._entries.move_to_end(entry[2])
-        except KeyError:  # evicted by another thread just now: still valid for this call
-            return entry[1]
+        if entry is not self._latest:  # the most recently used already is last: nothing to move
+            try:
+                self._entries.move_to_end(entry[2])
+            except KeyError:  # evicted by another thread just now: still valid for this call
+                return entry[1]
+            self._latest = entry
         return entry[1]
 
     def _expire(self, entry: _CacheEntry) -> None:
@@ -99,6 +104,7 @@ class KeyCache:
             if self._entries.get(entry[2]) is entry:
                 del self._entries[entry[2]]
                 self._forget_headers(entry[1])
+            self._latest = None
 
     def put(self, ciphers: Ciphers) -> None:
         key = (ciphers.key_id, ciphers.version)
@@ -106,6 +112,7 @@ class KeyCache:
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
+            self._latest = entry
             self._by_header[ciphers.gcm_header] = self._by_header[ciphers.siv_header] = entry
             while len(self._entries) > self._size:
                 _, (_, evicted, _) = self._entries.popitem(last=False)
@@ -120,11 +127,13 @@ class KeyCache:
         with self._lock:
             for cached in [entry for entry in self._entries if entry[0] == key_id]:
                 self._forget_headers(self._entries.pop(cached)[1])
+            self._latest = None  # no reference to a dropped key is kept
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._by_header.clear()
+            self._latest = None
 
     def __len__(self) -> int:
         return len(self._entries)
