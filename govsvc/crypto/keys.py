@@ -38,6 +38,7 @@ _PRELOAD = select(_keys.key_id, _keys.version, _keys.status, _keys.wrapped, _key
     _keys.key_id.in_(bindparam("key_ids", expanding=True)), _keys.wrapped.is_not(None)
 )
 _FORMAT_GCM = tokens.FORMAT_GCM
+_seal_gcm, _open_gcm = tokens.seal_gcm, tokens.open_gcm  # bound once: the per-value hot path
 
 
 def subject_key_id(subject_id: str) -> str:
@@ -446,7 +447,7 @@ class KeyStore:
             return tokens.seal(
                 ciphers, plaintext.encode(), tokens.context(self.tenant, subject_id, field), deterministic=True
             )
-        return tokens.seal_gcm(ciphers, plaintext.encode(), ciphers.gcm_associated(self.tenant, subject_id, field))
+        return _seal_gcm(ciphers, plaintext.encode(), ciphers.gcm_associated(self.tenant, subject_id, field))
 
     def open(self, session: Session, subject_id: str, field: str, token: bytes) -> str:
         """The plaintext of a token; Undecryptable if it was altered or moved, KeyDestroyed after shredding."""
@@ -459,7 +460,7 @@ class KeyStore:
             try:
                 if token[0] == _FORMAT_GCM:  # the token starts with the key's GCM header (found by it)
                     associated = cached.gcm_associated(self.tenant, subject_id, field)
-                    return tokens.open_gcm(cached, token, associated).decode()
+                    return _open_gcm(cached, token, associated).decode()
                 return tokens.open_sealed(cached, token, tokens.context(self.tenant, subject_id, field)).decode()
             except TokenError as error:
                 raise Undecryptable(str(error)) from None
