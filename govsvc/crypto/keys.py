@@ -13,9 +13,11 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ScalarSelect, bindparam, func, insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from govsvc.core.db import utcnow
@@ -30,6 +32,13 @@ _NONCE = 12
 KEY_EPOCH_INFO = "govsvc.key_epoch"  # session.info: the key epoch this session has read
 _state = CryptoState.__table__.c
 _CURRENT_EPOCH = select(_state.epoch).where(_state.id == 1)
+_monotonic = time.monotonic
+_keys = CryptoKey.__table__.c
+_PRELOAD = select(_keys.key_id, _keys.version, _keys.status, _keys.wrapped, _keys.wrapped_by).where(
+    _keys.key_id.in_(bindparam("key_ids", expanding=True)), _keys.wrapped.is_not(None)
+)
+_FORMAT_GCM = tokens.FORMAT_GCM
+_seal_gcm, _open_gcm = tokens.seal_gcm, tokens.open_gcm  # bound once: the per-value hot path
 
 
 def subject_key_id(subject_id: str) -> str:
@@ -40,6 +49,9 @@ def tenant_key_id(tenant: str) -> str:
     return f"tenant:{tenant}"
 
 
+_CacheEntry = tuple[float, Ciphers, tuple[str, int]]  # expires at (monotonic), the key, its (key id, version)
+
+
 class KeyCache:
     """Unwrapped keys: least recently used first out, each for ``ttl`` seconds at most. Thread-safe.
 
@@ -48,42 +60,63 @@ class KeyCache:
 
     def __init__(self, size: int = 10_000, ttl: float = 300.0) -> None:
         self._size, self._ttl = size, ttl
-        self._entries: OrderedDict[tuple[str, int], tuple[float, Ciphers]] = OrderedDict()
-        self._by_header: dict[bytes, tuple[str, int]] = {}
+        # (key id, version) -> (expires at, ciphers, (key id, version)); the same entries by token header bytes
+        self._entries: OrderedDict[tuple[str, int], _CacheEntry] = OrderedDict()
+        self._by_header: dict[bytes, _CacheEntry] = {}
+        self._latest: _CacheEntry | None = None  # the entry last moved to the end (a hint; races only cost a move)
         self._lock = threading.Lock()
 
     def get(self, key_id: str, version: int) -> Ciphers | None:
-        return self._fresh((key_id, version))
+        # Lock-free: each OrderedDict call is atomic in CPython; an entry evicted meanwhile is simply a miss.
+        entry = self._entries.get((key_id, version))
+        if entry is None:
+            return None
+        if entry[0] < _monotonic():
+            self._expire(entry)
+            return None
+        if entry is not self._latest:  # the most recently used already is last: nothing to move
+            try:
+                self._entries.move_to_end(entry[2])
+            except KeyError:  # evicted by another thread just now: still valid for this call
+                return entry[1]
+            self._latest = entry
+        return entry[1]
 
     def for_token(self, token: bytes) -> Ciphers | None:
         """The cached key whose header starts ``token``, if any (a miss means: parse the header and look up)."""
         if len(token) < 2:
             return None
-        key = self._by_header.get(token[: 6 + token[1]])
-        return self._fresh(key) if key is not None else None
-
-    def _fresh(self, key: tuple[str, int]) -> Ciphers | None:
-        # Lock-free: each OrderedDict call is atomic in CPython; an entry evicted meanwhile is simply a miss.
-        entry = self._entries.get(key)
+        entry = self._by_header.get(token[: 6 + token[1]])  # the same entries as get's (see put)
         if entry is None:
             return None
-        if entry[0] < time.monotonic():
-            self._entries.pop(key, None)
+        if entry[0] < _monotonic():
+            self._expire(entry)
             return None
-        try:
-            self._entries.move_to_end(key)
-        except KeyError:  # evicted by another thread just now: still valid for this call
-            return entry[1]
+        if entry is not self._latest:  # the most recently used already is last: nothing to move
+            try:
+                self._entries.move_to_end(entry[2])
+            except KeyError:  # evicted by another thread just now: still valid for this call
+                return entry[1]
+            self._latest = entry
         return entry[1]
+
+    def _expire(self, entry: _CacheEntry) -> None:
+        with self._lock:
+            if self._entries.get(entry[2]) is entry:
+                del self._entries[entry[2]]
+                self._forget_headers(entry[1])
+            self._latest = None
 
     def put(self, ciphers: Ciphers) -> None:
         key = (ciphers.key_id, ciphers.version)
+        entry = (_monotonic() + self._ttl, ciphers, key)
         with self._lock:
-            self._entries[key] = (time.monotonic() + self._ttl, ciphers)
+            self._entries[key] = entry
             self._entries.move_to_end(key)
-            self._by_header[ciphers.gcm_header] = self._by_header[ciphers.siv_header] = key
+            self._latest = entry
+            self._by_header[ciphers.gcm_header] = self._by_header[ciphers.siv_header] = entry
             while len(self._entries) > self._size:
-                _, (_, evicted) = self._entries.popitem(last=False)
+                _, (_, evicted, _) = self._entries.popitem(last=False)
                 self._forget_headers(evicted)
 
     def _forget_headers(self, ciphers: Ciphers) -> None:
@@ -95,11 +128,13 @@ class KeyCache:
         with self._lock:
             for cached in [entry for entry in self._entries if entry[0] == key_id]:
                 self._forget_headers(self._entries.pop(cached)[1])
+            self._latest = None  # no reference to a dropped key is kept
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._by_header.clear()
+            self._latest = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -126,11 +161,22 @@ class KeyStore:
 
     # -- the cache across instances ----------------------------------------------------------------------------
 
-    def sync(self, session: Session) -> None:
-        """Empty the cache if a key was destroyed anywhere since it was filled; one indexed read per session."""
+    @staticmethod
+    def epoch_column() -> ScalarSelect[int]:
+        """The key epoch as a column of another query (``sync(session, read_epoch=...)``): no round trip of its own."""
+        return _CURRENT_EPOCH.scalar_subquery()
+
+    def sync(self, session: Session, *, read_epoch: int | None = None) -> None:
+        """Empty the cache if a key was destroyed anywhere since it was filled; one indexed read per session.
+
+        ``read_epoch``: the epoch this session just read along with its data (``epoch_column``), used when the
+        session has not read one yet; the read then needs no statement of its own.
+        """
         epoch = session.info.get(KEY_EPOCH_INFO)
         if epoch is None:
-            epoch = int(session.connection().execute(_CURRENT_EPOCH).scalar() or 0)
+            if read_epoch is None:
+                read_epoch = session.connection().execute(_CURRENT_EPOCH).scalar()
+            epoch = int(read_epoch or 0)
             session.info[KEY_EPOCH_INFO] = epoch
         if epoch != self._epoch:
             with self._epoch_lock:
@@ -143,6 +189,10 @@ class KeyStore:
 
     def _cached(self, session: Session, key_id: str, version: int) -> Ciphers | None:
         return self.cache.get(key_id, version) if self._cache_usable(session) else None
+
+    def cached_for_token(self, session: Session, token: bytes) -> Ciphers | None:
+        """The cached key a token was sealed under, found by its header, if this session may use the cache."""
+        return self.cache.for_token(token) if self._cache_usable(session) else None
 
     def _remember(self, session: Session, ciphers: Ciphers) -> None:
         """Cache an unwrapped key, unless this session read an older epoch than the cache's (it may have unwrapped
@@ -246,7 +296,7 @@ class KeyStore:
         nonce = os.urandom(_NONCE)
         return nonce + tenant.gcm.encrypt(nonce, key, f"{key_id}:{version}".encode())
 
-    def _unwrap_subject(self, session: Session, row: CryptoKey) -> bytes:
+    def _unwrap_subject(self, session: Session, row: CryptoKey | Row[Any]) -> bytes:
         if row.wrapped is None or row.wrapped_by is None:
             raise KeyDestroyed(
                 "The data key of this subject was destroyed (crypto-shredded); its data cannot be decrypted.",
@@ -308,12 +358,11 @@ class KeyStore:
         """Every usable key version of these subjects unwrapped into the cache with one query per 500 subjects;
         returns each subject's active key (subjects without one are left out)."""
         self.sync(session)
+        session.flush()  # keys this session added are read back (a no-op when nothing is pending)
         active: dict[str, Ciphers] = {}
         for offset in range(0, len(subject_ids), 500):
             key_ids = [subject_key_id(subject_id) for subject_id in subject_ids[offset : offset + 500]]
-            rows = session.scalars(
-                select(CryptoKey).where(CryptoKey.key_id.in_(key_ids), CryptoKey.wrapped.is_not(None))
-            ).all()
+            rows = session.execute(_PRELOAD, {"key_ids": key_ids}).all()  # columns: no ORM objects to build
             for row in rows:
                 ciphers = self._cached(session, row.key_id, row.version)
                 if ciphers is None:
@@ -394,18 +443,25 @@ class KeyStore:
         self, ciphers: Ciphers, subject_id: str, field: str, plaintext: str, *, deterministic: bool = False
     ) -> bytes:
         """As ``seal``, with the subject's active key already in hand (several values in one write)."""
-        return tokens.seal(
-            ciphers, plaintext.encode(), tokens.context(self.tenant, subject_id, field), deterministic=deterministic
-        )
+        if deterministic:
+            return tokens.seal(
+                ciphers, plaintext.encode(), tokens.context(self.tenant, subject_id, field), deterministic=True
+            )
+        return _seal_gcm(ciphers, plaintext.encode(), ciphers.gcm_associated(self.tenant, subject_id, field))
 
     def open(self, session: Session, subject_id: str, field: str, token: bytes) -> str:
         """The plaintext of a token; Undecryptable if it was altered or moved, KeyDestroyed after shredding."""
-        self.sync(session)
-        bound = tokens.context(self.tenant, subject_id, field)
-        cached = self.cache.for_token(token) if self._cache_usable(session) else None
-        if cached is not None and cached.key_id == subject_key_id(subject_id):
+        epoch = session.info.get(KEY_EPOCH_INFO)
+        if epoch is None or epoch != self._epoch:
+            self.sync(session)
+            epoch = session.info.get(KEY_EPOCH_INFO)
+        cached = self.cache.for_token(token) if epoch == self._epoch else None
+        if cached is not None and cached.subject_id == subject_id:
             try:
-                return tokens.open_sealed(cached, token, bound).decode()
+                if token[0] == _FORMAT_GCM:  # the token starts with the key's GCM header (found by it)
+                    associated = cached.gcm_associated(self.tenant, subject_id, field)
+                    return _open_gcm(cached, token, associated).decode()
+                return tokens.open_sealed(cached, token, tokens.context(self.tenant, subject_id, field)).decode()
             except TokenError as error:
                 raise Undecryptable(str(error)) from None
         try:
@@ -416,7 +472,7 @@ class KeyStore:
             raise Undecryptable("The token belongs to another subject.")
         ciphers = self.subject_ciphers(session, subject_id, parsed.key_version)
         try:
-            return tokens.open_sealed(ciphers, token, bound, parsed).decode()
+            return tokens.open_sealed(ciphers, token, tokens.context(self.tenant, subject_id, field), parsed).decode()
         except TokenError as error:
             raise Undecryptable(str(error)) from None
 

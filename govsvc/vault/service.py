@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
@@ -36,6 +36,64 @@ ENCRYPTED_LEVELS = frozenset({"L2", "L3"})
 SEARCHABLE_FIELDS = {"email": "email", "mobile": "phone", "id_number": "id_number", "passport_number": "id_number"}
 MAX_VALUE_LENGTH = 4000
 MAX_FIELDS = 100
+# What a read needs of each field, in this order, with the key epoch in the same round trip: built once (no
+# statement construction or cache key per read), columns rather than ORM objects (a read builds none).
+_columns = VaultField.__table__.c
+_READ_FIELDS = (
+    select(
+        _columns.field,
+        _columns.category,
+        _columns.level,
+        _columns.value_plain,
+        _columns.value_enc,
+        _columns.version,
+        _columns.updated_at,
+        KeyStore.epoch_column().label("key_epoch"),
+    )
+    .where(_columns.subject_pk == bindparam("subject_pk"))
+    .order_by(_columns.field)
+)
+_READ_NAMED_FIELDS = _READ_FIELDS.where(_columns.field.in_(bindparam("fields", expanding=True)))
+# PostgreSQL (the hot path): the same, straight to the driver (constant text, prepared by psycopg after a few uses).
+_PG_READ = (
+    "SELECT field, category, level, value_plain, value_enc, version, updated_at, "
+    "(SELECT epoch FROM crypto_state WHERE id = 1) FROM vault_fields WHERE subject_pk = %s{named} ORDER BY field"
+)
+_PG_READ_FIELDS, _PG_READ_NAMED_FIELDS = _PG_READ.format(named=""), _PG_READ.format(named=" AND field = ANY(%s)")
+
+
+class _FieldRow(NamedTuple):
+    field: str
+    category: str
+    level: str
+    value_plain: str | None
+    value_enc: bytes | None
+    version: int
+    updated_at: datetime
+    key_epoch: int | None
+
+
+def _read_fields(session: Session, subject_pk: int, fields: list[str] | None) -> list[_FieldRow]:
+    """A subject's fields (all, or those named), ordered by field, with the key epoch; what this session changed
+    is flushed first."""
+    session.flush()  # a no-op when nothing is pending
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        if fields is None:
+            return [_FieldRow(*row) for row in connection.execute(_READ_FIELDS, {"subject_pk": subject_pk})]
+        named = {"subject_pk": subject_pk, "fields": fields}
+        return [_FieldRow(*row) for row in connection.execute(_READ_NAMED_FIELDS, named)]
+    cursor = connection.connection.cursor()
+    try:
+        if fields is None:
+            cursor.execute(_PG_READ_FIELDS, [subject_pk])
+        else:
+            cursor.execute(_PG_READ_NAMED_FIELDS, [subject_pk, fields])
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    # updated_at as UTCDateTime reads it
+    return [_FieldRow(*row[:6], row[6].astimezone(UTC), row[7]) for row in rows]  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -240,11 +298,16 @@ class Vault:
     # -- reading -----------------------------------------------------------------------------------------------
 
     def _open(self, session: Session, subject: Subject, row: VaultField) -> str:
-        if row.value_enc is None:
-            if row.value_plain is None:
+        return self._open_value(session, subject.subject_id, row.field, row.value_plain, row.value_enc)
+
+    def _open_value(
+        self, session: Session, subject_id: str, field: str, value_plain: str | None, value_enc: bytes | None
+    ) -> str:
+        if value_enc is None:
+            if value_plain is None:
                 raise KeyDestroyed("This subject was erased by crypto-shredding; its profile cannot be read.")
-            return row.value_plain
-        return self.keys.open(session, subject.subject_id, row.field, row.value_enc)
+            return value_plain
+        return self.keys.open(session, subject_id, field, value_enc)
 
     def open_all(self, session: Session, subject: Subject) -> dict[str, str]:
         """Every current value in plaintext, for the service's own use (re-encryption checks, subject access)."""
@@ -271,10 +334,9 @@ class Vault:
         plaintext under that treatment instead, marked ``concealed``: a first view that needs no justification
         and unmasks nothing (the admin UI's, whose "reveal" then reads one field with a justification).
         """
-        query = select(VaultField).where(VaultField.subject_pk == subject.pk).order_by(VaultField.field)
-        if fields is not None:
-            query = query.where(VaultField.field.in_(list(fields)))
-        rows = list(session.scalars(query))
+        rows = _read_fields(session, subject.pk, None if fields is None else list(fields))
+        if rows:
+            self.keys.sync(session, read_epoch=rows[0].key_epoch)
         # A decision and its obligation depend on the field's category only: one decision per category.
         asked = {row.category: row.field for row in reversed(rows)}  # category -> the first of its fields
         by_field = field_decisions(
@@ -294,20 +356,26 @@ class Vault:
             treatments |= dict.fromkeys(concealed, conceal_plaintext)
         shown_l3 = [row for row in rows if row.level == "L3" and treatments[row.field] == "show"]
         justification = check_justification(justification, required=bool(shown_l3))
+        reasons = {id(decision): sorted({reason.code for reason in decision.reasons}) for decision in by_field.values()}
         views = {}
-        for row in rows:
-            decision = decisions[row.field]
-            value = self._open(session, subject, row) if treatments[row.field] != "withhold" else None
-            views[row.field] = FieldView(
-                value=self.present(row.field, row.category, value, treatments[row.field]),
-                treatment=treatments[row.field],
-                reasons=sorted({reason.code for reason in decision.reasons}),
+        for field, category, level, value_plain, value_enc, version, updated_at, _epoch in rows:
+            decision = decisions[field]
+            treatment = treatments[field]
+            value = (
+                self._open_value(session, subject.subject_id, field, value_plain, value_enc)
+                if treatment != "withhold"
+                else None
+            )
+            views[field] = FieldView(
+                value=self.present(field, category, value, treatment),
+                treatment=treatment,
+                reasons=list(reasons[id(decision)]),
                 decision_id=decision.decision_id,
-                category=row.category,
-                level=row.level,
-                version=row.version,
-                updated_at=row.updated_at,
-                concealed=row.field in concealed,
+                category=category,
+                level=level,
+                version=version,
+                updated_at=updated_at,
+                concealed=field in concealed,
             )
         if shown_l3:
             audit_plaintext(
@@ -514,33 +582,77 @@ def _reencrypt_chunk(
     session: Session, keys: KeyStore, rotation: KeyRotation, table: Any, cursor_column: str, size: int
 ) -> int:
     after = getattr(rotation, cursor_column)
-    query = (
-        select(table.pk, table.field, table.version, table.value_enc, Subject.subject_id)
-        .join(Subject, Subject.pk == table.subject_pk)
-        .where(table.pk > after, table.value_enc.is_not(None))
-        .order_by(table.pk)
-        .limit(size)
+    # The chunk's rows first (an ordered scan of the primary key from the cursor, however large the table), then
+    # their subjects: a join before the LIMIT lets the planner scan and sort the whole table for every chunk.
+    chunk = select(table.pk, table.subject_pk, table.field, table.version, table.value_enc).where(
+        table.pk > after, table.value_enc.is_not(None)
     )
     if rotation.scope != "all":
-        query = query.where(Subject.subject_id == rotation.scope.split(":", 1)[1])
+        scoped = select(Subject.pk).where(Subject.subject_id == rotation.scope.split(":", 1)[1]).scalar_subquery()
+        chunk = chunk.where(table.subject_pk == scoped)
+    rows_of = chunk.order_by(table.pk).limit(size).subquery()
+    query = (
+        select(rows_of.c.pk, rows_of.c.field, rows_of.c.version, rows_of.c.value_enc, Subject.subject_id)
+        .join(Subject, Subject.pk == rows_of.c.subject_pk)
+        .order_by(rows_of.c.pk)
+    )
     rows = session.execute(query).all()
-    updates = []
     active = keys.preload(session, sorted({row[4] for row in rows}))  # every key of the chunk: one query
+    history = table is VaultFieldHistory
+    tenant = keys.tenant
+    pks: list[int] = []
+    sealed_values: list[bytes] = []
+    versions: list[int] = []
     for pk, field, row_version, token, subject_id in rows:
         current = active.get(subject_id)
         if current is None:
             continue  # crypto-shredded: its ciphertext stays unreadable, nothing to re-encrypt
-        header = tokens.parse_header(token)
-        if header.key_version == current.version:
-            continue
-        name = _history_name(field, row_version) if table is VaultFieldHistory else field
-        bound = tokens.context(keys.tenant, subject_id, name)
-        old = keys.subject_ciphers(session, subject_id, header.key_version)  # preloaded: from the cache
-        sealed = tokens.seal(current, tokens.open_sealed(old, token, bound, header), bound)
-        updates.append({"b_pk": pk, "value_enc": sealed, "key_version": current.version})
-    if updates:
-        session.connection().execute(update(table.__table__).where(table.__table__.c.pk == bindparam("b_pk")), updates)
+        if token.startswith(current.gcm_header) or token.startswith(current.siv_header):
+            continue  # already under the active version (a rerun after a crash)
+        old = keys.cached_for_token(session, token)  # preloaded: found by the token's header, nothing parsed
+        header = None
+        if old is None or old.subject_id != subject_id:
+            header = tokens.parse_header(token)
+            if header.key_version == current.version:
+                continue
+            old = keys.subject_ciphers(session, subject_id, header.key_version)
+        bound = tokens.context(tenant, subject_id, _history_name(field, row_version) if history else field)
+        pks.append(pk)
+        sealed_values.append(tokens.seal(current, tokens.open_sealed(old, token, bound, header), bound))
+        versions.append(current.version)
+    if pks:
+        _write_resealed(session, table.__table__, pks, sealed_values, versions)
     if rows:
         setattr(rotation, cursor_column, rows[-1][0])
-    rotation.values_done += len(updates)
+    rotation.values_done += len(pks)
     return len(rows)
+
+
+def _write_resealed(session: Session, table: Any, pks: list[int], values: list[bytes], versions: list[int]) -> None:
+    """The re-encrypted values of a chunk: on PostgreSQL one UPDATE of every row from arrays (one statement for
+    the server to plan and run, not one per row); elsewhere one executemany."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(_PG_RESEAL[table.name], [pks, values, versions, min(pks), max(pks)])
+        finally:
+            cursor.close()
+        return
+    connection.execute(
+        update(table).where(table.c.pk == bindparam("b_pk")),
+        [
+            {"b_pk": pk, "value_enc": value, "key_version": version}
+            for pk, value, version in zip(pks, values, versions, strict=True)
+        ],
+    )
+
+
+_PG_RESEAL = {
+    table.name: (
+        f"UPDATE {table.name} AS t SET value_enc = u.value_enc, key_version = u.key_version "  # noqa: S608
+        "FROM unnest(%b::int[], %b::bytea[], %b::int[]) AS u(pk, value_enc, key_version) "
+        "WHERE t.pk = u.pk AND t.pk BETWEEN %b AND %b"  # the chunk's range: an index range scan, never the table
+    )
+    for table in (VaultField.__table__, VaultFieldHistory.__table__)
+}
