@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -39,8 +39,9 @@ _NOTHING = "SELECT 1 AS empty_row WHERE 1 = 0"
 _KEY_AT = 17  # the lookup key's columns start here
 
 
-@dataclass(frozen=True)
-class ConsentView:
+class ConsentView(NamedTuple):
+    """One consent state as a decision reads it (a named tuple: built for every row, thousands per batch)."""
+
     status: str
     purpose_version: int
     consent_type: str | None
@@ -174,22 +175,30 @@ def load(
     head: tuple[Any, ...] = (None, None, None)
     held: str | None = None
     for template, values in queries:
+        by_identifier = template is _BY_IDENTIFIER
         for row in _run(session, template, client_id, values):
-            head, held = row[:3], row[-1]
-            if row[3] is None:
+            head, held = row, row[-1]
+            pk = row[3]
+            if pk is None:
                 continue  # the head row alone: nothing found
-            key = tuple(row[_KEY_AT:-1])
-            if template is _BY_IDENTIFIER and key not in wanted:
+            key = tuple(row[_KEY_AT:-1]) if by_identifier else (row[_KEY_AT],)
+            if by_identifier and key not in wanted:
                 continue  # same blind index, other kind or system
-            view = by_pk.get(row[3])
+            view = by_pk.get(pk)
             if view is None:
                 birth = bytes(row[6]) if row[6] is not None else None
-                view = SubjectView(row[3], row[4], _jurisdictions(row[5]), birth, bool(row[7]), bool(row[8]))
-                by_pk[row[3]] = view
+                view = SubjectView(pk, row[4], _jurisdictions(row[5]), birth, bool(row[7]), bool(row[8]))
+                by_pk[pk] = view
             found[key] = view
             if row[9] is not None:
+                valid_until = row[16]
                 view.states[(row[9], row[10])] = ConsentView(
-                    row[11], row[12], row[13], row[14], row[15], _aware(row[16])
+                    row[11],
+                    row[12],
+                    row[13],
+                    row[14],
+                    row[15],
+                    None if valid_until is None else _aware(valid_until),
                 )
     credential = None if client_id is None else bool(head[2])
     return Snapshot(found, head[0], head[1], credential, _held(held))
