@@ -10,9 +10,10 @@ from apiflask.fields import AwareDateTime, Dict, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf, Range, Regexp
 from flask import Response, current_app
 
+from govsvc.audit.service import write_pending
 from govsvc.auth.service import Principal
 from govsvc.core.access import check_confirmation, confirms_credential, current_principal, get_policy_engine, requires
-from govsvc.core.db import autocommit, get_session
+from govsvc.core.db import AUTOCOMMIT_SESSION, autocommit, get_session
 from govsvc.core.errors import PermissionDenied, ServiceError, ValidationFailed
 from govsvc.core.jsonio import dumps_unsorted
 from govsvc.core.problems import problem_body
@@ -105,7 +106,11 @@ def _decide_each(requests: list[DecisionRequest], *, acting_for: bool) -> list[D
         if refusal is not None:
             raise _Refused(refusal)
 
-    return decision_engine().decide_each(get_session(), requests, client_id=principal.client_id, confirm=confirm)
+    session = get_session()
+    outcomes = decision_engine().decide_each(session, requests, client_id=principal.client_id, confirm=confirm)
+    if session.info.get(AUTOCOMMIT_SESSION):
+        write_pending(session)  # the audit events, straight away: the response then needs no flush or commit
+    return outcomes
 
 
 def _request(body: dict[str, Any], principal: Principal | None = None) -> DecisionRequest:

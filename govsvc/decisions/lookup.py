@@ -146,10 +146,12 @@ def _run(session: Session, subjects: str, client_id: str | None, values: Sequenc
     cursor = pooled.info.get(_CURSOR)
     if cursor is None or cursor.closed or cursor.connection is not pooled.dbapi_connection:
         cursor = pooled.info[_CURSOR] = pooled.dbapi_connection.cursor()  # type: ignore[union-attr]
-    if len(values) <= _PG_FEW:
-        cursor.execute(_statement(subjects, len(values), "%s"), [client_id, *values])
-    else:
-        cursor.execute(_PG_STATEMENTS[subjects], [client_id, list(values)])
+    statement, parameters = (
+        (_statement(subjects, len(values), "%s"), [client_id, *values])
+        if len(values) <= _PG_FEW
+        else (_PG_STATEMENTS[subjects], [client_id, list(values)])
+    )
+    cursor.execute(statement, parameters)
     return cursor.fetchall()
 
 
