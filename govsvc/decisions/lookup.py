@@ -176,31 +176,37 @@ def load(
     ] or [(_NOTHING, [])]
     head: tuple[Any, ...] = (None, None, None)
     held: str | None = None
+    make_state = ConsentView._make
     for template, values in queries:
         by_identifier = template is _BY_IDENTIFIER
+        view: SubjectView | None = None
+        last_key: tuple[str, ...] | None = None
         for row in _run(session, template, client_id, values):
             head, held = row, row[-1]
             pk = row[3]
             if pk is None:
                 continue  # the head row alone: nothing found
+            # a subject's rows (one per consent state) arrive one after the other: its key is read once
             key = tuple(row[_KEY_AT:-1]) if by_identifier else (row[_KEY_AT],)
-            if by_identifier and key not in wanted:
-                continue  # same blind index, other kind or system
-            view = by_pk.get(pk)
-            if view is None:
-                birth = bytes(row[6]) if row[6] is not None else None
-                view = SubjectView(pk, row[4], _jurisdictions(row[5]), birth, bool(row[7]), bool(row[8]))
-                by_pk[pk] = view
-            found[key] = view
+            if key != last_key:
+                last_key = key
+                if by_identifier and key not in wanted:
+                    view = None
+                    continue  # same blind index, other kind or system
+                view = by_pk.get(pk)
+                if view is None:
+                    birth = bytes(row[6]) if row[6] is not None else None
+                    view = SubjectView(pk, row[4], _jurisdictions(row[5]), birth, bool(row[7]), bool(row[8]))
+                    by_pk[pk] = view
+                found[key] = view
+            elif view is None:
+                continue  # more rows of a subject found under another kind or system
             if row[9] is not None:
                 valid_until = row[16]
-                view.states[(row[9], row[10])] = ConsentView(
-                    row[11],
-                    row[12],
-                    row[13],
-                    row[14],
-                    row[15],
-                    None if valid_until is None else _aware(valid_until),
+                view.states[(row[9], row[10])] = (
+                    make_state(row[11:17])
+                    if valid_until is None or getattr(valid_until, "tzinfo", None) is not None
+                    else ConsentView(row[11], row[12], row[13], row[14], row[15], _aware(valid_until))
                 )
     credential = None if client_id is None else bool(head[2])
     return Snapshot(found, head[0], head[1], credential, _held(held))
