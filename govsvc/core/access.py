@@ -6,6 +6,7 @@ Declare a route's permission with ``@requires("resource", "action")``. A route t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -76,6 +77,7 @@ def browser_session(view: F) -> F:
     return view
 
 
+@functools.lru_cache(maxsize=4096)  # per view function and attribute: read on every request
 def _find_attr(view: Any, name: str) -> Any:
     while view is not None:
         if hasattr(view, name):
@@ -114,13 +116,19 @@ def _bearer_token() -> str | None:
 
 
 def _audit_context(principal: Principal | None) -> AuditContext:
+    ip_hash = g.get("audit_ip_hash", _UNSET)
+    if ip_hash is _UNSET:  # once per request (the anonymous context, then the caller's)
+        ip_hash = g.audit_ip_hash = hash_ip(request.remote_addr, current_app.extensions["govsvc.audit_ip_key"])
     return AuditContext(
         principal_id=principal.principal_id if principal else None,
         role=principal.role if principal else None,
         client_id=principal.client_id if principal else None,
-        ip_hash=hash_ip(request.remote_addr, current_app.extensions["govsvc.audit_ip_key"]),
+        ip_hash=ip_hash,
         request_id=g.get("request_id"),
     )
+
+
+_UNSET = object()
 
 
 def _record_refusal(action: str, outcome: str, reason_code: str, object_ref: str | None = None) -> None:

@@ -6,6 +6,7 @@ left unread for the view to stream, and other media types are refused.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ def accepts(*mimetypes: str) -> Callable[[F], F]:
     return mark
 
 
+@functools.lru_cache(maxsize=4096)  # per view function: read on every request with a body
 def _accepted(view: Any) -> frozenset[str] | None:
     while view is not None:
         if hasattr(view, _ACCEPTS_ATTR):

@@ -7,6 +7,7 @@ write lock up front (``BEGIN IMMEDIATE``) so concurrent writers wait instead of 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -188,7 +189,11 @@ def records_on_read(view: F) -> F:
 def _view_marked(attr: str) -> bool:
     from flask import current_app, request
 
-    view = current_app.view_functions.get(request.endpoint or "")
+    return _marked(current_app.view_functions.get(request.endpoint or ""), attr)
+
+
+@functools.lru_cache(maxsize=4096)  # per view function and mark: read on every request
+def _marked(view: Any, attr: str) -> bool:
     while view is not None:
         if getattr(view, attr, False):
             return True

@@ -131,6 +131,8 @@ def init_request_logging(app: Flask) -> None:
     def _log_request(response: Any) -> Any:
         request_id = g.get("request_id") or new_request_id()
         response.headers[REQUEST_ID_HEADER] = request_id
+        if not access_log.isEnabledFor(logging.INFO):
+            return response  # nothing would be written (the level is cached by the logging module)
         started = g.get("request_started")
         duration_ms = (datetime.now(UTC) - started).total_seconds() * 1000 if started else None
         principal = g.get("principal")

@@ -27,15 +27,18 @@ HSTS = "max-age=31536000; includeSubDomains"
 def init_security_headers(app: Flask, *, hsts: bool) -> None:
     """Fill in the security headers on every response (after the admin UI's own)."""
 
+    defaults = [
+        ("Content-Security-Policy", API_CONTENT_SECURITY_POLICY),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "no-referrer"),
+    ] + ([("Strict-Transport-Security", HSTS)] if hsts else [])
+
     @app.after_request
     def _security_headers(response: Response) -> Response:
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", API_CONTENT_SECURITY_POLICY)
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        if hsts:
-            headers.setdefault("Strict-Transport-Security", HSTS)
+        present = {name.lower() for name, _value in headers.to_wsgi_list()}  # one pass, not one per default
+        headers.extend([(name, value) for name, value in defaults if name.lower() not in present])
         return response
 
 

@@ -194,6 +194,46 @@ class DecisionEngine:
                 results.append(error)
         return results
 
+    def _shape(self, taxonomy: Taxonomy, request: DecisionRequest) -> _Shape:
+        """What ``request`` decides whatever its subject, computed once per policy and taxonomy version."""
+        policy_version = self.policy.version
+        key: Any = (
+            "decision shape",
+            policy_version,
+            request.purpose,
+            request.purpose_version,
+            request.fields,
+            request.data_categories,
+            request.action,
+            request.roles,
+            request.recipient,
+            request.destination_country,
+        )
+        return taxonomy.memoized(key, lambda: self._new_shape(taxonomy, request))
+
+    def _new_shape(self, taxonomy: Taxonomy, request: DecisionRequest) -> _Shape:
+        purpose = _purpose(taxonomy, self.taxonomy, request)
+        categories = _categories(taxonomy, request)
+        distinct = tuple(dict.fromkeys(categories.values()))
+        access: list[Reason] = []
+        for category in distinct:
+            if not self.policy.data_allowed(request.roles, category, request.action):
+                access.append(
+                    Reason("no_role", f"{'/'.join(request.roles)} may not {request.action} {category}", category)
+                )
+            if not taxonomy.purpose_covers(purpose, category):
+                access.append(Reason("category_not_in_purpose", f"{purpose.key} does not cover {category}", category))
+        return _Shape(
+            purpose=purpose,
+            categories=categories,
+            distinct=distinct,
+            access_reasons=tuple(access),
+            disclosure_reasons=tuple(_disclosures(request, purpose)),
+            obligations={name: _obligation(taxonomy, request.roles, category) for name, category in categories.items()},
+            sensitive=any(taxonomy.level(c) == "L3" for c in distinct),
+            audit_categories=tuple(sorted(distinct)),
+        )
+
     def _evaluate(
         self,
         session: Session,
@@ -203,27 +243,15 @@ class DecisionEngine:
         now: datetime,
         held_categories: frozenset[str] = frozenset(),
     ) -> Decision:
-        purpose = _purpose(taxonomy, self.taxonomy, request)
-        categories = _categories(taxonomy, request)
-        reasons: list[Reason] = []
-        for category in dict.fromkeys(categories.values()):
-            if not self.policy.data_allowed(request.roles, category, request.action):
-                reasons.append(
-                    Reason("no_role", f"{'/'.join(request.roles)} may not {request.action} {category}", category)
-                )
-            if not taxonomy.purpose_covers(purpose, category):
-                reasons.append(Reason("category_not_in_purpose", f"{purpose.key} does not cover {category}", category))
-        reasons += _restrictions(request, subject, categories.values(), held_categories)
-        reasons += _disclosures(request, purpose)
-        reasons += _consent_reasons(taxonomy, self.taxonomy, request, purpose, subject, categories.values(), now)
+        shape = self._shape(taxonomy, request)
+        purpose = shape.purpose
+        reasons = list(shape.access_reasons)
+        reasons += _restrictions(request, subject, shape.distinct, held_categories)
+        reasons += shape.disclosure_reasons
+        reasons += _consent_reasons(taxonomy, self.taxonomy, request, purpose, subject, shape.distinct, now)
         allowed = not reasons
-        obligations = (
-            {name: _obligation(taxonomy, request.roles, category) for name, category in categories.items()}
-            if allowed
-            else {name: "withhold" for name in categories}
-        )
-        sensitive = any(taxonomy.level(c) == "L3" for c in categories.values())
-        if allowed and not sensitive:
+        obligations = dict(shape.obligations) if allowed else dict.fromkeys(shape.categories, "withhold")
+        if allowed and not shape.sensitive:
             decision_id = random_id()
         else:
             decision_id = record(
@@ -233,7 +261,7 @@ class DecisionEngine:
                 subject_ref=subject.subject_id,
                 object_ref=f"action:{request.action}",
                 purpose=purpose.key,
-                data_categories=sorted(set(categories.values())),
+                data_categories=shape.audit_categories,
                 reason_code=reasons[0].code if reasons else None,
                 details={"reasons": sorted({r.code for r in reasons}), "roles": list(request.roles)},
                 keep_on_failure=not allowed,  # a refusal is on record even when the request then fails
@@ -250,6 +278,21 @@ class DecisionEngine:
             taxonomy_version=taxonomy.version,
             evaluated_at=now,
         )
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The part of a decision that depends on the request and the policy and taxonomy in force, not on its subject:
+    shared by every decision of the same shape (a batch's checks usually have a handful of shapes)."""
+
+    purpose: Purpose
+    categories: Mapping[str, str]  # name asked about (field or category) -> category
+    distinct: tuple[str, ...]  # the categories, each once, in the order asked
+    access_reasons: tuple[Reason, ...]  # no_role, category_not_in_purpose
+    disclosure_reasons: tuple[Reason, ...]  # recipient and cross-border
+    obligations: Mapping[str, str]  # per name, when allowed
+    sensitive: bool  # any L3 category: an allow is audited too
+    audit_categories: tuple[str, ...]  # sorted
 
 
 def _purpose(taxonomy: Taxonomy, cache: TaxonomyCache, request: DecisionRequest) -> Purpose:
