@@ -9,10 +9,12 @@ except completing an access or portability request, whose one-time download is s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, current_app, redirect, request, stream_with_context, url_for
 from flask_babel import gettext, lazy_gettext
+from sqlalchemy.orm import Session
 
 from govsvc.admin import dsr_views, forms
 from govsvc.admin.api import bp
@@ -175,6 +177,30 @@ def _done(target: DsrRequest, what: str) -> Response:
     return redirect(url_for("admin.dsr_detail", request_id=target.request_id, done=what))
 
 
+def _act(
+    request_id: str,
+    action: str,
+    step: Callable[[Session, DsrRequest], object],
+    *,
+    done: str,
+    notify: bool = False,
+) -> Response:
+    """One action on a request: lock it, let the service ``step`` change it (a refusal shows the page again with
+    the service's explanation, nothing saved), tell the requester when the status changed, redirect."""
+    target = _load(request_id, for_update=True)
+    try:
+        step(get_session(), target)
+    except (ValidationFailed, ConflictError) as error:
+        return _refused(target, error, action)
+    if notify:
+        _dsr().notify_status(get_session(), target)
+    return _done(target, done)
+
+
+def _optional(field: str, max_length: int) -> str | None:
+    return forms.text(request.form, field, max_length=max_length) or None
+
+
 @bp.get("/requests/<string:request_id>")
 @page("dsr", "read")
 def dsr_detail(request_id: str) -> Response:
@@ -201,114 +227,87 @@ def dsr_verify(request_id: str) -> Response:
 @bp.post("/requests/<string:request_id>/assign")
 @page("dsr", "manage")
 def dsr_assign(request_id: str) -> Response:
-    target = _load(request_id, for_update=True)
-    assignee = forms.text(request.form, "assignee", max_length=81) or None
-    try:
+    assignee = _optional("assignee", 81)
+
+    def assign(session: Session, target: DsrRequest) -> None:
         if assignee is not None and len(assignee) > 80:
             message = gettext("At most %(n)d characters.", n=80)
             raise ValidationFailed(message, errors=[{"field": "assignee", "message": message}])
-        _dsr().service.assign(get_session(), target, assignee, actor=_actor())
-    except ValidationFailed as error:
-        return _refused(target, error, "assign")
-    return _done(target, "assigned")
+        _dsr().service.assign(session, target, assignee, actor=_actor())
+
+    return _act(request_id, "assign", assign, done="assigned")
 
 
 @bp.post("/requests/<string:request_id>/notes")
 @page("dsr", "manage")
 def dsr_note(request_id: str) -> Response:
-    target = _load(request_id, for_update=True)
-    try:
-        _dsr().service.add_note(get_session(), target, request.form.get("text", ""), actor=_actor())
-    except ValidationFailed as error:
-        return _refused(target, error, "note")
-    return _done(target, "note")
+    text = request.form.get("text", "")
+    return _act(request_id, "note", lambda s, r: _dsr().service.add_note(s, r, text, actor=_actor()), done="note")
 
 
 @bp.post("/requests/<string:request_id>/extend")
 @page("dsr", "manage")
 def dsr_extend(request_id: str) -> Response:
-    target = _load(request_id, for_update=True)
-    try:
-        _dsr().service.extend(get_session(), target, forms.text(request.form, "reason", max_length=500), actor=_actor())
-    except (ValidationFailed, ConflictError) as error:
-        return _refused(target, error, "extend")
-    _dsr().notify_status(get_session(), target)
-    return _done(target, "extended")
+    reason = forms.text(request.form, "reason", max_length=500)
+    return _act(
+        request_id,
+        "extend",
+        lambda s, r: _dsr().service.extend(s, r, reason, actor=_actor()),
+        done="extended",
+        notify=True,
+    )
 
 
 @bp.post("/requests/<string:request_id>/acknowledge")
 @page("dsr", "manage")
 def dsr_acknowledge(request_id: str) -> Response:
     """Record that the acknowledgement was sent (CCPA: within 10 business days)."""
-    target = _load(request_id, for_update=True)
-    try:
-        _dsr().service.acknowledge(get_session(), target, actor=_actor())
-    except ConflictError as error:
-        return _refused(target, error, "acknowledge")
-    return _done(target, "acknowledged")
+    step = _dsr().service.acknowledge
+    return _act(request_id, "acknowledge", lambda s, r: step(s, r, actor=_actor()), done="acknowledged")
 
 
 @bp.post("/requests/<string:request_id>/pause")
 @page("dsr", "manage")
 def dsr_pause(request_id: str) -> Response:
     """Stop the clock while waiting for the requester, where every applicable regime allows it."""
-    target = _load(request_id, for_update=True)
-    try:
-        _dsr().service.pause(
-            get_session(),
-            target,
-            forms.text(request.form, "reason", max_length=40),
-            actor=_actor(),
-            note=forms.text(request.form, "note", max_length=2000) or None,
-        )
-    except (ValidationFailed, ConflictError) as error:
-        return _refused(target, error, "pause")
-    return _done(target, "paused")
+    reason, note = forms.text(request.form, "reason", max_length=40), _optional("note", 2000)
+    return _act(
+        request_id, "pause", lambda s, r: _dsr().service.pause(s, r, reason, actor=_actor(), note=note), done="paused"
+    )
 
 
 @bp.post("/requests/<string:request_id>/resume")
 @page("dsr", "manage")
 def dsr_resume(request_id: str) -> Response:
-    target = _load(request_id, for_update=True)
-    try:
-        _dsr().service.resume(get_session(), target, actor=_actor())
-    except ConflictError as error:
-        return _refused(target, error, "resume")
-    return _done(target, "resumed")
+    return _act(request_id, "resume", lambda s, r: _dsr().service.resume(s, r, actor=_actor()), done="resumed")
 
 
 @bp.post("/requests/<string:request_id>/cancel")
 @page("dsr", "cancel")
 def dsr_cancel(request_id: str) -> Response:
     """Close the request as cancelled (e.g. the requester withdrew it), with an optional reason."""
-    target = _load(request_id, for_update=True)
-    try:
-        _dsr().service.cancel(
-            get_session(), target, actor=_actor(), reason=forms.text(request.form, "reason", max_length=2000) or None
-        )
-    except (ValidationFailed, ConflictError) as error:
-        return _refused(target, error, "cancel")
-    _dsr().notify_status(get_session(), target)
-    return _done(target, "cancelled")
+    reason = _optional("reason", 2000)
+    return _act(
+        request_id,
+        "cancel",
+        lambda s, r: _dsr().service.cancel(s, r, actor=_actor(), reason=reason),
+        done="cancelled",
+        notify=True,
+    )
 
 
 @bp.post("/requests/<string:request_id>/deny")
 @page("dsr", "manage")
 def dsr_deny(request_id: str) -> Response:
-    target = _load(request_id, for_update=True)
-    try:
-        _dsr().service.deny(
-            get_session(),
-            target,
-            forms.text(request.form, "reason", max_length=40),
-            forms.text(request.form, "legal_basis", max_length=121),
-            actor=_actor(),
-            note=forms.text(request.form, "note", max_length=2000) or None,
-        )
-    except (ValidationFailed, ConflictError) as error:
-        return _refused(target, error, "deny")
-    _dsr().notify_status(get_session(), target)
-    return _done(target, "denied")
+    reason = forms.text(request.form, "reason", max_length=40)
+    legal_basis, note = forms.text(request.form, "legal_basis", max_length=121), _optional("note", 2000)
+    return _act(
+        request_id,
+        "deny",
+        lambda s, r: _dsr().service.deny(s, r, reason, legal_basis, actor=_actor(), note=note),
+        done="denied",
+        notify=True,
+    )
 
 
 @bp.post("/requests/<string:request_id>/complete")
