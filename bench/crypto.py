@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import insert
 
-from govsvc import create_app
+from govsvc import create_app, settle_heap
 from govsvc.bootstrap import seed_all
 from govsvc.config import PROJECT_ROOT, Settings
 from govsvc.core import migrate
@@ -236,6 +236,7 @@ def main() -> None:
             seed_all(seed, settings, actor="bench")
             seed.dispose()
             app = create_app(settings)
+            settle_heap()  # as wsgi.py does once the served app is built
             bench_vault_read(app, subjects=200, reads=3000)
             _bulk_profiles(app, args.subjects)
             bench_rotation(app, args.subjects + 200)

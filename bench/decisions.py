@@ -27,7 +27,7 @@ from pathlib import Path
 from sqlalchemy import insert, text
 
 from bench.load import get, http_load
-from govsvc import create_app
+from govsvc import create_app, settle_heap
 from govsvc.auth.service import create_client
 from govsvc.bootstrap import seed_all
 from govsvc.config import PROJECT_ROOT, Settings
@@ -214,6 +214,7 @@ def _round_trip(database: Database, count: int = 3000) -> float:
 
 def bench_in_process(settings: Settings, subjects: int, seconds: float) -> None:
     app = create_app(settings)
+    settle_heap()  # as wsgi.py does once the served app is built
     engine = app.extensions["govsvc.decisions"]
     database = app.extensions["govsvc.db"]
     with database.transaction() as session:  # warm: policy, taxonomy, compiled statements

@@ -3,6 +3,7 @@ blind-index search, crypto-shredding, key management, and clear errors."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -405,3 +406,25 @@ def test_a_vault_read_that_fails_after_its_decisions_keeps_their_deny_events(
     kept = [event for event in _events(database, "policy.deny") if event.event_id not in before]
     assert len(kept) == len(before) > 0 and {event.subject_ref for event in kept} == {subject}
     assert len(_events(database, "policy.allow")) == allows_before
+
+
+def test_a_vault_read_audits_its_decisions_as_one_event_per_outcome(client, auth_headers, subject, database) -> None:
+    """The decisions of one read share one policy.deny event (every withheld category and its reasons) and one
+    policy.allow event (the L3 categories shown), rather than an event per category."""
+    _put(client, auth_headers("app"), subject, PROFILE | {"health_notes": "青霉素过敏"})
+    url = f"/v1/vault/subjects/{subject}/profile?purpose=essential.legal_obligation&justification=ticket+DSR42"
+    fields = client.get(url, headers=auth_headers("dpo")).get_json()["fields"]
+    withheld = {name: view for name, view in fields.items() if view["treatment"] == "withhold"}
+    shown_l3 = {name: view for name, view in fields.items() if view["level"] == "L3" and view["treatment"] == "show"}
+    assert len({view["category"] for view in withheld.values()}) > 1 and shown_l3, fields
+    (deny,) = _events(database, "policy.deny")
+    assert {view["decision_id"] for view in withheld.values()} == {deny.event_id}
+    assert sorted(json.loads(deny.data_categories)) == sorted({view["category"] for view in withheld.values()})
+    details = json.loads(deny.details)
+    assert details["decisions"] == len({view["category"] for view in withheld.values()})
+    assert set(details["by_category"]) == {view["category"] for view in withheld.values()}
+    for view in withheld.values():
+        assert details["by_category"][view["category"]] == view["reasons"]
+    (allow,) = _events(database, "policy.allow")
+    assert {view["decision_id"] for view in shown_l3.values()} == {allow.event_id}
+    assert set(json.loads(allow.data_categories)) == {view["category"] for view in shown_l3.values()}

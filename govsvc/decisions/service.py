@@ -153,12 +153,17 @@ class DecisionEngine:
         now: datetime | None = None,
         client_id: str | None = None,
         confirm: Confirm | None = None,
+        grouped_audit: bool = False,
     ) -> list[Decision | ServiceError]:
         """A decision or the error of each request; all subjects are read in one round trip per 1,000.
 
         ``client_id``: the calling client, whose key's revocation is read in the same round trip; ``confirm`` is
         then called with the snapshot, the policy brought up to date, before anything is decided (it raises to
         refuse the whole call).
+        ``grouped_audit``: the audited decisions (denies, allows on L3 data) of one subject, purpose, action and
+        roles share one ``policy.deny`` and one ``policy.allow`` event naming every category and its reasons,
+        and those decisions share its id (one read of many fields, as the vault does); otherwise each audited
+        decision has an event of its own.
         """
         now = now or utcnow()
         today = now.date()
@@ -179,6 +184,7 @@ class DecisionEngine:
         if confirm is not None:
             confirm(snapshot)
         results: list[Decision | ServiceError] = []
+        deferred: list[_Audited] | None = [] if grouped_audit else None
         for request, key in zip(requests, keys, strict=True):
             view = snapshot.subjects.get(key) if isinstance(key, tuple) else None
             if isinstance(key, ServiceError):
@@ -189,9 +195,13 @@ class DecisionEngine:
                 continue
             view.age = self._age(session, view, today)
             try:
-                results.append(self._evaluate(session, taxonomy, request, view, now, snapshot.held_categories))
+                results.append(
+                    self._evaluate(session, taxonomy, request, view, now, snapshot.held_categories, deferred)
+                )
             except ServiceError as error:
                 results.append(error)
+        if deferred:
+            _record_grouped(session, deferred)
         return results
 
     def _shape(self, taxonomy: Taxonomy, request: DecisionRequest) -> _Shape:
@@ -242,6 +252,7 @@ class DecisionEngine:
         subject: SubjectView,
         now: datetime,
         held_categories: frozenset[str] = frozenset(),
+        deferred: list[_Audited] | None = None,
     ) -> Decision:
         shape = self._shape(taxonomy, request)
         purpose = shape.purpose
@@ -253,6 +264,8 @@ class DecisionEngine:
         obligations = dict(shape.obligations) if allowed else dict.fromkeys(shape.categories, "withhold")
         if allowed and not shape.sensitive:
             decision_id = random_id()
+        elif deferred is not None:
+            decision_id = ""  # set by _record_grouped, once the call's decisions are all made
         else:
             decision_id = record(
                 session,
@@ -266,7 +279,7 @@ class DecisionEngine:
                 details={"reasons": sorted({r.code for r in reasons}), "roles": list(request.roles)},
                 keep_on_failure=not allowed,  # a refusal is on record even when the request then fails
             )
-        return Decision(
+        decision = Decision(
             decision_id=decision_id,
             allowed=allowed,
             reasons=reasons,
@@ -278,6 +291,55 @@ class DecisionEngine:
             taxonomy_version=taxonomy.version,
             evaluated_at=now,
         )
+        if not decision_id:
+            deferred.append(_Audited(decision, request.action, request.roles, shape.audit_categories))  # type: ignore[union-attr]
+        return decision
+
+
+@dataclass(frozen=True)
+class _Audited:
+    """An audited decision whose event is written with the others of its group."""
+
+    decision: Decision
+    action: str
+    roles: tuple[str, ...]
+    categories: tuple[str, ...]
+
+
+def _record_grouped(session: Session, audited: list[_Audited]) -> None:
+    """One ``policy.deny`` or ``policy.allow`` event per subject, purpose, action, roles and outcome, naming each
+    category's reason codes; every decision of the group takes the event's id."""
+    groups: dict[tuple[Any, ...], list[_Audited]] = {}
+    for item in audited:
+        decision = item.decision
+        key = (decision.allowed, decision.subject_id, decision.purpose, item.action, item.roles)
+        groups.setdefault(key, []).append(item)
+    for (allowed, subject_id, purpose, action, roles), items in groups.items():
+        by_category: dict[str, set[str]] = {}
+        for item in items:
+            codes = {reason.code for reason in item.decision.reasons}
+            for category in item.categories:
+                by_category.setdefault(category, set()).update(codes)
+        first = items[0].decision.reasons
+        event_id = record(
+            session,
+            "policy.allow" if allowed else "policy.deny",
+            outcome="allow" if allowed else "deny",
+            subject_ref=subject_id,
+            object_ref=f"action:{action}",
+            purpose=purpose,
+            data_categories=sorted(by_category),
+            reason_code=first[0].code if first else None,
+            details={
+                "reasons": sorted(set().union(*by_category.values())),
+                "roles": list(roles),
+                "decisions": len(items),
+                "by_category": {category: sorted(codes) for category, codes in sorted(by_category.items())},
+            },
+            keep_on_failure=not allowed,
+        )
+        for item in items:
+            item.decision.decision_id = event_id
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,8 @@ def field_decisions(
     role: str,
     principal_id: str,
 ) -> dict[str, Decision]:
-    """One read decision per field (all in one round trip); the first invalid request's error is raised."""
+    """One read decision per field (all in one round trip, audited as one event per outcome); the first invalid
+    request's error is raised."""
     outcomes = engine.decide_each(
         session,
         [
@@ -141,6 +142,7 @@ def field_decisions(
             )
             for field in fields
         ],
+        grouped_audit=True,
     )
     for outcome in outcomes:
         if isinstance(outcome, ServiceError):
