@@ -3,6 +3,7 @@ values: blind indexes, and sealing under each subject's data key (``govsvc.crypt
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 
@@ -47,13 +48,17 @@ class FieldKeys:
     values themselves sealed under the subject's data key, so that crypto-shredding reaches them too."""
 
     def __init__(self, secret_key: str, store: KeyStore) -> None:
-        self._index_key = derive_key(secret_key, "govsvc blind index v1")
+        # keyed once: each index copies this HMAC state instead of keying a new one (OpenSSL 3's one-shot HMAC
+        # looks up its algorithm on every call, under a lock the request threads share)
+        self._index_mac = hmac.new(derive_key(secret_key, "govsvc blind index v1"), digestmod=hashlib.sha256)
         self._legacy = AESGCM(derive_key(secret_key, "govsvc identifier encryption v1"))
         self.store = store
 
     def blind_index(self, *parts: str) -> str:
         """HMAC-SHA256 over the parts (e.g. kind, system, normalised value): equality search without plaintext."""
-        return hmac.digest(self._index_key, "\x1f".join(parts).encode(), "sha256").hex()  # one-shot: faster
+        mac = self._index_mac.copy()
+        mac.update("\x1f".join(parts).encode())
+        return mac.hexdigest()
 
     def seal(self, session: Session, subject_id: str, name: str, plaintext: str) -> bytes:
         """``plaintext`` sealed under the subject's data key, bound to the subject and ``name``."""
