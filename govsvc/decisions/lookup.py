@@ -20,10 +20,12 @@ from sqlalchemy.orm import Session
 CHUNK = 1000  # a whole batch in one round trip
 # Every query returns at least one row (the head): the versions in force, and whether the caller's API key is
 # still unrevoked, so that a decision needs no other round trip. Then one row per consent state of each subject.
-# Last, the categories under an active category-wide legal hold (JSON lists joined by "|"; usually none).
+# Last, the categories under an active category-wide legal hold (JSON lists joined by "|"; usually none) and the
+# key epoch, which moves when any data key is destroyed (the engine then forgets the birth dates it decrypted).
 _HEAD = """SELECT (SELECT version FROM policy_state WHERE id = 1), (SELECT max(version) FROM taxonomy_versions),
     (SELECT count(*) FROM api_clients WHERE client_id = {mark} AND revoked_at IS NULL), x.*,
-    (SELECT {concat}(categories, '|') FROM legal_holds WHERE status = 'active' AND scope = 'category')
+    (SELECT {concat}(categories, '|') FROM legal_holds WHERE status = 'active' AND scope = 'category'),
+    (SELECT epoch FROM crypto_state WHERE id = 1)
 FROM (SELECT 1 AS one) head LEFT JOIN ({subjects}) x ON 1 = 1"""
 _CONCAT = {"?": "group_concat", "%s": "string_agg"}  # SQLite, PostgreSQL
 _COLUMNS = """s.pk, s.subject_id, s.jurisdictions, s.birth_date_enc, s.restricted, s.legal_hold,
@@ -73,6 +75,7 @@ class Snapshot:
     taxonomy_version: int | None
     credential_valid: bool | None = None  # whether the client's key was unrevoked (None: no client given)
     held_categories: frozenset[str] = frozenset()  # under an active category-wide legal hold
+    key_epoch: int = 0  # crypto_state.epoch: moves whenever a data key is destroyed
 
 
 @functools.lru_cache(maxsize=256)
@@ -182,12 +185,12 @@ def load(
         view: SubjectView | None = None
         last_key: tuple[str, ...] | None = None
         for row in _run(session, template, client_id, values):
-            head, held = row, row[-1]
+            head, held = row, row[-2]
             pk = row[3]
             if pk is None:
                 continue  # the head row alone: nothing found
             # a subject's rows (one per consent state) arrive one after the other: its key is read once
-            key = tuple(row[_KEY_AT:-1]) if by_identifier else (row[_KEY_AT],)
+            key = tuple(row[_KEY_AT:-2]) if by_identifier else (row[_KEY_AT],)
             if key != last_key:
                 last_key = key
                 if by_identifier and key not in wanted:
@@ -209,4 +212,5 @@ def load(
                     else ConsentView(row[11], row[12], row[13], row[14], row[15], _aware(valid_until))
                 )
     credential = None if client_id is None else bool(head[2])
-    return Snapshot(found, head[0], head[1], credential, _held(held))
+    key_epoch = int(head[-1] or 0) if len(head) > 3 else 0  # the head of an empty query has no epoch column
+    return Snapshot(found, head[0], head[1], credential, _held(held), key_epoch)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from govsvc.audit.service import random_id, record
 from govsvc.consent import requirements
 from govsvc.core.db import utcnow
-from govsvc.core.errors import NotFoundError, ServiceError, ValidationFailed
+from govsvc.core.errors import KeyDestroyed, NotFoundError, ServiceError, ValidationFailed
 from govsvc.crypto.service import FieldKeys
 from govsvc.decisions import lookup
 from govsvc.decisions.lookup import ConsentView, Snapshot, SubjectView
@@ -96,7 +96,8 @@ class DecisionEngine:
         self.keys = keys
         self.policy = policy
         self.taxonomy = taxonomy
-        self._births: dict[bytes, date] = {}
+        self._births: dict[bytes, date] = {}  # decrypted birth dates by ciphertext, of one key epoch
+        self._births_epoch = 0
 
     # -- loading -----------------------------------------------------------------------------------------------
 
@@ -108,16 +109,30 @@ class DecisionEngine:
         normalised = normalise(kind, str(reference.get("value") or ""))
         return (kind, system, self.keys.blind_index(kind, system, normalised))
 
-    def _age(self, session: Session, view: SubjectView, today: date) -> int | None:
+    def _forget_births_before(self, epoch: int) -> None:
+        """Once any data key was destroyed (the key epoch moved), no birth date decrypted before stays in memory:
+        the shredded subject's may be among them, and a restored copy of its row must not be readable through it."""
+        if epoch > self._births_epoch:
+            self._births = {}
+            self._births_epoch = epoch
+
+    def _age(self, session: Session, view: SubjectView, today: date, epoch: int) -> int | None:
+        """The subject's age, or None when no birth date is known (or its key was destroyed)."""
         if view.birth_date_enc is None:
             return None
         key = bytes(view.birth_date_enc)
-        birth = self._births.get(key)
+        births = self._births
+        birth = births.get(key) if epoch == self._births_epoch else None
         if birth is None:
-            birth = date.fromisoformat(self.keys.open(session, view.subject_id, BIRTH_DATE, key))
-            if len(self._births) > CACHE_SUBJECTS:
-                self._births.clear()
-            self._births[key] = birth
+            self.keys.store.sync(session, read_epoch=epoch)  # the epoch came with the subject: no round trip to read it
+            try:
+                birth = date.fromisoformat(self.keys.open(session, view.subject_id, BIRTH_DATE, key))
+            except KeyDestroyed:
+                return None  # crypto-shredded: the birth date no longer exists
+            if epoch == self._births_epoch:  # read before a destruction: used for this decision, never kept
+                if len(births) > CACHE_SUBJECTS:
+                    births.clear()
+                births[key] = birth
         return age_on(birth, today)
 
     def _current(self, session: Session, policy_version: int, taxonomy_version: int) -> Taxonomy:
@@ -181,6 +196,7 @@ class DecisionEngine:
             client_id=client_id,
         )
         taxonomy = self._current(session, int(snapshot.policy_version or 0), int(snapshot.taxonomy_version or 0))
+        self._forget_births_before(snapshot.key_epoch)
         if confirm is not None:
             confirm(snapshot)
         results: list[Decision | ServiceError] = []
@@ -193,7 +209,7 @@ class DecisionEngine:
             if view is None:
                 results.append(NotFoundError("No such subject: register it first (POST /v1/subjects)."))
                 continue
-            view.age = self._age(session, view, today)
+            view.age = self._age(session, view, today, snapshot.key_epoch)
             try:
                 results.append(
                     self._evaluate(session, taxonomy, request, view, now, snapshot.held_categories, deferred)
