@@ -407,3 +407,32 @@ def test_a_batch_of_only_malformed_checks_still_confirms_the_key(client, app_key
     response = client.post("/v1/decisions:batch", json={"checks": [{"action": "read"}, 7]}, headers=app_key)
     assert response.status_code == 200
     assert [item["error"]["status"] for item in response.get_json()["results"]] == [422, 422]
+
+
+def test_a_policy_load_lost_with_the_database_is_a_503_then_retried_never_a_403(app, client, app_key, monkeypatch):
+    """The database goes away after a key is checked but before the worker's first policy load: that request is a
+    503, and the next one with the same (now known) key loads the policy instead of being refused for want of it."""
+    from sqlalchemy.exc import OperationalError
+
+    from govsvc.config import PROJECT_ROOT
+    from govsvc.policy import service as policy_service
+    from govsvc.policy.service import PolicyEngine
+
+    fresh = PolicyEngine(PROJECT_ROOT / "policies")
+    monkeypatch.setitem(app.extensions, "govsvc.policy", fresh)  # a worker that has not loaded the policy yet
+    monkeypatch.setattr(app.extensions["govsvc.decisions"], "policy", fresh)
+    loaded = policy_service.current_lines
+    failures = iter([OperationalError("SELECT casbin_rule", None, ConnectionResetError("connection lost"))])
+
+    def lines_of_a_database_that_goes_away(session):
+        for failure in failures:
+            raise failure
+        return loaded(session)
+
+    monkeypatch.setattr(policy_service, "current_lines", lines_of_a_database_that_goes_away)
+    body = {"subject": {"subject_id": "sub_aaaaaaaaaaaaaaaa"}, "action": "read", "purpose": "essential.service"}
+    body["fields"] = ["email"]
+    assert_problem(client.post("/v1/decisions", json=body, headers=app_key), 503, "service-unavailable")
+    assert not fresh.loaded
+    assert_problem(client.post("/v1/decisions", json=body, headers=app_key), 404, "not-found")  # past the guard
+    assert fresh.loaded

@@ -7,9 +7,10 @@ import json
 import logging
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, delete, select
 
 from govsvc.audit.models import AuditEvent
+from govsvc.crypto.models import CryptoKey
 from govsvc.vault.models import VaultField
 from tests.conftest import TEST_ROOT_KEYS
 from tests.support.asserts import assert_problem
@@ -165,6 +166,54 @@ def test_erasure_by_crypto_shredding(client, auth_headers, subject, database) ->
     ).get_json() == {"subject_ids": []}
     (event,) = _events(database, "key.destroyed")
     assert event.subject_ref == subject
+
+
+def test_a_crypto_shred_is_refused_while_a_legal_hold_keeps_the_data(client, auth_headers, subject, database) -> None:
+    """A subject hold, or a category hold covering one of the profile's fields, keeps the data key: the DPO's erasure
+    is a 409 naming the hold, and nothing is destroyed. Once the hold is released the erasure goes through."""
+    app_key, dpo, legal = auth_headers("app"), auth_headers("dpo"), auth_headers("legal")
+    _put(client, app_key, subject, PROFILE)
+    url = f"/v1/vault/subjects/{subject}/profile"
+    hold = {"basis": "litigation 2026-17", "owner": "legal team", "review_at": "2027-06-30"}
+    for scope in (
+        {"scope": "subject", "subject": {"subject_id": subject}},
+        {"scope": "category", "categories": ["user.contact"]},
+    ):
+        placed = client.post("/v1/holds", json=hold | scope, headers=legal)
+        assert placed.status_code == 201, placed.get_json()
+        refused = assert_problem(client.delete(url, headers=dpo), 409, "conflict")
+        assert refused["holds"] == [placed.get_json()["hold_id"]]
+        assert _events(database, "key.destroyed") == []
+        assert client.get(url + "?purpose=essential.service", headers=app_key).status_code == 200  # not 410
+        released = client.post(f"/v1/holds/{placed.get_json()['hold_id']}:release", headers=legal)
+        assert released.status_code == 200, released.get_json()
+    assert client.delete(url, headers=dpo).status_code == 200
+    assert len(_events(database, "key.destroyed")) == 1
+
+
+def test_a_crypto_shred_is_done_again_when_a_backup_is_restored(app, client, auth_headers, subject, database) -> None:
+    """The DPO's erasure writes a crypto_shred tombstone in the deletion ledger: when a backup taken before it
+    brings the wrapped data key back (and with it every value), replaying the ledger destroys the key again."""
+    app_key, dpo = auth_headers("app"), auth_headers("dpo")
+    _put(client, app_key, subject, PROFILE)
+    url = f"/v1/vault/subjects/{subject}/profile?purpose=essential.service"
+    engine = create_engine(database.url)
+    keys_table = CryptoKey.__table__
+    with engine.connect() as connection:  # the backup
+        backup = [dict(row._mapping) for row in connection.execute(select(keys_table))]
+    assert client.delete(f"/v1/vault/subjects/{subject}/profile", headers=dpo).status_code == 200
+    ledger = client.get("/v1/retention/ledger?store=vault", headers=dpo).get_json()["items"]
+    assert [(t["subject_key"], t["action"]) for t in ledger] == [(subject, "crypto_shred")]
+    assert_problem(client.get(url, headers=app_key), 410, "key-destroyed")
+    with engine.begin() as connection:  # the restore brings the wrapped key back: the values read again
+        connection.execute(delete(keys_table))
+        connection.execute(keys_table.insert(), backup)
+    assert client.get(url, headers=app_key).get_json()["fields"]["mobile"]["value"] is not None
+    replayed = app.test_cli_runner().invoke(args=["retention", "replay-ledger", "--store", "vault"])
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.output)["vault"]["subjects_shredded"] == 1
+    assert_problem(client.get(url, headers=app_key), 410, "key-destroyed")
+    engine.dispose()
 
 
 def test_encrypt_and_decrypt_for_apps_gated_by_the_decision(client, auth_headers, subject, database) -> None:

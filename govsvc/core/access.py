@@ -234,7 +234,10 @@ def init_access_control(app: Flask) -> None:
             _record_refusal("access.denied", "denied", "no_route_policy", object_ref=f"route:{request.endpoint}")
             return problem_response("forbidden", "This route has no access policy; it is denied to everyone.")
         engine = get_policy_engine()
-        if principal.confirmed and principal.policy_version != engine.version:
+        # A key recalled from KnownKeys carries no policy version: its view's own query brings the policy up to date.
+        # But when no policy is loaded yet (its first load failed, say on a database lost between the key's check
+        # and the load), load it now: otherwise the deny-by-default answer would be a 403 instead of the 503.
+        if not engine.loaded or (principal.confirmed and principal.policy_version != engine.version):
             engine.ensure_current(get_session())
         if not engine.is_allowed(principal.role, *permission):
             return refuse_permission(principal, *permission)

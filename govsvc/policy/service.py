@@ -232,11 +232,12 @@ class PolicyEngine:
         return self._model_text
 
     def ensure_current(self, session: Session) -> int:
-        """Reload when the stored version differs from the loaded one; returns the version in force."""
+        """Reload when the stored version differs from the loaded one, or nothing usable is loaded; returns the
+        version in force."""
         version = current_version(session)
-        if version != self._version:
+        if version != self._version or not self.loaded:
             with self._load_lock:  # one thread loads a new version; the others wait for it instead of loading too
-                if version != self._version:
+                if version != self._version or not self.loaded:
                     self._load(session, version)
         return version
 

@@ -12,10 +12,11 @@ from flask import current_app
 from govsvc.audit.service import record
 from govsvc.core.access import current_principal, requires
 from govsvc.core.db import get_session, records_on_read
-from govsvc.core.pii_guard import check_justification
+from govsvc.core.pii_guard import check_justification, random_reference
 from govsvc.core.schemas import StrictSchema
 from govsvc.subjects import service as subjects
 from govsvc.taxonomy.api import taxonomy_cache
+from govsvc.vault.erasure import shred_profile
 from govsvc.vault.service import Vault
 
 bp = APIBlueprint("vault", __name__, url_prefix="/v1/vault", tag="Profile vault")
@@ -222,19 +223,14 @@ def search(body: dict[str, Any]) -> dict[str, Any]:
 @bp.output(ShredResultSchema)
 @bp.doc(
     summary="Erase a subject by crypto-shredding: destroy its data keys, so no copy of its ciphertext can be read",
+    description="Refused (409, naming the holds) while a legal hold keeps any of the profile. The deletion ledger "
+    "records the erasure, so that a restored backup is shredded again (govsvc retention replay-ledger).",
     security=SECURITY,
-    responses=[200, *ERRORS],
+    responses=[200, 409, *ERRORS],
 )
 @requires("vault", "erase")
 def delete_profile(subject_id: str) -> dict[str, Any]:
     session = get_session()
     subject = subjects.get_subject(session, subject_id)
-    result = vault().shred(session, subject)
-    record(
-        session,
-        "key.destroyed",
-        subject_ref=subject.subject_id,
-        object_ref=f"key:subject:{subject.subject_id}",
-        details=result,
-    )
+    result = shred_profile(session, vault(), subject, run_id=random_reference("shred_", 8))
     return {"subject_id": subject.subject_id, **result}
