@@ -499,13 +499,40 @@ def _control_job(rule: str, *, pause: bool) -> None:
     click.echo(json.dumps(status.as_dict()))
 
 
+@retention_group.command("export-ledger")
+@click.option("--after", type=click.IntRange(min=0), default=0, help="only tombstones after this seq")
+@click.option("--output", type=click.File("w", encoding="utf-8"), default="-", help="file (default: stdout)")
+def retention_export_ledger(after: int, output: Any) -> None:
+    """The deletion ledger as JSON lines (pseudonymous keys and names only). Keep the export apart from the backups
+    of the service database: after restoring one, `replay-ledger --from` it erases again what was erased since."""
+    from govsvc.retention.ledger import export_tombstones
+
+    with _db().transaction(write=False) as session:
+        for document in export_tombstones(session, after=after):
+            output.write(json.dumps(document, sort_keys=True, ensure_ascii=False) + "\n")
+
+
 @retention_group.command("replay-ledger")
 @click.option("--store", default=None, help="only this store (vault, source:<name>)")
-def retention_replay_ledger(store: str | None) -> None:
+@click.option(
+    "--from",
+    "export",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="a ledger export (export-ledger) kept apart from the backups: its tombstones missing here are added first",
+)
+def retention_replay_ledger(store: str | None, export: Any) -> None:
     """After restoring a backup (of the service database or of a source): erase again what the ledger says was
     erased. Run it before the restored copy is used."""
-    from govsvc.retention.ledger import replay
+    from govsvc.retention.ledger import import_tombstones, replay
 
+    if export is not None:
+        lines = list(export)
+        with _db().transaction() as session:
+            imported = _retention_call(lambda: import_tombstones(session, lines))
+        if imported is None:
+            return
+        click.echo(json.dumps({"imported": imported}), err=True)
     result = _retention_call(lambda: replay(_db(), _retention(), store=store))
     if result is not None:
         click.echo(json.dumps(result, sort_keys=True))

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import threading
 import time
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, make_url, select, text
 
 from govsvc.audit.models import AuditEvent
 from govsvc.core.scheduler import JobControl, Jobs
@@ -582,3 +583,63 @@ def test_a_subject_event_trigger_purges_every_row_of_the_subjects_it_made_due(cl
     assert done["counts"]["rows"] == 6 and done["counts"]["subjects"] == 1  # all of C-4's orders, old and new
     assert external_db.count() == 24 and external_db.count(where="customer_id = 'C-4'") == 0
     assert execute(client, keys)["counts"]["rows"] == 0
+
+
+def _copy_database(database, cluster_of, source: str, target: str, tmp_path) -> None:
+    """A backup or a restore of the whole service database (every connection to it closed first)."""
+    if database.backend == "sqlite":
+        files = {"live": database.url.removeprefix("sqlite:///"), "backup": str(tmp_path / "backup.db")}
+        with sqlite3.connect(files[source]) as origin, sqlite3.connect(files[target]) as copy:
+            origin.backup(copy)
+        return
+    cluster = cluster_of()
+    names = {"live": str(make_url(database.url).database)}
+    names["backup"] = names["live"] + "_backup"
+    cluster.admin_execute(f"DROP DATABASE IF EXISTS {names[target]} WITH (FORCE)")
+    cluster.admin_execute(f"CREATE DATABASE {names[target]} TEMPLATE {names[source]}")
+
+
+def test_a_restored_service_database_is_erased_again_from_a_ledger_export(
+    app, client, keys, database, request, tmp_path
+) -> None:
+    """A backup of the service database taken before an erasure holds the subject's wrapped data key, and a ledger
+    without that erasure's tombstone. The ledger export kept apart brings the tombstone back, and the replay
+    destroys the key again."""
+    subject = make_subject(client, keys, "C-7")
+    profile = {"fields": {"name": "李雷", "mobile": "+8613812345678"}}
+    put = client.put(f"/v1/vault/subjects/{subject}/profile", json=profile, headers=keys["app"])
+    assert put.status_code == 200, put.get_json()
+    url = f"/v1/vault/subjects/{subject}/profile?purpose=essential.service"
+    live = app.extensions["govsvc.db"]
+    live.dispose()
+    _copy_database(database, lambda: request.getfixturevalue("postgres_cluster"), "live", "backup", tmp_path)
+    assert client.delete(f"/v1/vault/subjects/{subject}/profile", headers=keys["dpo"]).status_code == 200
+    runner = app.test_cli_runner()
+    export = tmp_path / "ledger.jsonl"
+    assert runner.invoke(args=["retention", "export-ledger", "--output", str(export)]).exit_code == 0
+    (line,) = export.read_text().splitlines()
+    assert {key: json.loads(line)[key] for key in ("subject_key", "store", "action")} == {
+        "subject_key": subject,
+        "store": "vault",
+        "action": "crypto_shred",
+    }
+    live.dispose()
+    _copy_database(database, lambda: request.getfixturevalue("postgres_cluster"), "backup", "live", tmp_path)
+    app.extensions["govsvc.keys"].cache.clear()  # as a restarted instance would start
+    resurrected = client.get(url, headers=keys["app"]).get_json()["fields"]
+    assert resurrected["mobile"]["value"] is not None  # the restore brought the erased subject back
+    assert client.get("/v1/retention/ledger?store=vault", headers=keys["dpo"]).get_json()["items"] == []
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(line + "\n" + json.dumps({"subject_key": subject, "store": "vault"}) + "\n")
+    refused = runner.invoke(args=["retention", "replay-ledger", "--from", str(bad)])
+    assert refused.exit_code == 1 and "line 2" in refused.output
+    assert client.get("/v1/retention/ledger?store=vault", headers=keys["dpo"]).get_json()["items"] == []
+
+    replayed = runner.invoke(args=["retention", "replay-ledger", "--from", str(export)])
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.stderr) == {"imported": 1}
+    assert json.loads(replayed.stdout)["vault"]["subjects_shredded"] == 1
+    assert_problem(client.get(url, headers=keys["app"]), 410, "key-destroyed")
+    again = runner.invoke(args=["retention", "replay-ledger", "--from", str(export)])
+    assert json.loads(again.stderr) == {"imported": 0}

@@ -1,11 +1,19 @@
 """Replaying the deletion ledger after a restore (reference R-DEL-02): every tombstone's deletion is done again
 in the restored store: the vault's subjects are crypto-shredded again, and a source's rows whose subject key
-hashes to a tombstone and that are older than its time are deleted again (or anonymized again), chunk by chunk."""
+hashes to a tombstone and that are older than its time are deleted again (or anonymized again), chunk by chunk.
+
+A backup of the service database holds the ledger as it was then: the erasures made since are not in it. So the
+ledger is also exported (``export_tombstones``, JSON lines of pseudonymous keys and names only) and kept apart from
+the backups; after restoring the service database, ``import_tombstones`` adds the exported tombstones the restored
+ledger lacks, and the replay then erases again what was erased after the backup was taken.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -16,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from govsvc.audit.service import record
 from govsvc.core.db import Database
-from govsvc.core.errors import NotFoundError
+from govsvc.core.errors import NotFoundError, ValidationFailed
 from govsvc.retention.models import DeletionTombstone, RetentionRun
 from govsvc.retention.rules import categories_cover
 from govsvc.retention.service import Retention
@@ -174,3 +182,117 @@ def _replay_source(
             target = SourceTarget(sources, config, retention, retention.masker_of())
             counts["rows_anonymized"] += target.anonymize(rule, [key])
     return dict(counts)
+
+
+# -- export and import (for restores of the service database) ------------------------------------------------------
+
+EXPORT_FIELDS = ("subject_key", "store", "deleted_before", "action", "run_id", "recorded_at", "detail")
+_TOKEN = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
+
+
+def export_tombstones(session: Session, *, after: int = 0, chunk: int = 1000) -> Iterator[dict[str, Any]]:
+    """Every tombstone after ``pk`` ``after``, oldest first, as a JSON-ready document (pseudonymous subject keys,
+    store and field or category names: no personal data). Read ``chunk`` rows at a time."""
+    while True:
+        rows = session.scalars(
+            select(DeletionTombstone).where(DeletionTombstone.pk > after).order_by(DeletionTombstone.pk).limit(chunk)
+        ).all()
+        for row in rows:
+            yield {
+                "seq": row.pk,
+                "subject_key": row.subject_key,
+                "store": row.store,
+                "deleted_before": _aware(row.deleted_before).isoformat(),  # type: ignore[union-attr]
+                "action": row.action,
+                "run_id": row.run_id,
+                "recorded_at": _aware(row.recorded_at).isoformat(),  # type: ignore[union-attr]
+                "detail": json.loads(row.detail) if row.detail else None,
+            }
+        if len(rows) < chunk:
+            return
+        after = rows[-1].pk
+
+
+def _identity(store: str, subject_key: str, action: str, run_id: str | None, deleted_before: datetime) -> tuple:
+    return (store, subject_key, action, run_id or "", _aware(deleted_before))
+
+
+def import_tombstones(session: Session, lines: Iterable[str]) -> int:
+    """Add the tombstones of an export (JSON lines) that this ledger lacks, with their own times; returns how many.
+
+    A tombstone is the same when its store, subject key, action, run and time match. Every line is checked before
+    anything is added (ValidationFailed names the bad lines), so an import adds all of its missing tombstones or
+    none of them.
+    """
+    parsed, errors = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            parsed.append(_tombstone_of(json.loads(line)))
+        except (ValueError, TypeError, KeyError) as error:
+            errors.append({"field": f"line {number}", "message": str(error) or type(error).__name__})
+    if errors:
+        raise ValidationFailed("The ledger export has invalid lines; nothing was imported.", errors=errors[:20])
+    present = {
+        _identity(*row)
+        for row in session.execute(
+            select(
+                DeletionTombstone.store,
+                DeletionTombstone.subject_key,
+                DeletionTombstone.action,
+                DeletionTombstone.run_id,
+                DeletionTombstone.deleted_before,
+            )
+        )
+    }
+    missing = []
+    for row in parsed:
+        identity = _identity(row["store"], row["subject_key"], row["action"], row["run_id"], row["deleted_before"])
+        if identity not in present:
+            present.add(identity)
+            missing.append(row)
+    if missing:
+        session.execute(DeletionTombstone.__table__.insert(), missing)
+        record(
+            session,
+            "retention.ledger_imported",
+            object_ref="ledger:*",
+            details={"imported": len(missing), "read": len(parsed)},
+        )
+    return len(missing)
+
+
+def _tombstone_of(document: Any) -> dict[str, Any]:
+    """One exported tombstone, checked; ValueError/TypeError/KeyError say what is wrong."""
+    if not isinstance(document, dict):
+        raise TypeError("not a JSON object")
+    unknown = set(document) - set(EXPORT_FIELDS) - {"seq"}
+    if unknown:
+        raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+    subject_key, store, action = document["subject_key"], document["store"], document["action"]
+    for name, value, limit in (("subject_key", subject_key, 80), ("store", store, 120)):
+        if not isinstance(value, str) or not 1 <= len(value) <= limit:
+            raise ValueError(f"{name} must be a string of 1 to {limit} characters")
+    if not isinstance(action, str) or not _TOKEN.match(action):
+        raise ValueError("action must be a short lower-case name")
+    run_id = document.get("run_id")
+    if run_id is not None and (not isinstance(run_id, str) or len(run_id) > 40):
+        raise ValueError("run_id must be a string of at most 40 characters")
+    detail = document.get("detail")
+    if detail is not None and not isinstance(detail, dict):
+        raise ValueError("detail must be an object")
+    times = {}
+    for name in ("deleted_before", "recorded_at"):
+        moment = datetime.fromisoformat(str(document[name]))
+        if moment.tzinfo is None:
+            raise ValueError(f"{name} must carry its UTC offset")
+        times[name] = _aware(moment)
+    return {
+        "subject_key": subject_key,
+        "store": store,
+        "action": action,
+        "run_id": run_id,
+        "detail": json.dumps(detail, sort_keys=True) if detail is not None else None,
+        **times,
+    }
