@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 from openapi_spec_validator import validate
 
@@ -32,3 +33,13 @@ def test_every_api_route_is_documented_with_problem_errors(app, client) -> None:
     problem = create["responses"]["422"]["content"]
     assert list(problem) == ["application/problem+json"]
     assert problem["application/problem+json"]["schema"]["$ref"].endswith("/ProblemSchema")
+
+
+def test_each_schema_class_is_one_component(app) -> None:
+    """A schema class used both nested and as a whole body used to be added twice (apispec warned, and the
+    document carried copies named ``ClientSchema1`` and the like): each class now has one component."""
+    with warnings.catch_warnings(record=True) as caught, app.app_context():
+        warnings.simplefilter("always")
+        spec = app._get_spec(force_update=True)
+    assert [str(w.message) for w in caught if "already been added" in str(w.message)] == []
+    assert [name for name in spec["components"]["schemas"] if re.search(r"\d$", name)] == []

@@ -82,8 +82,12 @@ class EventSchema(Schema):
     event = Dict(required=True, metadata={"description": "the event as committed to the tree"})
 
 
+class EventItemSchema(EventSchema):
+    """An event as a page lists it (its own OpenAPI component: one class, one component)."""
+
+
 class EventPageSchema(Schema):
-    items = List(Nested(EventSchema), required=True)
+    items = List(Nested(EventItemSchema), required=True)
     next_cursor = String(allow_none=True, required=True)
 
 
@@ -113,8 +117,12 @@ class KeySchema(Schema):
     active = Boolean(required=True)
 
 
+class KeyItemSchema(KeySchema):
+    """A signing key as the key list shows it (its own OpenAPI component: one class, one component)."""
+
+
 class KeyListSchema(Schema):
-    keys = List(Nested(KeySchema), required=True)
+    keys = List(Nested(KeyItemSchema), required=True)
 
 
 class FindingSchema(Schema):

@@ -42,6 +42,10 @@ class ClientSchema(Schema):
     status = String(required=True, metadata={"description": "active, expired or revoked"})
 
 
+class ClientItemSchema(ClientSchema):
+    """A client as a page lists it (its own OpenAPI component: one class, one component)."""
+
+
 class CreatedClientSchema(ClientSchema):
     api_key = String(
         allow_none=True,
@@ -60,7 +64,7 @@ class ClientListQuerySchema(PageQuerySchema):
 
 
 class ClientPageSchema(Schema):
-    items = List(Nested(ClientSchema), required=True)
+    items = List(Nested(ClientItemSchema), required=True)
     next_cursor = String(allow_none=True, required=True)
 
 

@@ -109,8 +109,12 @@ class RetentionRunSchema(Schema):
     duration_ms = Integer(allow_none=True)
 
 
+class RetentionRunItemSchema(RetentionRunSchema):
+    """A run as the run list shows it (its own OpenAPI component: one class, one component)."""
+
+
 class RetentionRunListSchema(Schema):
-    items = List(Nested(RetentionRunSchema))
+    items = List(Nested(RetentionRunItemSchema))
     next_cursor = String(allow_none=True)
 
 
@@ -131,8 +135,12 @@ class RetentionJobSchema(Schema):
     next_run_at = String(allow_none=True)
 
 
+class RetentionJobItemSchema(RetentionJobSchema):
+    """A job as the job list shows it (its own OpenAPI component: one class, one component)."""
+
+
 class RetentionRuleJobsSchema(Schema):
-    items = List(Nested(RetentionJobSchema))
+    items = List(Nested(RetentionJobItemSchema))
 
 
 class RetentionRunNowSchema(Schema):

@@ -38,6 +38,10 @@ class IdentifierSchema(StrictSchema):
     system = String(load_default="", validate=Length(max=64), metadata={"description": "e.g. crm, web, store"})
 
 
+class NewIdentifierSchema(IdentifierSchema):
+    """The body that adds an identifier (its own OpenAPI component, apart from the nested identifiers)."""
+
+
 class SubjectRefSchema(StrictSchema):
     """A subject by its id, or by any identifier."""
 
@@ -45,6 +49,10 @@ class SubjectRefSchema(StrictSchema):
     kind = String(load_default=None, validate=Length(max=32))
     value = String(load_default=None, validate=Length(max=200))
     system = String(load_default="", validate=Length(max=64))
+
+
+class SubjectLookupSchema(SubjectRefSchema):
+    """The body of a subject lookup (its own OpenAPI component, apart from the nested subject references)."""
 
 
 class SubjectCreateSchema(StrictSchema):
@@ -121,7 +129,7 @@ def create_subject(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str,
 
 
 @bp.post("/subjects:lookup")
-@bp.input(SubjectRefSchema, arg_name="body")
+@bp.input(SubjectLookupSchema, arg_name="body")
 @bp.output(SubjectSchema)
 @bp.doc(summary="Find a subject by any identifier (kept out of the URL)", security=SECURITY, responses=[200, *ERRORS])
 @requires("subjects", "read")
@@ -138,7 +146,7 @@ def get_subject(subject_id: str) -> dict[str, Any]:
 
 
 @bp.post("/subjects/<string:subject_id>/identifiers")
-@bp.input(IdentifierSchema, arg_name="body")
+@bp.input(NewIdentifierSchema, arg_name="body")
 @bp.output(SubjectSchema)
 @bp.doc(summary="Add an identifier to a subject", security=SECURITY, responses=[200, *ERRORS])
 @requires("subjects", "write")
