@@ -633,7 +633,7 @@ def test_a_restored_service_database_is_erased_again_from_a_ledger_export(
     bad = tmp_path / "bad.jsonl"
     bad.write_text(line + "\n" + json.dumps({"subject_key": subject, "store": "vault"}) + "\n")
     refused = runner.invoke(args=["retention", "replay-ledger", "--from", str(bad)])
-    assert refused.exit_code == 1 and "line 2" in refused.output
+    assert refused.exit_code == 1 and "line 2: missing field action" in refused.output
     assert client.get("/v1/retention/ledger?store=vault", headers=keys["dpo"]).get_json()["items"] == []
 
     replayed = runner.invoke(args=["retention", "replay-ledger", "--from", str(export)])
@@ -643,3 +643,4 @@ def test_a_restored_service_database_is_erased_again_from_a_ledger_export(
     assert_problem(client.get(url, headers=keys["app"]), 410, "key-destroyed")
     again = runner.invoke(args=["retention", "replay-ledger", "--from", str(export)])
     assert json.loads(again.stderr) == {"imported": 0}
+    assert json.loads(again.stdout)["vault"].get("subjects_shredded", 0) == 0  # nothing had come back this time

@@ -19,7 +19,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.service import record
@@ -126,9 +126,19 @@ def _replay_vault(
 
 
 def _shred_again(session: Session, retention: Retention, subject: Subject, counts: Counter[str]) -> None:
+    """Shred a subject the ledger says was shredded; counted (and audited) only when the restore had brought
+    something back: a live key version, a plain value or blind index, an identifier or an earlier value."""
+    readable = session.scalar(
+        select(func.count())
+        .select_from(VaultField)
+        .where(
+            VaultField.subject_pk == subject.pk,
+            or_(VaultField.value_plain.is_not(None), VaultField.blind_index.is_not(None)),
+        )
+    )
     shredded = retention.vault.shred(session, subject)
-    session.execute(delete(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk))
-    if shredded["key_versions_destroyed"] or shredded["fields"]:
+    history = session.execute(delete(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk)).rowcount
+    if shredded["key_versions_destroyed"] or shredded["identifiers_removed"] or readable or history:
         counts["subjects_shredded"] += 1
         record(
             session,
@@ -230,7 +240,9 @@ def import_tombstones(session: Session, lines: Iterable[str]) -> int:
             continue
         try:
             parsed.append(_tombstone_of(json.loads(line)))
-        except (ValueError, TypeError, KeyError) as error:
+        except KeyError as error:
+            errors.append({"field": f"line {number}", "message": f"missing field {error.args[0]}"})
+        except (ValueError, TypeError) as error:
             errors.append({"field": f"line {number}", "message": str(error) or type(error).__name__})
     if errors:
         raise ValidationFailed("The ledger export has invalid lines; nothing was imported.", errors=errors[:20])
