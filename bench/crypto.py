@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import insert
 
 from govsvc import create_app, settle_heap
+from govsvc.audit.service import write_pending
 from govsvc.bootstrap import seed_all
 from govsvc.config import PROJECT_ROOT, Settings
 from govsvc.core import migrate
@@ -31,7 +32,7 @@ from govsvc.crypto import tokens
 from govsvc.crypto.keys import KEY_EPOCH_INFO, KeyStore
 from govsvc.crypto.providers import LocalKeyProvider
 from govsvc.crypto.tokens import Ciphers
-from govsvc.subjects.service import IdentifierInput, create_subject, get_subject
+from govsvc.subjects.service import IdentifierInput, create_subject, get_subject_key
 from govsvc.taxonomy.service import TaxonomyCache
 from govsvc.vault.models import VaultField
 from govsvc.vault.service import run_rotation, start_rotation
@@ -121,19 +122,20 @@ def bench_vault_read(app, subjects: int, reads: int) -> None:
             vault.write(session, taxonomy, subject, PROFILE, actor="bench")
             subject_ids.append(subject.subject_id)
 
-    def read(subject_id: str) -> int:
-        session = database.new_session(write=True)
+    def read(subject_id: str) -> int:  # as GET /v1/vault/subjects/{id}/profile does it
+        session = database.new_autocommit_session()
         try:
             views = vault.read_for_purpose(
                 session,
                 engine,
-                get_subject(session, subject_id),
+                get_subject_key(session, subject_id),
                 purpose="essential.legal_obligation",
                 role="dpo",
                 principal_id="client:bench",
                 justification="benchmark run",
             )
-            session.commit()  # the data.unmasked event of the L3 plaintext
+            write_pending(session)  # its audit events (data.unmasked of the L3 plaintext): one self-committing INSERT
+            session.commit()
             return sum(view.value is not None for view in views.values())
         finally:
             session.close()

@@ -120,6 +120,15 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
+    def new_autocommit_session(self) -> Session:
+        """PostgreSQL: a session whose statements each commit by themselves (no BEGIN/COMMIT round trips; see
+        ``autocommit``). SQLite, which has no such pool: a write session, committed as usual."""
+        if self.autocommit_sessions is None:
+            return self.new_session(write=True)
+        session = self.autocommit_sessions()
+        session.info[AUTOCOMMIT_SESSION] = True
+        return session
+
     def new_session(self, *, write: bool = False) -> Session:
         """A new session; ``write=True`` takes SQLite's write lock at the first statement."""
         session = self.session_factory()
@@ -216,8 +225,7 @@ def get_session() -> Session:
         database = get_db()
         write = request.method not in ("GET", "HEAD", "OPTIONS") or _view_marked(_RECORDS_ATTR)
         if database.autocommit_sessions is not None and _wants_autocommit():
-            session = database.autocommit_sessions()
-            session.info[AUTOCOMMIT_SESSION] = True
+            session = database.new_autocommit_session()
         else:
             session = database.new_session(write=write)
         g.db_session = session

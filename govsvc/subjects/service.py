@@ -12,10 +12,10 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 import phonenumbers
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from govsvc.core.db import utcnow
@@ -193,6 +193,29 @@ def update_subject(
     subject.updated_at = utcnow()
     session.flush()
     return subject
+
+
+class SubjectKey(NamedTuple):
+    """A subject's internal and public ids: all a read of its data needs, without loading the ORM object."""
+
+    pk: int
+    subject_id: str
+
+
+_subjects = Subject.__table__.c
+_SUBJECT_KEY = select(_subjects.pk, _subjects.subject_id).where(_subjects.subject_id == bindparam("subject_id"))
+
+
+def get_subject_key(session: Session, subject_id: str) -> SubjectKey:
+    """The ids of a subject (one prebuilt statement, no ORM object: the hot read paths); NotFoundError otherwise."""
+    row = (
+        session.connection().execute(_SUBJECT_KEY, {"subject_id": subject_id}).first()
+        if _SUBJECT_ID_RE.match(subject_id)
+        else None
+    )
+    if row is None:
+        raise NotFoundError("No such subject.")
+    return SubjectKey(row[0], row[1])
 
 
 def get_subject(session: Session, subject_id: str) -> Subject:

@@ -9,9 +9,9 @@ from apiflask.fields import AwareDateTime, Dict, Integer, List, Nested, String
 from apiflask.validators import Length
 from flask import current_app
 
-from govsvc.audit.service import record
+from govsvc.audit.service import record, write_pending
 from govsvc.core.access import current_principal, requires
-from govsvc.core.db import get_session, records_on_read
+from govsvc.core.db import AUTOCOMMIT_SESSION, autocommit, get_session, records_on_read
 from govsvc.core.pii_guard import check_justification, random_reference
 from govsvc.core.schemas import StrictSchema
 from govsvc.subjects import service as subjects
@@ -167,9 +167,10 @@ def patch_profile(subject_id: str, body: dict[str, Any]) -> dict[str, Any]:
 )
 @requires("vault", "read")
 @records_on_read
+@autocommit
 def get_profile(subject_id: str, query: dict[str, Any]) -> dict[str, Any]:
     session = get_session()
-    subject = subjects.get_subject(session, subject_id)
+    subject = subjects.get_subject_key(session, subject_id)
     principal = current_principal()
     views = vault().read_for_purpose(
         session,
@@ -180,6 +181,10 @@ def get_profile(subject_id: str, query: dict[str, Any]) -> dict[str, Any]:
         principal_id=principal.principal_id,
         justification=query["justification"],
     )
+    if session.info.get(AUTOCOMMIT_SESSION):
+        write_pending(
+            session
+        )  # the read's audit events, in one INSERT that commits itself, before any plaintext leaves
     return {
         "subject_id": subject.subject_id,
         "purpose": query["purpose"],

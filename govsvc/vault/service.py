@@ -27,7 +27,7 @@ from govsvc.crypto.tokens import Ciphers
 from govsvc.decisions.service import Decision, DecisionEngine, DecisionRequest
 from govsvc.pii.masking import Masker, normalise_for_pseudonym
 from govsvc.subjects.models import Subject, SubjectIdentifier
-from govsvc.subjects.service import normalise
+from govsvc.subjects.service import SubjectKey, normalise
 from govsvc.taxonomy.service import Taxonomy
 from govsvc.vault.models import VaultField, VaultFieldHistory
 
@@ -320,7 +320,7 @@ class Vault:
         self,
         session: Session,
         engine: DecisionEngine,
-        subject: Subject,
+        subject: Subject | SubjectKey,
         *,
         purpose: str,
         role: str,
