@@ -362,7 +362,7 @@ def test_crypto_shredding_makes_every_copy_unreadable(world, database, tmp_path:
     with db.transaction() as session:
         from govsvc.subjects.service import get_subject
 
-        result = vault.shred(session, get_subject(session, subject_id))
+        result = vault.shred(session, get_subject(session, subject_id), via="test")
     assert result["key_versions_destroyed"] == 1 and result["identifiers_removed"] == 1
     after_erasure = _app_on(_copy_database(database, app, "after"), f"1:{lines[1]}", tmp_path)
     copy_db = after_erasure.extensions["govsvc.db"]
@@ -437,7 +437,7 @@ def test_a_rotation_passes_over_shredded_subjects(world) -> None:
     with db.transaction() as session:
         from govsvc.subjects.service import get_subject
 
-        vault.shred(session, get_subject(session, other))
+        vault.shred(session, get_subject(session, other), via="test")
         rotation = start_rotation(session, keys, subject=None, actor="test").rotation_id
     done = run_rotation(db, keys, rotation, chunk=1)
     assert done.status == "done" and done.values_done == 2  # the live subject's two sealed values only
@@ -473,7 +473,7 @@ def test_shredding_reaches_identifier_values_and_birth_dates(world) -> None:
         kept_email = session.scalar(select(SubjectIdentifier.value_enc))
         kept_birth = session.scalar(select(Subject.birth_date_enc).where(Subject.subject_id == subject_id))
         assert keys.open(session, subject_id, identifier_name("email", ""), kept_email) == "li.lei@example.cn"
-        vault.shred(session, get_subject(session, subject_id))
+        vault.shred(session, get_subject(session, subject_id), via="test")
     app.extensions["govsvc.keys"].cache.clear()
     with db.transaction() as session:
         with pytest.raises(KeyDestroyed):

@@ -49,7 +49,7 @@ def test_rotation_in_chunks_of_many_rows_resumes_and_skips_a_shredded_subject(ap
     keys: KeyStore = app.extensions["govsvc.keys"]
     shredded = subject_ids[2]
     with db.transaction() as session:
-        vault.shred(session, get_subject(session, shredded))
+        vault.shred(session, get_subject(session, shredded), via="test")
         rotation = start_rotation(session, keys, subject=None, actor="test").rotation_id
     partial = run_rotation(db, keys, rotation, chunk=7, max_chunks=2)  # stops as a crash would, mid-subject
     assert partial.status == "running" and 0 < partial.values_done <= 14

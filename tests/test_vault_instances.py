@@ -56,7 +56,7 @@ def test_a_key_destroyed_on_one_instance_never_decrypts_on_another(app_factory, 
     assert shown["id_number"] == PROFILE["id_number"]  # opened on the second instance: its key is cached there
     assert len(second.extensions["govsvc.keys"].cache) > 0
     with first.extensions["govsvc.db"].transaction() as session:
-        first.extensions["govsvc.vault"].shred(session, get_subject(session, subject_id))
+        first.extensions["govsvc.vault"].shred(session, get_subject(session, subject_id), via="test")
     with pytest.raises(KeyDestroyed):
         _read(second, subject_id)
     assert second.extensions["govsvc.keys"].cache.get(f"subject:{subject_id}", 1) is None  # dropped there too
@@ -96,7 +96,7 @@ def test_a_birth_date_decrypted_before_a_shredding_is_forgotten_on_every_instanc
     with first.extensions["govsvc.db"].transaction() as session:
         subject = get_subject(session, subject_id)
         sealed_birth_date = subject.birth_date_enc
-        first.extensions["govsvc.vault"].shred(session, subject)
+        first.extensions["govsvc.vault"].shred(session, subject, via="test")
     with first.extensions["govsvc.db"].transaction() as session:  # a backup of the row is restored
         get_subject(session, subject_id).birth_date_enc = sealed_birth_date
     after = second.test_client().post("/v1/decisions", json=decide, headers=key).get_json()

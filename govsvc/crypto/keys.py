@@ -68,25 +68,16 @@ class KeyCache:
 
     def get(self, key_id: str, version: int) -> Ciphers | None:
         # Lock-free: each OrderedDict call is atomic in CPython; an entry evicted meanwhile is simply a miss.
-        entry = self._entries.get((key_id, version))
-        if entry is None:
-            return None
-        if entry[0] < _monotonic():
-            self._expire(entry)
-            return None
-        if entry is not self._latest:  # the most recently used already is last: nothing to move
-            try:
-                self._entries.move_to_end(entry[2])
-            except KeyError:  # evicted by another thread just now: still valid for this call
-                return entry[1]
-            self._latest = entry
-        return entry[1]
+        return self._use(self._entries.get((key_id, version)))
 
     def for_token(self, token: bytes) -> Ciphers | None:
         """The cached key whose header starts ``token``, if any (a miss means: parse the header and look up)."""
         if len(token) < 2:
             return None
-        entry = self._by_header.get(token[: 6 + token[1]])  # the same entries as get's (see put)
+        return self._use(self._by_header.get(token[: 6 + token[1]]))  # the same entries as get's (see put)
+
+    def _use(self, entry: _CacheEntry | None) -> Ciphers | None:
+        """An entry found by ``get`` or ``for_token``: its key unless it expired, moved to the LRU end."""
         if entry is None:
             return None
         if entry[0] < _monotonic():

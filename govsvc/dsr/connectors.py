@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.models import AuditEvent
@@ -34,8 +34,8 @@ from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.subjects.service import get_subject, identifier_name
 from govsvc.taxonomy.service import Taxonomy, TaxonomyCache
 from govsvc.vault.erasure import erase_fields
-from govsvc.vault.models import VaultField, VaultFieldHistory
-from govsvc.vault.service import Vault
+from govsvc.vault.models import VaultField
+from govsvc.vault.service import Vault, delete_history
 
 OPERATIONS = ("collect", "erase", "rectify", "restrict", "object", "notify")
 CHUNK = 1000
@@ -225,20 +225,9 @@ class VaultConnector(BuiltinConnector):
             kept = [(row, reason) for row, reason in kept_rows if reason is not None]
             blanket = [e for e in job.exceptions if "*" in e.categories]
             if not kept and not blanket:
-                result = self.vault.shred(session, subject)
-                history = session.execute(
-                    delete(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk)
-                ).rowcount
-                record(
-                    session,
-                    "key.destroyed",
-                    subject_ref=subject.subject_id,
-                    object_ref=f"key:subject:{subject.subject_id}",
-                    details={**result, "via": "dsr"},
-                )
-                return Outcome(
-                    "done", counts={**result, "history_deleted": int(history or 0)}, notes=["data key destroyed"]
-                )
+                result = self.vault.shred(session, subject, via="dsr")
+                result["history_deleted"] = delete_history(session, subject)
+                return Outcome("done", counts=result, notes=["data key destroyed"])
             subject.restricted = True
             if blanket:
                 return Outcome(

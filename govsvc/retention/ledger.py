@@ -19,7 +19,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.service import record
@@ -32,6 +32,7 @@ from govsvc.retention.targets import ANON_PREFIX, SourceTarget, _aware
 from govsvc.subjects.models import Subject
 from govsvc.vault.erasure import erase_fields
 from govsvc.vault.models import VaultField, VaultFieldHistory
+from govsvc.vault.service import delete_history, shred_erased_anything
 
 
 def replay(database: Database, retention: Retention, *, store: str | None = None, chunk: int = 1000) -> dict[str, Any]:
@@ -128,25 +129,9 @@ def _replay_vault(
 def _shred_again(session: Session, retention: Retention, subject: Subject, counts: Counter[str]) -> None:
     """Shred a subject the ledger says was shredded; counted (and audited) only when the restore had brought
     something back: a live key version, a plain value or blind index, an identifier or an earlier value."""
-    readable = session.scalar(
-        select(func.count())
-        .select_from(VaultField)
-        .where(
-            VaultField.subject_pk == subject.pk,
-            or_(VaultField.value_plain.is_not(None), VaultField.blind_index.is_not(None)),
-        )
-    )
-    shredded = retention.vault.shred(session, subject)
-    history = session.execute(delete(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk)).rowcount
-    if shredded["key_versions_destroyed"] or shredded["identifiers_removed"] or readable or history:
+    shredded = retention.vault.shred(session, subject, via="ledger_replay")
+    if delete_history(session, subject) or shred_erased_anything(shredded):
         counts["subjects_shredded"] += 1
-        record(
-            session,
-            "key.destroyed",
-            subject_ref=subject.subject_id,
-            object_ref=f"key:subject:{subject.subject_id}",
-            details={**shredded, "via": "ledger_replay"},
-        )
 
 
 def _replay_source(

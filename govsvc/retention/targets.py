@@ -12,11 +12,9 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from govsvc.audit.service import record
 from govsvc.auth.models import ApiClient
 from govsvc.consent.models import ConsentState
 from govsvc.core.db import utcnow
-from govsvc.crypto.keys import subject_key_id
 from govsvc.crypto.models import CryptoKey
 from govsvc.dsr.models import DsrExport, DsrExportChunk, DsrRequest
 from govsvc.retention.models import RetentionEvent
@@ -24,7 +22,7 @@ from govsvc.retention.rules import Rule
 from govsvc.sources.service import SourceConfig, Sources
 from govsvc.subjects.models import Subject
 from govsvc.vault.models import VaultField, VaultFieldHistory
-from govsvc.vault.service import Vault
+from govsvc.vault.service import Vault, delete_history
 
 TERMINAL_DSR = ("completed", "partially_completed", "denied", "cancelled", "expired")
 EVENT_TRIGGER_NAMES = {
@@ -163,15 +161,8 @@ class VaultTarget(Target):
                 subject.restricted = True
                 subject.updated_at = utcnow()
             elif rule.action == "crypto_shred":
-                result = self.vault.shred(session, subject)
-                session.execute(delete(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk))
-                record(
-                    session,
-                    "key.destroyed",
-                    subject_ref=subject.subject_id,
-                    object_ref=f"key:{subject_key_id(subject.subject_id)}",
-                    details={**result, "via": "retention", "rule": rule.key},
-                )
+                self.vault.shred(session, subject, via="retention", rule=rule.key)
+                delete_history(session, subject)
             else:
                 fields = [
                     row.field

@@ -13,7 +13,6 @@ from collections.abc import Collection
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from govsvc.audit.service import record
 from govsvc.core.db import utcnow
 from govsvc.core.errors import ConflictError
 from govsvc.dsr.erasure import erasable_fields
@@ -21,7 +20,7 @@ from govsvc.holds.service import hold_exceptions
 from govsvc.retention.models import DeletionTombstone
 from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.vault.models import VaultField, VaultFieldHistory
-from govsvc.vault.service import Vault
+from govsvc.vault.service import Vault, delete_history
 
 KEPT_IDENTIFIER = "crm_id"  # the key the kept records are found by
 
@@ -77,12 +76,6 @@ def shred_profile(session: Session, vault: Vault, subject: Subject, *, run_id: s
             recorded_at=utcnow(),
         )
     )
-    result = vault.shred(session, subject)
-    record(
-        session,
-        "key.destroyed",
-        subject_ref=subject.subject_id,
-        object_ref=f"key:subject:{subject.subject_id}",
-        details=result,
-    )
+    result = vault.shred(session, subject, via="vault_api")
+    delete_history(session, subject)
     return result

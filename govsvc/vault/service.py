@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from govsvc.audit.service import record
@@ -474,10 +474,23 @@ class Vault:
 
     # -- erasure -----------------------------------------------------------------------------------------------
 
-    def shred(self, session: Session, subject: Subject) -> dict[str, int]:
-        """Crypto-shred a subject: destroy its data keys, erase plain values and every blind index."""
+    def shred(self, session: Session, subject: Subject, *, via: str, **context: str) -> dict[str, int]:
+        """Crypto-shred a subject: destroy its data keys, erase plain values, every blind index, the identifiers
+        and the birth date; audited as ``key.destroyed`` (``via`` and ``context`` in its details) when it erased
+        anything, so shredding an already shredded subject again records nothing. The field history stays,
+        sealed under the destroyed key (``delete_history`` removes it).
+
+        Returns counts: ``fields`` (the profile's fields), and what was still there to erase."""
+        readable = session.scalar(
+            select(func.count())
+            .select_from(VaultField)
+            .where(
+                VaultField.subject_pk == subject.pk,
+                or_(VaultField.value_plain.is_not(None), VaultField.blind_index.is_not(None)),
+            )
+        )
         destroyed = self.keys.destroy_subject_keys(session, subject.subject_id)
-        plain = session.execute(
+        fields = session.execute(
             update(VaultField)
             .where(VaultField.subject_pk == subject.pk)
             .values(value_plain=None, blind_index=None, updated_at=utcnow())
@@ -487,11 +500,35 @@ class Vault:
         ).rowcount
         subject.birth_date_enc = None
         session.flush()
-        return {
+        result = {
             "key_versions_destroyed": destroyed,
-            "fields": int(plain or 0),
+            "fields": int(fields or 0),
+            "values_erased": int(readable or 0),
             "identifiers_removed": int(identifiers or 0),
         }
+        if shred_erased_anything(result):
+            record(
+                session,
+                "key.destroyed",
+                subject_ref=subject.subject_id,
+                object_ref=f"key:subject:{subject.subject_id}",
+                details={**result, "via": via, **context},
+            )
+        return result
+
+
+_SHRED_ERASURES = ("key_versions_destroyed", "values_erased", "identifiers_removed")
+
+
+def delete_history(session: Session, subject: Subject) -> int:
+    """Delete every earlier value of a subject's fields (after a shred: values no key opens any more)."""
+    deleted = session.execute(delete(VaultFieldHistory).where(VaultFieldHistory.subject_pk == subject.pk)).rowcount
+    return int(deleted or 0)
+
+
+def shred_erased_anything(result: Mapping[str, int]) -> bool:
+    """Whether a shred (``Vault.shred``'s counts) found anything still readable to erase."""
+    return any(result[name] for name in _SHRED_ERASURES)
 
 
 def _history_name(field: str, version: int) -> str:
