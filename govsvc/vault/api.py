@@ -11,7 +11,7 @@ from flask import current_app
 
 from govsvc.audit.service import record, write_pending
 from govsvc.core.access import current_principal, requires
-from govsvc.core.db import AUTOCOMMIT_SESSION, autocommit, get_session, records_on_read
+from govsvc.core.db import autocommit, get_session, records_on_read
 from govsvc.core.pii_guard import check_justification, random_reference
 from govsvc.core.schemas import StrictSchema
 from govsvc.subjects import service as subjects
@@ -181,10 +181,7 @@ def get_profile(subject_id: str, query: dict[str, Any]) -> dict[str, Any]:
         principal_id=principal.principal_id,
         justification=query["justification"],
     )
-    if session.info.get(AUTOCOMMIT_SESSION):
-        write_pending(
-            session
-        )  # the read's audit events, in one INSERT that commits itself, before any plaintext leaves
+    write_pending(session)  # its audit events now (autocommit: one self-committing INSERT), before plaintext leaves
     return {
         "subject_id": subject.subject_id,
         "purpose": query["purpose"],
