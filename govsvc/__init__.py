@@ -74,6 +74,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     from govsvc.crypto.keys import KeyCache, KeyStore
     from govsvc.crypto.providers import LocalKeyProvider
     from govsvc.crypto.service import FieldKeys
+    from govsvc.decisions.cache import SubjectCache
     from govsvc.decisions.service import DecisionEngine
     from govsvc.policy.service import PolicyEngine
     from govsvc.taxonomy.service import TaxonomyCache
@@ -129,7 +130,14 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> APIFlask:
     )
     app.extensions["govsvc.field_keys"] = FieldKeys(settings.secret_key, app.extensions["govsvc.keys"])
     app.extensions["govsvc.decisions"] = DecisionEngine(
-        app.extensions["govsvc.field_keys"], app.extensions["govsvc.policy"], app.extensions["govsvc.taxonomy"]
+        app.extensions["govsvc.field_keys"],
+        app.extensions["govsvc.policy"],
+        app.extensions["govsvc.taxonomy"],
+        cache=(
+            SubjectCache(database.coherence, max_subjects=settings.decision_cache_subjects)
+            if database.coherence is not None and settings.decision_cache == "on"
+            else None
+        ),
     )
     app.extensions["govsvc.known_keys"] = KnownKeys()
     app.extensions["govsvc.auth_limiter"] = FailureLimiter(

@@ -37,6 +37,10 @@ class Settings:
     max_body_bytes: int = 1_048_576  # GOVSVC_MAX_BODY_BYTES: larger request bodies get 413
     sqlite_synchronous: str = "FULL"  # GOVSVC_SQLITE_SYNCHRONOUS: FULL (durable) or NORMAL
     db_pool_size: int = 5  # GOVSVC_DB_POOL_SIZE (PostgreSQL)
+    # GOVSVC_DECISION_CACHE (PostgreSQL): on (decisions answer known subjects from memory, kept coherent with every
+    # write on every instance by leases and invalidations) | off (a round trip per decision)
+    decision_cache: str = "on"
+    decision_cache_subjects: int = 200_000  # GOVSVC_DECISION_CACHE_SUBJECTS: subjects kept per process at most
     idempotency_ttl_hours: int = 24  # GOVSVC_IDEMPOTENCY_TTL_HOURS
     controller_name: str = "govsvc data controller"  # GOVSVC_CONTROLLER_NAME: named in consent receipts
     audit_origin: str = "govsvc.local/audit"  # GOVSVC_AUDIT_ORIGIN: first line of every signed checkpoint
@@ -90,6 +94,10 @@ class Settings:
             raise ConfigError("GOVSVC_SQLITE_SYNCHRONOUS must be FULL or NORMAL")
         if self.max_body_bytes < 1024:
             raise ConfigError("GOVSVC_MAX_BODY_BYTES must be at least 1024")
+        if self.decision_cache not in ("on", "off"):
+            raise ConfigError("GOVSVC_DECISION_CACHE must be on or off")
+        if self.decision_cache_subjects < 1:
+            raise ConfigError("GOVSVC_DECISION_CACHE_SUBJECTS must be at least 1")
         if self.audit_sequencer not in ("thread", "off"):
             raise ConfigError("GOVSVC_AUDIT_SEQUENCER must be thread or off")
         if not 1 <= self.audit_checkpoint_seconds <= 60:
@@ -132,6 +140,7 @@ class Settings:
 _INT_FIELDS = {
     "max_body_bytes",
     "db_pool_size",
+    "decision_cache_subjects",
     "idempotency_ttl_hours",
     "audit_checkpoint_seconds",
     "audit_anomaly_subjects_per_hour",

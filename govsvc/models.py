@@ -5,7 +5,7 @@ from govsvc.audit.models import AuditCheckpoint, AuditEvent, AuditLeaf, AuditSig
 from govsvc.auth.models import AdminUser, ApiClient
 from govsvc.consent.models import ConsentEvent, ConsentState, ReceiptSigningKey
 from govsvc.core.db import Base
-from govsvc.core.models import IdempotencyRecord, JobLease
+from govsvc.core.models import CacheLease, IdempotencyRecord, JobLease
 from govsvc.crypto.models import CryptoKey, CryptoState, KeyRotation
 from govsvc.dsr.models import (
     DsrCallback,
@@ -48,6 +48,7 @@ __all__ = [
     "AuditLeaf",
     "AuditSigningKey",
     "AuditTreeNode",
+    "CacheLease",
     "CasbinRule",
     "ConsentEvent",
     "ConsentState",

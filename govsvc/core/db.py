@@ -20,6 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from govsvc.core.coherence import Coherence
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -115,6 +117,23 @@ class Database:
         if self.engine.dialect.name == "postgresql":
             self.autocommit_engine = make_engine(url, pool_size=pool_size, isolation_level="AUTOCOMMIT")
             self.autocommit_sessions = sessionmaker(bind=self.autocommit_engine, expire_on_commit=False)
+        # PostgreSQL: every writer waits, after its commit, until no instance's cache holds what it replaced
+        # (``settle``); whether this instance caches anything is up to its decision engine.
+        self.coherence: Coherence | None = None
+        if self.autocommit_engine is not None:
+            self.coherence = Coherence(self.autocommit_engine)
+            self.coherence.watch(self.engine)
+            self.coherence.watch(self.autocommit_engine)
+
+    def settle(self) -> None:
+        """After a commit: wait until every instance dropped what this thread's writes replaced (PostgreSQL)."""
+        if self.coherence is not None:
+            self.coherence.settle()
+
+    def discard_writes(self) -> None:
+        """This thread's writes were rolled back: no barrier is needed for them."""
+        if self.coherence is not None:
+            self.coherence.discard()
 
     @property
     def is_sqlite(self) -> bool:
@@ -145,10 +164,12 @@ class Database:
             session.commit()
         except BaseException:
             session.rollback()
+            self.discard_writes()
             self._write_kept_events(session)
             raise
         finally:
             session.close()
+        self.settle()
 
     def _write_kept_events(self, session: Session) -> None:
         """The refusals audited with ``keep_on_failure`` in a transaction that failed, in one of their own."""
@@ -160,6 +181,8 @@ class Database:
             logging.getLogger("govsvc.db").exception("refusal audit events of a failed transaction were not written")
 
     def dispose(self) -> None:
+        if self.coherence is not None:
+            self.coherence.stop()
         self.engine.dispose()
         if self.autocommit_engine is not None:
             self.autocommit_engine.dispose()

@@ -1,10 +1,11 @@
-"""Tables shared by every domain: stored responses of idempotent requests, leases of the periodic jobs."""
+"""Tables shared by every domain: stored responses of idempotent requests, leases of the periodic jobs, the
+leases of the instances whose caches follow the database (``govsvc.core.coherence``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from govsvc.core.db import Base, UTCDateTime, utcnow
@@ -37,3 +38,15 @@ class JobLease(Base):
     holder: Mapped[str | None] = mapped_column(String(120))
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     runs: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CacheLease(Base):
+    """One serving instance that caches what decisions read (PostgreSQL): until ``expires_at`` it promises to have
+    applied every invalidation up to barrier ``acked_seq`` before answering from its cache. A writer waits until
+    every unexpired lease has acknowledged its barrier; an instance that cannot renew stops using its cache."""
+
+    __tablename__ = "cache_leases"
+
+    instance_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    acked_seq: Mapped[int] = mapped_column(BigInteger, default=0)

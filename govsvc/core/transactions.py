@@ -35,15 +35,19 @@ def init_request_transactions(app: Flask) -> None:
         session = g.get("db_session")
         if session is None:
             return response
+        database = get_db()
         if response.status_code >= 400:
             _rollback(session)
+            database.discard_writes()
             return response
         if session.info.get(AUTOCOMMIT_SESSION) and not (session.new or session.dirty or session.deleted):
             discard_kept_events(session)
+            database.settle()
             return response  # its statements have committed themselves and nothing is left to flush
         try:
             session.commit()
             discard_kept_events(session)
+            database.settle()  # no instance answers from what this request replaced once it has returned
         except IntegrityError:
             _rollback(session)
             logger.warning("commit rejected by a constraint")
@@ -66,6 +70,7 @@ def init_request_transactions(app: Flask) -> None:
         session = g.pop("db_session", None)
         if session is None:
             return
+        get_db().discard_writes()  # whatever was not committed by now was rolled back
         try:
             session.close()  # rolls back anything not committed
         except DATABASE_ERRORS:

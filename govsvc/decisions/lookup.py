@@ -1,6 +1,9 @@
 """Loading what a decision needs about its subjects in one round trip: the subject row, every consent state,
 and the policy and taxonomy versions in force.
 
+On PostgreSQL an instance keeps what it read in a ``SubjectCache`` (``govsvc.decisions.cache``) that writes
+invalidate on every instance before they return, and reads only what is not there.
+
 This is the hottest query of the service, so it bypasses the ORM and SQLAlchemy's result machinery and runs on
 the request's own DBAPI connection (psycopg prepares it after a few executions). Reading the consent states in
 the same query as the subject is what makes a withdrawal effective for the very next decision on every instance.
@@ -13,9 +16,12 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from govsvc.decisions.cache import SubjectCache
 
 CHUNK = 1000  # a whole batch in one round trip
 # Every query returns at least one row (the head): the versions in force, and whether the caller's API key is
@@ -164,9 +170,42 @@ def load(
     identifiers: Iterable[tuple[str, str, str]],
     *,
     client_id: str | None = None,
+    cache: SubjectCache | None = None,
 ) -> Snapshot:
     """Subjects by id (key ``(subject_id,)``) and by identifier (key ``(kind, system, blind_index)``), and whether
-    ``client_id``'s key is unrevoked; at least one round trip, one more per 1,000 subjects."""
+    ``client_id``'s key is unrevoked; at least one round trip, one more per 1,000 subjects, unless ``cache`` (when
+    its coherence lease holds) has them all; it then keeps what was read."""
+    generation = cache.generation() if cache is not None else None
+    if cache is None or generation is None:
+        return _read(session, subject_ids, identifiers, client_id=client_id)
+    keys: list[tuple[str, ...]] = [(subject_id,) for subject_id in subject_ids]
+    keys += identifiers
+    found, missing, whole = cache.lookup(keys, client_id)
+    if whole is not None:
+        return whole
+    read = _read(
+        session,
+        [key[0] for key in missing if len(key) == 1],
+        [key for key in missing if len(key) == 3],  # type: ignore[misc]
+        client_id=client_id,
+    )
+    cache.fill(generation, read, client_id)
+    if not found:
+        return read
+    found.update(read.subjects)
+    return Snapshot(
+        found, read.policy_version, read.taxonomy_version, read.credential_valid, read.held_categories, read.key_epoch
+    )
+
+
+def _read(
+    session: Session,
+    subject_ids: Iterable[str],
+    identifiers: Iterable[tuple[str, str, str]],
+    *,
+    client_id: str | None = None,
+) -> Snapshot:
+    """``load`` from the database."""
     found: dict[tuple[str, ...], SubjectView] = {}
     by_pk: dict[int, SubjectView] = {}
     ids = sorted(set(subject_ids))

@@ -5,9 +5,10 @@ lawful basis, per regime), how sensitive the data is, and restrictions (legal ho
 recipients and cross-border destinations). It denies by default and says why with machine-readable reason codes;
 when it allows, it says per field what the caller must do (show, mask, tokenize, withhold).
 
-Freshness: each decision reads the subject and all its consent states in one indexed query, which also returns
-the policy and taxonomy versions (``govsvc.decisions.lookup``), so a withdrawal or a policy change applies to the
-very next decision on every instance; only parsed policy and taxonomy are cached, keyed by their versions.
+Freshness: a decision reads the subject and all its consent states in one indexed query, which also returns
+the policy and taxonomy versions (``govsvc.decisions.lookup``). On PostgreSQL what it read is kept in a cache
+that every write invalidates on every instance before the write returns (``govsvc.core.coherence``), so a
+withdrawal or a policy change applies to the very next decision on every instance either way.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from govsvc.core.db import utcnow
 from govsvc.core.errors import KeyDestroyed, NotFoundError, ServiceError, ValidationFailed
 from govsvc.crypto.service import FieldKeys
 from govsvc.decisions import lookup
+from govsvc.decisions.cache import SubjectCache
 from govsvc.decisions.lookup import ConsentView, Snapshot, SubjectView
 from govsvc.policy.service import PolicyEngine
 from govsvc.subjects.service import BIRTH_DATE, age_on, normalise
@@ -92,8 +94,11 @@ class Decision:
 class DecisionEngine:
     """Evaluates decisions; one per app, shared by threads."""
 
-    def __init__(self, keys: FieldKeys, policy: PolicyEngine, taxonomy: TaxonomyCache) -> None:
+    def __init__(
+        self, keys: FieldKeys, policy: PolicyEngine, taxonomy: TaxonomyCache, cache: SubjectCache | None = None
+    ) -> None:
         self.keys = keys
+        self.cache = cache  # PostgreSQL: subjects kept between decisions, coherent across instances
         self.policy = policy
         self.taxonomy = taxonomy
         self._births: dict[bytes, date] = {}  # decrypted birth dates by ciphertext, of one key epoch
@@ -194,6 +199,7 @@ class DecisionEngine:
             [key[0] for key in wanted if len(key) == 1],
             [key for key in wanted if len(key) == 3],
             client_id=client_id,
+            cache=self.cache,
         )
         taxonomy = self._current(session, int(snapshot.policy_version or 0), int(snapshot.taxonomy_version or 0))
         self._forget_births_before(snapshot.key_epoch)

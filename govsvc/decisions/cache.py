@@ -1,0 +1,96 @@
+"""What decisions read about subjects, kept in this instance's memory while its coherence lease holds.
+
+A decision needs the subject row, its consent states, and a head of values every decision shares (policy and
+taxonomy versions, category holds, key epoch) plus whether the caller's key is unrevoked. On PostgreSQL these
+are kept here after the first read and dropped by the invalidations that ``govsvc.core.coherence`` applies, so a
+decision on a known subject needs no round trip while every write still reaches every instance before it returns.
+Unknown subjects are never cached (a later registration needs no invalidation to be seen).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import NamedTuple
+
+from govsvc.core.coherence import Coherence
+from govsvc.decisions.lookup import Snapshot, SubjectView
+
+Key = tuple[str, ...]
+
+
+class Head(NamedTuple):
+    policy_version: int | None
+    taxonomy_version: int | None
+    held_categories: frozenset[str]
+    key_epoch: int
+
+
+class SubjectCache:
+    """Subjects by lookup key, the shared head and the callers' key validity; shared by the app's threads."""
+
+    def __init__(self, coherence: Coherence, *, max_subjects: int = 200_000) -> None:
+        self.coherence = coherence
+        self.max_subjects = max_subjects
+        self._lock = threading.Lock()
+        self._views: dict[Key, SubjectView] = {}
+        self._keys_by_pk: dict[int, list[Key]] = {}
+        self._head: Head | None = None
+        self._credentials: dict[str, bool] = {}
+        self.hits = 0  # decisions' lookups answered without a round trip (approximate: not locked)
+        self.misses = 0
+        coherence.subscribe(self._invalidate)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def _invalidate(self, pks: frozenset[int] | None) -> None:
+        with self._lock:
+            if pks is None:
+                self._views, self._keys_by_pk, self._head, self._credentials = {}, {}, None, {}
+                return
+            for pk in pks:
+                for key in self._keys_by_pk.pop(pk, ()):
+                    self._views.pop(key, None)
+
+    def generation(self) -> int | None:
+        """The coherence generation to fill under, or None when the cache may not answer now."""
+        generation = self.coherence.generation
+        return generation if self.coherence.serving() else None
+
+    def lookup(
+        self, keys: list[Key], client_id: str | None
+    ) -> tuple[dict[Key, SubjectView], list[Key], Snapshot | None]:
+        """The cached subjects, the keys missing, and a whole snapshot when nothing needs reading."""
+        views = self._views
+        found: dict[Key, SubjectView] = {}
+        missing: list[Key] = []
+        for key in keys:
+            view = views.get(key)
+            if view is None:
+                missing.append(key)
+            else:
+                found[key] = view
+        head = self._head
+        credential = None if client_id is None else self._credentials.get(client_id)
+        if missing or head is None or (client_id is not None and credential is None):
+            self.misses += 1
+            return found, missing, None
+        self.hits += 1
+        return found, missing, Snapshot(found, head[0], head[1], credential, head[2], head[3])
+
+    def fill(self, generation: int, snapshot: Snapshot, client_id: str | None) -> None:
+        """Keep what ``snapshot`` read, unless an invalidation came since ``generation`` (it may be older)."""
+        with self._lock:
+            if self.coherence.changed_since(generation) or not self.coherence.serving():
+                return
+            if len(self._views) + len(snapshot.subjects) > self.max_subjects:
+                self._views, self._keys_by_pk = {}, {}
+            for key, view in snapshot.subjects.items():
+                if key not in self._views:
+                    self._views[key] = view
+                    self._keys_by_pk.setdefault(view.pk, []).append(key)
+            self._head = Head(
+                snapshot.policy_version, snapshot.taxonomy_version, snapshot.held_categories, snapshot.key_epoch
+            )
+            if client_id is not None and snapshot.credential_valid is not None:
+                self._credentials[client_id] = snapshot.credential_valid
