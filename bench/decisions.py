@@ -1,9 +1,10 @@
 """The decision API under a realistic load: 100,000 subjects, 1,000,000 consent events, 10,000 casbin lines.
 
 Prints, in one run, on PostgreSQL (throwaway cluster, as the tests start it):
-1. in-process decisions (``DecisionEngine.decide`` in a transaction, audit events included): median and p99;
+1. in-process decisions (``DecisionEngine.decide`` in a transaction, audit events included): median and p99,
+   first without the decision cache (a round trip per decision), then with it once warm; the write barrier's wait;
 2. over HTTP under gunicorn (2 workers x 4 threads): single decisions against a bare JSON endpoint of the same
-   app and server (``/healthz``), requests/s and the ratio, p50/p99 at 32 connections;
+   app and server (``/healthz``), requests/s and the ratio, p50/p99 at 32 connections, caches filling and warm;
 3. the batch endpoint: decisions/s with 1,000 checks per call.
 
 The data set is bulk-loaded with executemany (events and their projection written directly, as the ledger
@@ -14,6 +15,7 @@ Run: ``.venv/bin/python -m bench.decisions [--subjects N] [--events-per-subject 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -212,23 +214,84 @@ def _round_trip(database: Database, count: int = 3000) -> float:
     return statistics.median(samples)
 
 
+def _warm(engine, database, subjects: int) -> float:
+    """Decide once for every subject (batches of 1,000) so the instance's cache holds them all; seconds taken."""
+    started = time.perf_counter()
+    for offset in range(0, subjects, 1000):
+        with database.transaction() as session:
+            engine.decide_each(session, [_request(number) for number in range(offset, min(offset + 1000, subjects))])
+    return time.perf_counter() - started
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _barrier_latency(database: Database, count: int = 300) -> tuple[float, float]:
+    """Median and p99 ms of the barrier a write waits for after its commit, until every instance (here: this
+    process's listener) acknowledged it: what the cache adds to a write."""
+    waits = []
+    for _ in range(count):
+        database.coherence.wrote()  # as after a commit that changed a consent state
+        start = time.perf_counter()
+        database.settle()
+        waits.append((time.perf_counter() - start) * 1e3)
+    waits.sort()
+    return statistics.median(waits), waits[int(len(waits) * 0.99)]
+
+
 def bench_in_process(settings: Settings, subjects: int, seconds: float) -> None:
     app = create_app(settings)
     settle_heap()  # as wsgi.py does once the served app is built
     engine = app.extensions["govsvc.decisions"]
     database = app.extensions["govsvc.db"]
-    with database.transaction() as session:  # warm: policy, taxonomy, compiled statements
+    cache = engine.cache
+    with database.transaction() as session:  # warm: policy, taxonomy, compiled statements; starts the listener
         for number in range(200):
             engine.decide(session, _request(number))
+    deadline = time.monotonic() + 10
+    while cache is not None and not cache.coherence.serving() and time.monotonic() < deadline:
+        time.sleep(0.05)
     print("\n== in-process decision: DecisionEngine.decide, subject by e-mail blind index, audit events of denies ==")
     floor = _round_trip(database)
     print(f"floor: one PostgreSQL round trip (SELECT 1 on a pooled connection): median {floor:.0f} µs")
-    print(f"{'transaction':<34} {'decisions':>10} {'allowed':>8} {'median µs':>10} {'p99 µs':>8} {'commit incl.':>12}")
-    for per_transaction, label in ((100, "100 decisions per commit"), (1, "one decision per commit")):
-        samples, allowed = _timed(engine, database, subjects, seconds / 2, per_transaction=per_transaction)
-        median, p99 = statistics.median(samples), samples[int(len(samples) * 0.99)]
-        print(f"{label:<34} {len(samples):>10,} {allowed / len(samples):>8.0%} {median:>10.0f} {p99:>8.0f} {'no':>12}")
+    print(f"{'cache':<22} {'transaction':<26} {'decisions':>10} {'allowed':>8} {'median µs':>10} {'p99 µs':>8}")
+    engine.cache = None  # first as before the cache: the lookup's round trip in every decision
+    for per_transaction in (100, 1):
+        _print_timed("off (a round trip)", engine, database, subjects, seconds / 4, per_transaction)
+    engine.cache = cache
+    if cache is None:
+        print("(no cache: GOVSVC_DECISION_CACHE=off)")
+        database.dispose()
+        return
+    rss = _rss_mib()
+    warmed = _warm(engine, database, subjects)
+    print(
+        f"warm-up: {subjects:,} subjects decided in batches in {warmed:.1f} s; cache holds {len(cache):,} subjects, "
+        f"process RSS +{_rss_mib() - rss:.0f} MiB"
+    )
+    hits, misses = cache.hits, cache.misses
+    for per_transaction in (100, 1):
+        _print_timed("on, warm", engine, database, subjects, seconds / 4, per_transaction)
+    looked_up = cache.hits - hits + cache.misses - misses
+    print(f"cache hits during the warm runs: {(cache.hits - hits) / max(looked_up, 1):.1%} of {looked_up:,} lookups")
+    median, p99 = _barrier_latency(database)
+    print(
+        f"write barrier (after a commit, until every lease acknowledged it): median {median:.2f} ms, p99 {p99:.2f} ms"
+    )
     database.dispose()
+
+
+def _print_timed(label: str, engine, database, subjects: int, seconds: float, per_transaction: int) -> None:
+    samples, allowed = _timed(engine, database, subjects, seconds, per_transaction=per_transaction)
+    median, p99 = statistics.median(samples), samples[int(len(samples) * 0.99)]
+    transaction = f"{per_transaction} per commit" if per_transaction > 1 else "one per commit"
+    print(
+        f"{label:<22} {transaction:<26} {len(samples):>10,} {allowed / len(samples):>8.0%} {median:>10.0f} {p99:>8.0f}"
+    )
 
 
 def bench_http(settings: Settings, key: str, subjects: int, seconds: float, instance: Path) -> None:
@@ -267,13 +330,35 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
             )
         return "POST", "/v1/decisions:batch", json.dumps({"checks": checks}), auth
 
+    chunks = itertools.count()
+
+    def sweep(_rng):  # batches over every subject in turn, so each worker's cache ends up holding all of them
+        offset = next(chunks) * 1000 % subjects
+        checks = [
+            {
+                "subject": {"kind": "email", "value": f"user{number}@example.cn"},
+                "action": "read",
+                "purpose": "essential.service",  # contract basis: allowed, and nothing to audit
+                "fields": ["email"],
+            }
+            for number in range(offset, min(offset + 1000, subjects))
+        ]
+        return "POST", "/v1/decisions:batch", json.dumps({"checks": checks}), auth
+
     # as `make run` serves; workers load the PII models, which takes long on a busy shared machine
     with GunicornServer(env, workers=2, threads=4, start_timeout=180) as server:
         assert server.process is not None
         http_load(server.port, single, connections=8, seconds=2)  # warm every worker thread
         results, cpu = {}, {}
-        for name, make in (("bare", get("/healthz")), ("single", single)):
+        phases = (("bare", get("/healthz")), ("single, cold", single), ("sweep", sweep), ("single", single))
+        for name, make in phases:
             before = _workers_cpu(server.process.pid)
+            if name == "sweep":  # 8 passes over every subject, spread over both workers by the kernel
+                started, swept = time.perf_counter(), 0
+                while swept < 8 * subjects:
+                    swept += http_load(server.port, make, connections=4, seconds=2).requests * 1000
+                sweep_seconds = time.perf_counter() - started
+                continue
             results[name] = http_load(server.port, make, connections=32, seconds=seconds)
             cpu[name] = (_workers_cpu(server.process.pid) - before) / max(results[name].requests, 1) * 1e6
         before = _workers_cpu(server.process.pid)
@@ -283,13 +368,25 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
         "\n== over HTTP: gunicorn 2 workers x 4 threads, PostgreSQL, 32 keep-alive connections "
         "(the load client shares the 2 cores) =="
     )
-    print(f"{'endpoint':<40} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7}")
-    for name, label in (("bare", "GET /healthz (bare JSON, baseline)"), ("single", "POST /v1/decisions")):
+    print(f"{'endpoint':<52} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7}")
+    labels = (
+        ("bare", "GET /healthz (bare JSON, baseline)"),
+        ("single, cold", "POST /v1/decisions, caches filling"),
+        ("single", "POST /v1/decisions, caches warm"),
+    )
+    for name, label in labels:
         result = results[name]
-        print(f"{label:<40} {result.rate:>8,.0f} {result.p50_ms:>7.1f} {result.p99_ms:>7.1f} {result.errors:>7}")
-    print(f"ratio decisions/bare: {results['single'].rate / results['bare'].rate:.2f}")
+        print(f"{label:<52} {result.rate:>8,.0f} {result.p50_ms:>7.1f} {result.p99_ms:>7.1f} {result.errors:>7}")
     print(
-        f"POST /v1/decisions:batch (1,000 checks, 2 connections): {batched.rate * 1000:,.0f} decisions/s "
+        f"(between the two decision runs, {sweep_seconds:.0f} s of batches went over every subject 8 times, so "
+        "that each worker's cache holds them)"
+    )
+    print(
+        f"ratio decisions/bare: warm {results['single'].rate / results['bare'].rate:.2f}, "
+        f"cold {results['single, cold'].rate / results['bare'].rate:.2f}"
+    )
+    print(
+        f"POST /v1/decisions:batch (1,000 checks, 2 connections, caches warm): {batched.rate * 1000:,.0f} decisions/s "
         f"(p50 {batched.p50_ms:.0f} ms per batch, p99 {batched.p99_ms:.0f} ms, errors {batched.errors})"
     )
     print(

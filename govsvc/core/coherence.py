@@ -86,7 +86,7 @@ class Coherence:
         self.writer = writer  # an AUTOCOMMIT engine: barriers and their waits
         self.lease_seconds = lease_seconds
         self.renew_seconds = lease_seconds / 6
-        self.instance_id = f"{os.uname().nodename[:30]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.instance_id = ""  # set when this process starts its listener (a forked worker is another instance)
         self.generation = 0  # moves with every invalidation applied (see ``changed_since``)
         self._valid_until = 0.0  # time.monotonic() until which the caches may answer
         self._listeners: list[Invalidate] = []
@@ -119,6 +119,7 @@ class Coherence:
             if self._pid == os.getpid():
                 return
             self._pid = os.getpid()  # a forked worker starts its own thread; the parent's is not inherited
+            self.instance_id = f"{os.uname().nodename[:30]}:{self._pid}:{secrets.token_hex(4)}"
             self._valid_until = 0.0
             self._stopping.clear()
             self._thread = threading.Thread(target=self._run, name="govsvc-coherence", daemon=True)
@@ -153,7 +154,8 @@ class Coherence:
             sent = time.monotonic()
             (self.acked_seq,) = lease.execute(
                 "INSERT INTO cache_leases (instance_id, expires_at, acked_seq) "
-                "VALUES (%s, now() + make_interval(secs => %s), (SELECT last_value FROM cache_barrier_seq)) "
+                "VALUES (%s, now() + make_interval(secs => %s), "
+                "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM cache_barrier_seq)) "
                 "ON CONFLICT (instance_id) DO UPDATE SET expires_at = excluded.expires_at, "
                 "acked_seq = excluded.acked_seq RETURNING acked_seq",
                 [self.instance_id, self.lease_seconds],
@@ -165,7 +167,7 @@ class Coherence:
             renew_at = sent + self.renew_seconds
             while not self._stopping.is_set():
                 barrier = 0
-                wait = max(renew_at - time.monotonic(), 0.0)
+                wait = min(max(renew_at - time.monotonic(), 0.0), 0.1)  # 0.1: a stop() is noticed quickly
                 for notify in listen.notifies(timeout=wait, stop_after=1):
                     kind, pks, number = parse(notify.payload)
                     if kind == "barrier":
