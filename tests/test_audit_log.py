@@ -394,3 +394,10 @@ def test_the_postgresql_fast_insert_names_every_column_record_fills(app) -> None
         audit_service.record(session, "test.columns", outcome="success", details={"n": 1})
         rows = session.info[audit_service._PENDING_EVENTS][1]
         assert set(rows[0]) == set(audit_service._ROW_COLUMNS)
+
+
+@pytest.mark.parametrize("path", ["/v1/audit/events/{}", "/v1/audit/checkpoints/{}"])
+def test_a_number_past_64_bits_is_not_found_rather_than_an_error(client, auditor, path: str) -> None:
+    response = client.get(path.format(2**64), headers=auditor)  # the database's integers end at 2**63 - 1
+    assert response.status_code == 404 and response.mimetype == "application/problem+json"
+    assert client.get(path.format(2**63 - 1), headers=auditor).status_code == 404  # in range: looked up, none

@@ -19,7 +19,7 @@ from tests.conftest import POLICY_DIR
 
 EXAMPLES = {GenerationMode.POSITIVE: 6, GenerationMode.NEGATIVE: 3}
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
-_CONVERTER = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
+_CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>")
 
 
 def _roles_by_operation(app) -> dict[tuple[str, str], str]:
@@ -37,7 +37,9 @@ def _roles_by_operation(app) -> dict[tuple[str, str], str]:
     return roles
 
 
-def _fuzzer(operation, mode: GenerationMode, examples: int, headers: dict[str, str], succeeded: set[str]):
+def _fuzzer(
+    operation, mode: GenerationMode, examples: int, headers: dict[str, str], succeeded: set[str], admitted: set[str]
+):
     """A Hypothesis test of one operation: generated cases sent with the role's key, every response checked."""
 
     @settings(
@@ -53,6 +55,8 @@ def _fuzzer(operation, mode: GenerationMode, examples: int, headers: dict[str, s
         response = case.call(headers=headers)
         if 200 <= response.status_code < 300:
             succeeded.add(operation.label)
+        if response.status_code not in (401, 403):
+            admitted.add(operation.label)
         case.validate_response(response, checks=CHECKS)
 
     return call
@@ -63,17 +67,20 @@ def test_every_operation_survives_generated_requests(app, issue_key) -> None:
     roles = _roles_by_operation(app)
     keys: dict[str, str] = {}
     failures: list[str] = []
-    succeeded: set[str] = set()  # operations that answered 2xx at least once: the requests got past the guard
+    succeeded: set[str] = set()  # operations that answered 2xx at least once
+    admitted: set[str] = set()  # operations whose requests got past the guard at least once (not 401/403)
     operations = 0
+    labels: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
+        labels.append(operation.label)
         role = roles.get((operation.method.upper(), operation.path), "admin")
         if role not in keys:
             keys[role] = issue_key(role, name=f"fuzz-{role}")
         headers = {"Authorization": f"Bearer {keys[role]}"}
         for mode, examples in EXAMPLES.items():
-            call = _fuzzer(operation, mode, examples, headers, succeeded)
+            call = _fuzzer(operation, mode, examples, headers, succeeded, admitted)
             try:
                 call()
             except Unsatisfiable:  # no invalid request exists (an operation without parameters or body)
@@ -83,5 +90,8 @@ def test_every_operation_survives_generated_requests(app, issue_key) -> None:
                 BaseExceptionGroup,
             ) as error:  # every operation's failures are collected, reported at once
                 failures.append(f"{operation.label} ({mode.value}): {str(error)[:1500]}")
-    assert operations > 80 and len(succeeded) > operations // 3, (operations, sorted(succeeded))
+    # Which operations happen to get a valid request depends on Hypothesis's seed (derived from the test), so the
+    # bar is a share: every operation must let a key of its role in, and a quarter at least must succeed.
+    assert operations > 80 and len(admitted) == operations, sorted(set(labels) - admitted)
+    assert len(succeeded) > operations // 4, (operations, sorted(succeeded))
     assert not failures, f"{len(failures)} failing operations:\n\n" + "\n\n".join(failures)

@@ -23,7 +23,7 @@ def test_every_api_route_is_documented_with_problem_errors(app, client) -> None:
     for rule in app.url_map.iter_rules():
         if rule.endpoint in ("static", "openapi.spec") or rule.endpoint.startswith("admin."):
             continue  # the admin UI's HTML pages are not part of the API
-        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        path = re.sub(r"<(?:\w+(?:\([^)]*\))?:)?(\w+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method) in documented, (path, method)
     assert not any(path.startswith("/admin") for path in spec["paths"])

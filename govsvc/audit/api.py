@@ -192,7 +192,7 @@ def list_events(query: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@bp.get("/events/<int:seq>")
+@bp.get("/events/<int(max=9223372036854775807):seq>")  # past a 64-bit integer: no such event (404)
 @bp.output(EventSchema)
 @bp.doc(summary="One audit event by sequence number", security=SECURITY, responses=[200, *ERRORS])
 @requires("audit", "read")
@@ -219,7 +219,7 @@ def latest_checkpoint() -> dict[str, Any]:
     return _checkpoint_document(proofs.checkpoint_at(get_session(), None))
 
 
-@bp.get("/checkpoints/<int:tree_size>")
+@bp.get("/checkpoints/<int(max=9223372036854775807):tree_size>")
 @bp.output(CheckpointSchema)
 @bp.doc(summary="The signed checkpoint at a tree size", security=SECURITY, responses=[200, *ERRORS])
 @requires("audit", "read")
