@@ -13,7 +13,7 @@ from govsvc.core.security import FailureLimiter
 from tests.support.asserts import assert_problem
 from tests.support.logscan import LogCollector
 
-_PLACEHOLDER = re.compile(r"<(?:([a-z]+):)?([a-z_]+)>")
+_PLACEHOLDER = re.compile(r"<(?:([a-z]+)(?:\([^)]*\))?:)?([a-z_]+)>")
 
 
 def test_every_non_public_route_refuses_a_request_without_credentials(app, client) -> None:
