@@ -253,3 +253,18 @@ def get_session() -> Session:
             session = database.new_session(write=write)
         g.db_session = session
     return session
+
+
+class LazySession:
+    """Stands for the request's session and opens it (``get_session``) at first use, so a view that may need no
+    database at all (a decision answered from the decision cache) opens no session and checks out no connection."""
+
+    __slots__ = ("opened",)
+
+    def __init__(self) -> None:
+        self.opened: Session | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.opened is None:
+            self.opened = get_session()
+        return getattr(self.opened, name)

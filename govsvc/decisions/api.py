@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from apiflask import APIBlueprint, Schema
 from apiflask.fields import AwareDateTime, Dict, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf, Range, Regexp
 from flask import Response, current_app
+from sqlalchemy.orm import Session
 
 from govsvc.audit.service import write_pending
 from govsvc.auth.service import Principal
 from govsvc.core.access import check_confirmation, confirms_credential, current_principal, get_policy_engine, requires
-from govsvc.core.db import AUTOCOMMIT_SESSION, autocommit, get_session
+from govsvc.core.db import AUTOCOMMIT_SESSION, LazySession, autocommit
 from govsvc.core.errors import PermissionDenied, ServiceError, ValidationFailed
 from govsvc.core.jsonio import dumps_unsorted
 from govsvc.core.problems import problem_body
@@ -106,9 +107,12 @@ def _decide_each(requests: list[DecisionRequest], *, acting_for: bool) -> list[D
         if refusal is not None:
             raise _Refused(refusal)
 
-    session = get_session()
-    outcomes = decision_engine().decide_each(session, requests, client_id=principal.client_id, confirm=confirm)
-    if session.info.get(AUTOCOMMIT_SESSION):
+    lazy = LazySession()  # a decision answered from the cache opens no session
+    outcomes = decision_engine().decide_each(
+        cast(Session, lazy), requests, client_id=principal.client_id, confirm=confirm
+    )
+    session = lazy.opened
+    if session is not None and session.info.get(AUTOCOMMIT_SESSION):
         write_pending(session)  # the audit events, straight away: the response then needs no flush or commit
     return outcomes
 

@@ -58,9 +58,9 @@ class ConsentView(NamedTuple):
     valid_until: datetime | None
 
 
-@dataclass
+@dataclass(slots=True)
 class SubjectView:
-    """A subject as a decision sees it."""
+    """A subject as a decision sees it (slots: the decision cache keeps one per subject, 100,000s per process)."""
 
     pk: int
     subject_id: str
