@@ -5,6 +5,8 @@ Prints, in one run, on PostgreSQL (throwaway cluster, as the tests start it):
    first without the decision cache (a round trip per decision), then with it once warm; the write barrier's wait;
 2. over HTTP under gunicorn (2 workers x 4 threads): single decisions against a bare JSON endpoint of the same
    app and server (``/healthz``), requests/s and the ratio, p50/p99 at 32 connections, caches filling and warm;
+   then both at fixed offered rates over the same 32 connections (open loop), the latency a caller sees below
+   saturation;
 3. the batch endpoint: decisions/s with 1,000 checks per call.
 
 The data set is bulk-loaded with executemany (events and their projection written directly, as the ledger
@@ -51,6 +53,7 @@ SECRET = "bench-secret-key-0123456789abcdef0123456789"  # noqa: S105 - a throwaw
 PURPOSES = ["marketing.communications.email", "marketing.communications.sms", "personalize.profiling"]
 FIELDS = {PURPOSES[0]: ["email"], PURPOSES[1]: ["mobile"], PURPOSES[2]: ["purchase_history"]}
 CHUNK = 5000
+OFFERED_RATES = (500, 1000)  # requests/s over 32 connections: a busy CRM's calls, below saturation
 
 
 def build(database: Database, settings: Settings, subjects: int, events_per_subject: int, policy_lines: int) -> None:
@@ -361,6 +364,11 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
                 continue
             results[name] = http_load(server.port, make, connections=32, seconds=seconds)
             cpu[name] = (_workers_cpu(server.process.pid) - before) / max(results[name].requests, 1) * 1e6
+        paced = {  # open loop: 32 connections offering a fixed rate, latency counted from when each request was due
+            (name, rate): http_load(server.port, make, connections=32, seconds=seconds, rate=rate)
+            for rate in OFFERED_RATES
+            for name, make in (("bare", get("/healthz")), ("single", single))
+        }
         before = _workers_cpu(server.process.pid)
         batched = http_load(server.port, batch, connections=2, seconds=seconds)
         cpu["batch"] = (_workers_cpu(server.process.pid) - before) / max(batched.requests * 1000, 1) * 1e6
@@ -385,6 +393,14 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
         f"ratio decisions/bare: warm {results['single'].rate / results['bare'].rate:.2f}, "
         f"cold {results['single, cold'].rate / results['bare'].rate:.2f}"
     )
+    print("\n-- the same 32 connections at a fixed offered rate (open loop; latency from when each request was due) --")
+    print(f"{'endpoint':<40} {'offered/s':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7}")
+    for (name, rate), result in paced.items():
+        label = "GET /healthz" if name == "bare" else "POST /v1/decisions, caches warm"
+        print(
+            f"{label:<40} {rate:>9,} {result.rate:>8,.0f} {result.p50_ms:>7.1f} {result.p99_ms:>7.1f} "
+            f"{result.errors:>7}"
+        )
     print(
         f"POST /v1/decisions:batch (1,000 checks, 2 connections, caches warm): {batched.rate * 1000:,.0f} decisions/s "
         f"(p50 {batched.p50_ms:.0f} ms per batch, p99 {batched.p99_ms:.0f} ms, errors {batched.errors})"

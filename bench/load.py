@@ -3,6 +3,12 @@
 The connections are spread over one process per core, each an asyncio loop over raw HTTP/1.1: a client that
 needs little CPU (it shares the cores with the server) and whose latencies do not include waiting for its own GIL,
 as 32 threads of one Python process would (that queueing showed as milliseconds on the p99 of any endpoint).
+
+Two modes. Closed loop (the default): each connection sends its next request as soon as the last one answered, so
+the server runs saturated and latency is mostly queueing (mean latency = connections / throughput). Open loop
+(``rate``): each connection sends on a fixed schedule, together ``rate`` requests/s, and a latency is counted from
+the moment the request was due, not from when it went out: a server that falls behind is charged for the wait
+(no "coordinated omission"), which is what a caller sending at that rate would see.
 """
 
 from __future__ import annotations
@@ -70,12 +76,24 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, keep
 
 
-async def _connection(port: int, make_request: MakeRequest, seed: int, deadline: float, out: dict) -> None:
+async def _connection(
+    port: int, make_request: MakeRequest, seed: int, deadline: float, out: dict, interval: float | None
+) -> None:
     rng = random.Random(seed)
     connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    due = time.perf_counter() + (rng.random() * interval if interval else 0.0)  # spread the connections' phases
     while time.perf_counter() < deadline:
         request = _encode(*make_request(rng))
-        start = time.perf_counter()
+        if interval is not None:  # open loop: wait for this request's slot, and count latency from it
+            now = time.perf_counter()
+            if due > now:
+                await asyncio.sleep(due - now)
+            if due >= deadline:
+                break
+            start = due
+            due += interval
+        else:
+            start = time.perf_counter()
         try:
             if connection is None:
                 connection = await asyncio.open_connection("127.0.0.1", port)
@@ -100,21 +118,32 @@ async def _connection(port: int, make_request: MakeRequest, seed: int, deadline:
         connection[1].close()
 
 
-def _process(ports: list[int], make_request: MakeRequest, seeds: list[int], deadline: float, results) -> None:
+def _process(
+    ports: list[int], make_request: MakeRequest, seeds: list[int], deadline: float, interval: float | None, results
+) -> None:
     out = {"latencies": [], "errors": 0, "statuses": Counter()}
 
     async def run() -> None:
         await asyncio.gather(
-            *(_connection(ports[seed % len(ports)], make_request, seed, deadline, out) for seed in seeds)
+            *(_connection(ports[seed % len(ports)], make_request, seed, deadline, out, interval) for seed in seeds)
         )
 
     asyncio.run(run())
     results.put((out["latencies"], out["errors"], dict(out["statuses"])))
 
 
-def http_load(port: int | list[int], make_request: MakeRequest, *, connections: int, seconds: float) -> LoadResult:
+def http_load(
+    port: int | list[int],
+    make_request: MakeRequest,
+    *,
+    connections: int,
+    seconds: float,
+    rate: float | None = None,
+) -> LoadResult:
     """Send requests to 127.0.0.1:port (connections spread over several ports) over ``connections`` keep-alive
-    connections for ``seconds``, from one process per core; stops by itself."""
+    connections for ``seconds``, from one process per core; stops by itself. With ``rate``, open loop: the
+    connections together offer ``rate`` requests/s and latencies count from when each request was due."""
+    interval = connections / rate if rate else None
     ports = [port] if isinstance(port, int) else list(port)
     processes = max(1, min(connections, os.cpu_count() or 1))
     context = multiprocessing.get_context("fork")  # make_request may be a closure: inherited, not pickled
@@ -123,7 +152,7 @@ def http_load(port: int | list[int], make_request: MakeRequest, *, connections: 
     workers = [
         context.Process(
             target=_process,
-            args=(ports, make_request, list(range(number, connections, processes)), deadline, results),
+            args=(ports, make_request, list(range(number, connections, processes)), deadline, interval, results),
         )
         for number in range(processes)
     ]
