@@ -35,6 +35,24 @@ class LoadResult:
     requests: int
     errors: int  # responses other than 2xx, and requests that got no response
     error_statuses: dict[int, int] = field(default_factory=dict)  # status -> count (0: no response)
+    steal: float = 0.0  # share of the machine's CPU time the hypervisor gave to others during the run (0 to 1)
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks of the whole machine so far (Linux ``/proc/stat``; zeros elsewhere). On a shared
+    virtual machine, steal is the time our cores were runnable but the host ran someone else."""
+    try:
+        with open("/proc/stat") as stat:
+            values = [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (values[7] if len(values) > 7 else 0), sum(values[:8])
+
+
+def steal_between(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of CPU time stolen between two ``cpu_ticks()`` readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
 
 
 def _encode(method: str, path: str, body: str | None, headers: dict[str, str]) -> bytes:
@@ -149,6 +167,7 @@ def http_load(
     context = multiprocessing.get_context("fork")  # make_request may be a closure: inherited, not pickled
     results = context.Queue()
     deadline = time.perf_counter() + seconds  # CLOCK_MONOTONIC: the same clock in every process
+    ticks_before = cpu_ticks()
     workers = [
         context.Process(
             target=_process,
@@ -168,12 +187,13 @@ def http_load(
         statuses.update(bad)
     for worker in workers:
         worker.join()
+    steal = steal_between(ticks_before, cpu_ticks())
     latencies.sort()
     if not latencies:
-        return LoadResult(0.0, 0.0, 0.0, 0, errors, dict(statuses))
+        return LoadResult(0.0, 0.0, 0.0, 0, errors, dict(statuses), steal)
     p99 = latencies[max(int(len(latencies) * 0.99) - 1, 0)]
     return LoadResult(
-        len(latencies) / seconds, statistics.median(latencies), p99, len(latencies), errors, dict(statuses)
+        len(latencies) / seconds, statistics.median(latencies), p99, len(latencies), errors, dict(statuses), steal
     )
 
 
