@@ -5,51 +5,17 @@ taxonomy versions, category holds, key epoch) plus whether the caller's key is u
 are kept here after the first read and dropped by the invalidations that ``govsvc.core.coherence`` applies, so a
 decision on a known subject needs no round trip while every write still reaches every instance before it returns.
 Unknown subjects are never cached (a later registration needs no invalidation to be seen).
-
-Each subject is kept packed, as plain tuples of strings, numbers, bytes and datetimes, and unpacked into a fresh
-``SubjectView`` per lookup (about 1.5 µs). Plain tuples of such values are untracked by Python's cyclic garbage
-collector after their first collection, so a cache of 100,000s of subjects adds nothing to the full collections
-that run every second or so under load; kept as views (a slotted object, a dict and named tuples per subject),
-they made each full collection traverse several objects per subject and pause every request thread for 25 to
-75 ms with 20,000 subjects.
 """
 
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 from typing import NamedTuple
 
 from govsvc.core.coherence import Coherence
-from govsvc.decisions.lookup import ConsentView, Snapshot, SubjectView
+from govsvc.decisions.lookup import Snapshot, SubjectView
 
 Key = tuple[str, ...]
-# (purpose_key, scope, status, purpose_version, consent_type, actor, source, valid_until)
-PackedState = tuple[str, str, str, int, str | None, str, str, datetime | None]
-# (pk, subject_id, jurisdictions, birth_date_enc, restricted, legal_hold, states)
-Packed = tuple[int, str, tuple[str, ...], bytes | None, bool, bool, tuple[PackedState, ...]]
-
-
-def pack(view: SubjectView) -> Packed:
-    """A subject as plain tuples (nothing for the garbage collector to traverse once it has seen them)."""
-    states = tuple((purpose, scope, *state) for (purpose, scope), state in view.states.items())
-    return (view.pk, view.subject_id, view.jurisdictions, view.birth_date_enc, view.restricted, view.legal_hold, states)  # type: ignore[return-value]
-
-
-_make_state = ConsentView._make
-
-
-def unpack(packed: Packed) -> SubjectView:
-    """A fresh view of a packed subject (the engine may set its ``age``)."""
-    return SubjectView(
-        packed[0],
-        packed[1],
-        packed[2],
-        packed[3],
-        packed[4],
-        packed[5],
-        {(state[0], state[1]): _make_state(state[2:]) for state in packed[6]},
-    )
 
 
 class Head(NamedTuple):
@@ -66,8 +32,8 @@ class SubjectCache:
         self.coherence = coherence
         self.max_subjects = max_subjects
         self._lock = threading.Lock()
-        self._views: dict[Key, Packed] = {}
-        self._keys_by_pk: dict[int, tuple[Key, ...]] = {}
+        self._views: dict[Key, SubjectView] = {}
+        self._keys_by_pk: dict[int, list[Key]] = {}
         self._head: Head | None = None
         self._credentials: dict[str, bool] = {}
         self.hits = 0  # decisions' lookups answered without a round trip (approximate: not locked)
@@ -99,11 +65,11 @@ class SubjectCache:
         found: dict[Key, SubjectView] = {}
         missing: list[Key] = []
         for key in keys:
-            packed = views.get(key)
-            if packed is None:
+            view = views.get(key)
+            if view is None:
                 missing.append(key)
             else:
-                found[key] = unpack(packed)
+                found[key] = view
         head = self._head
         credential = None if client_id is None else self._credentials.get(client_id)
         if missing or head is None or (client_id is not None and credential is None):
@@ -121,8 +87,8 @@ class SubjectCache:
                 self._views, self._keys_by_pk = {}, {}
             for key, view in snapshot.subjects.items():
                 if key not in self._views:
-                    self._views[key] = pack(view)
-                    self._keys_by_pk[view.pk] = (*self._keys_by_pk.get(view.pk, ()), key)
+                    self._views[key] = view
+                    self._keys_by_pk.setdefault(view.pk, []).append(key)
             self._head = Head(
                 snapshot.policy_version, snapshot.taxonomy_version, snapshot.held_categories, snapshot.key_epoch
             )
