@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import base64
 import threading
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, insert, select, text, update
 from sqlalchemy.exc import DatabaseError
 
 from audit import merkle
 from audit.note import verify_note
 from govsvc.audit.models import APPEND_ONLY_TABLES, AuditCheckpoint, AuditEvent, AuditLeaf
 from govsvc.audit.sequencer import Sequencer
-from govsvc.audit.service import AuditContext, AuditPIIError, record
+from govsvc.audit.service import AuditContext, AuditPIIError, random_id, record
+from govsvc.core.db import utcnow
 from tests.conftest import TEST_AUDIT_ORIGIN, TEST_SECRET_KEY
 from tests.support.asserts import assert_problem
 from tests.support.audit import ACTOR, drain, record_events, tamper
@@ -242,6 +244,40 @@ def test_a_restarted_sequencer_continues_the_same_tree(app) -> None:
         latest = session.scalar(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc()))
     assert latest.tree_size == len(leaves)
     assert bytes(latest.root_hash) == merkle.root_from_leaf_hashes(leaves)
+
+
+def _insert_event(app, event_pk: int, subject_ref: str) -> None:
+    """An event with a chosen id, as a request's INSERT would leave it (committed, not yet placed)."""
+    row = {"id": event_pk, "event_id": random_id(), "time": utcnow(), "action": "data.read", "outcome": "success"}
+    with app.extensions["govsvc.db"].transaction() as session:
+        session.execute(insert(AuditEvent.__table__).values(**row, subject_ref=subject_ref))
+
+
+def test_a_restarted_sequencer_reads_the_whole_log_once_then_sweeps_from_a_floor(app, database) -> None:
+    """A new sequencer's first sweep reads every id, and places an event committed below the highest placed id
+    but never placed (its sequencer died); its later sweeps start from a floor taken from the log (the last id
+    placed by a checkpoint old enough that no transaction can still hold a lower id), not from id 0 again."""
+    db = app.extensions["govsvc.db"]
+    record_events(app, 5)
+    _insert_event(app, 100, "sub_hundred")
+    _insert_event(app, 200, "sub_two_hundred")
+    drain(app)
+    fresh = Sequencer(db, TEST_SECRET_KEY, TEST_AUDIT_ORIGIN)
+    fresh.drain()
+    assert fresh._floor == 0  # every checkpoint is recent: an id below any of them may still be in flight
+
+    backdated = utcnow() - timedelta(minutes=10)
+    tamper(database.url, lambda connection: connection.execute(update(AuditCheckpoint).values(created_at=backdated)))
+    _insert_event(app, 150, "sub_orphan")  # committed below the highest placed id, and never placed
+    restarted = Sequencer(db, TEST_SECRET_KEY, TEST_AUDIT_ORIGIN)
+    assert restarted.drain() == 1
+    assert restarted._floor == 200
+    with db.transaction(write=False) as session:
+        placed = session.scalar(select(AuditLeaf.seq).where(AuditLeaf.event_pk == 150))
+        assert placed is not None
+    _insert_event(app, 120, "sub_below_the_floor")
+    assert restarted.run_once(sweep=True) == 0  # below the floor: no longer read (no transaction is that old)
+    assert Sequencer(db, TEST_SECRET_KEY, TEST_AUDIT_ORIGIN).drain() == 1  # a new one's complete sweep finds it
 
 
 def test_a_straggler_committed_after_higher_ids_is_still_sequenced(app, database) -> None:

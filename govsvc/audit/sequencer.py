@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -33,9 +34,12 @@ ADVISORY_LOCK_KEY = 0x676F7673  # "govs"
 # Event ids are allocated at INSERT but become visible at COMMIT, so on PostgreSQL an event can appear after
 # higher ids were placed ("straggler"). New events are found above the highest placed id; stragglers by a sweep
 # of the ids below it, every few seconds, down to the highest placed id of STRAGGLER_WINDOW_SECONDS ago (a
-# transaction open longer than that is beyond any request timeout). The first sweep after start covers all ids.
+# transaction open longer than that is beyond any request timeout). The first sweep after start covers all ids;
+# once it has read them all, the floor comes from the log itself (``_startup_floor``), so that the sweeps of a
+# process's first minute do not read the whole table again (a third of a second per sweep at 1,000,000 events).
 STRAGGLER_WINDOW_SECONDS = 60.0
 SWEEP_EVERY_SECONDS = 5.0
+CLOCK_MARGIN_SECONDS = 60.0  # checkpoints carry the signing instance's clock, which may differ from ours
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ class Sequencer:
         self._last_checkpoint = 0.0
         self._watermarks: deque[tuple[float, int]] = deque()
         self._floor = 0
+        self._startup_floor_found = False  # set once a complete sweep from id 0 has given the floor a value
+        self._next_floor: int | None = None  # found in the transaction under way: adopted once it commits
         self._highest_pk = 0
         self._last_sweep = float("-inf")
         self._stop = threading.Event()
@@ -179,6 +185,8 @@ class Sequencer:
                 events_table.c.id > self._floor, events_table.c.id <= self._highest_pk, ~placed
             )
             events = list(session.execute(stragglers.order_by(events_table.c.id).limit(self.batch_size)))
+            if not self._startup_floor_found and len(events) < self.batch_size:  # every id up to the highest read
+                self._next_floor = self._startup_floor(session)
         room = self.batch_size - len(events)
         if room > 0:
             fresh = (
@@ -187,11 +195,30 @@ class Sequencer:
             events += session.execute(fresh.limit(room))
         return events
 
+    def _startup_floor(self, session: Session) -> int:
+        """A floor for the sweeps after the first: the id of the last event placed before the latest checkpoint
+        signed more than STRAGGLER_WINDOW_SECONDS (and a clock margin) ago, or 0. Every id up to it was allocated
+        before that event committed, by a transaction that has ended since: the complete sweep that precedes this
+        call found whichever of them were committed and left unplaced (by a sequencer that died, say)."""
+        cutoff = utcnow() - timedelta(seconds=STRAGGLER_WINDOW_SECONDS + CLOCK_MARGIN_SECONDS)
+        size = session.scalar(
+            select(AuditCheckpoint.tree_size)
+            .where(AuditCheckpoint.created_at <= cutoff)
+            .order_by(AuditCheckpoint.created_at.desc())
+            .limit(1)
+        )
+        if not size:
+            return 0
+        return int(session.scalar(select(AuditLeaf.event_pk).where(AuditLeaf.seq == size - 1)) or 0)
+
     def _advance_floor(self) -> None:
+        if self._next_floor is not None:
+            self._floor = max(self._floor, self._next_floor)
+            self._startup_floor_found, self._next_floor = True, None
         now = time.monotonic()
         self._watermarks.append((now, self._highest_pk))
         while self._watermarks and now - self._watermarks[0][0] > STRAGGLER_WINDOW_SECONDS:
-            self._floor = self._watermarks.popleft()[1]
+            self._floor = max(self._floor, self._watermarks.popleft()[1])
 
     def run_once(self, *, force_checkpoint: bool = False, sweep: bool = False) -> int:
         """Integrate one batch of pending events; returns how many were placed.
@@ -199,6 +226,7 @@ class Sequencer:
         ``sweep`` also looks for stragglers now (otherwise every few seconds).
         """
         with self._lock, self.database.transaction(write=True) as session:
+            self._next_floor = None  # one found by a transaction that failed: its sweep placed nothing
             if not self._take_lock(session):
                 return 0
             size = tree_size(session)
