@@ -393,14 +393,15 @@ def test_an_expired_known_key_is_refused(app, client, issue_key) -> None:
 
     from govsvc.core.db import utcnow
 
-    key = issue_key("app", expires_at=utcnow() + timedelta(seconds=1))
+    key = issue_key("app", expires_at=utcnow() + timedelta(minutes=10))  # not seconds: a slow request outlives them
     headers = {"Authorization": f"Bearer {key}"}
     subject = _subject(client, headers, email="expiring@example.cn")
     check = {"subject": {"subject_id": subject}, "action": "read", "purpose": "essential.service", "fields": ["email"]}
     assert client.post("/v1/decisions", json=check, headers=headers).status_code == 200
     known = app.extensions["govsvc.known_keys"]
     assert known.recall(key) is not None
-    assert known.recall(key, now=utcnow() + timedelta(seconds=2)) is None  # expiry is checked without the database
+    assert known.recall(key, now=utcnow() + timedelta(minutes=9)) is not None
+    assert known.recall(key, now=utcnow() + timedelta(minutes=11)) is None  # expiry is checked without the database
 
 
 def test_a_batch_of_only_malformed_checks_still_confirms_the_key(client, app_key) -> None:
