@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import statistics
@@ -31,7 +32,7 @@ from sqlalchemy import insert, text
 
 from bench.load import get, http_load
 from govsvc import create_app, settle_heap
-from govsvc.audit.sequencer import Sequencer
+from govsvc.audit.sequencer import Sequencer, tree_size
 from govsvc.auth.service import create_client
 from govsvc.bootstrap import seed_all
 from govsvc.config import PROJECT_ROOT, Settings
@@ -297,25 +298,19 @@ def _print_timed(label: str, engine, database, subjects: int, seconds: float, pe
     )
 
 
-def settle_audit(settings: Settings) -> int:
+def settle_audit(sequencer: Sequencer) -> int:
     """Sequence every audit event written so far (from this process, as the workers' sequencers may be busy), and
     wait until none is pending: each measured phase then starts with no backlog of another phase's events, whose
     sequencing would otherwise take CPU from it (the in-process runs leave tens of thousands). Returns how many
     this call placed."""
-    database = Database(settings.resolved_database_url)
-    sequencer = Sequencer(database, settings.secret_key, settings.audit_origin)
     placed = 0
-    try:
-        while True:
-            placed += sequencer.drain(checkpoint=False)
-            with database.transaction() as session:
-                events = session.execute(text("SELECT count(*) FROM audit_events")).scalar_one()
-                leaves = session.execute(text("SELECT count(*) FROM audit_leaves")).scalar_one()
-            if leaves >= events:
+    while True:
+        placed += sequencer.drain(checkpoint=False)
+        with sequencer.database.transaction() as session:
+            events = session.execute(text("SELECT count(*) FROM audit_events")).scalar_one()
+            if tree_size(session) >= events:
                 return placed
-            time.sleep(0.1)  # a worker's sequencer holds the lock: let it finish its batch
-    finally:
-        database.dispose()
+        time.sleep(0.1)  # a worker's sequencer holds the lock: let it finish its batch
 
 
 def bench_http(settings: Settings, key: str, subjects: int, seconds: float, instance: Path) -> None:
@@ -354,14 +349,15 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
             )
         return "POST", "/v1/decisions:batch", json.dumps({"checks": checks}), auth
 
-    # The load client forks its processes at each call, so each starts from the parent's chunk number and counts
-    # on in its own copy (the two processes send the same chunks, likely to different workers); the parent then
-    # moves past what they sent. (A counter advanced only in the children made every call resend the first chunks.)
-    sweep_at = {"chunk": 0}
+    # The load client's processes are forked at each call: the chunk counter lives in shared memory, so that they
+    # all take the next chunk (a plain counter was copied into each process, and every call resent the first ones).
+    next_chunk = multiprocessing.get_context("fork").Value("q", 0)
 
     def sweep(_rng):  # batches over every subject in turn, so each worker's cache ends up holding all of them
-        offset = sweep_at["chunk"] * 1000 % subjects
-        sweep_at["chunk"] += 1
+        with next_chunk.get_lock():
+            chunk = next_chunk.value
+            next_chunk.value += 1
+        offset = chunk * 1000 % subjects
         checks = [
             {
                 "subject": {"kind": "email", "value": f"user{number}@example.cn"},
@@ -373,8 +369,10 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
         ]
         return "POST", "/v1/decisions:batch", json.dumps({"checks": checks}), auth
 
+    audit_database = Database(settings.resolved_database_url)
+    sequencer = Sequencer(audit_database, settings.secret_key, settings.audit_origin)
+    backlog = settle_audit(sequencer)  # the in-process runs' events
     # as `make run` serves; workers load the PII models, which takes long on a busy shared machine
-    backlog = settle_audit(settings)  # the in-process runs' events
     with GunicornServer(env, workers=2, threads=4, start_timeout=180) as server:
         assert server.process is not None
         http_load(server.port, single, connections=8, seconds=2)  # warm every worker thread
@@ -382,27 +380,25 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
         phases = (("bare", get("/healthz")), ("single, cold", single), ("sweep", sweep), ("single", single))
         for name, make in phases:
             before = _workers_cpu(server.process.pid)
-            if name == "sweep":  # 4 passes over every subject, each chunk sent twice, spread over both workers
+            if name == "sweep":  # 8 passes over every subject, spread over both workers by the kernel
                 started, swept = time.perf_counter(), 0
-                client_processes = min(4, os.cpu_count() or 1)
                 while swept < 8 * subjects:
-                    sent = http_load(server.port, make, connections=4, seconds=2).requests
-                    swept += sent * 1000
-                    sweep_at["chunk"] += sent // client_processes
+                    swept += http_load(server.port, make, connections=4, seconds=2).requests * 1000
                 sweep_seconds = time.perf_counter() - started
                 continue
-            settle_audit(settings)
+            settle_audit(sequencer)
             results[name] = http_load(server.port, make, connections=32, seconds=seconds)
             cpu[name] = (_workers_cpu(server.process.pid) - before) / max(results[name].requests, 1) * 1e6
         paced = {}  # open loop: 32 connections offering a fixed rate, latency counted from when each was due
         for rate in OFFERED_RATES:
             for name, make in (("bare", get("/healthz")), ("single", single)):
-                settle_audit(settings)
+                settle_audit(sequencer)
                 paced[name, rate] = http_load(server.port, make, connections=32, seconds=seconds, rate=rate)
-        settle_audit(settings)
+        settle_audit(sequencer)
         before = _workers_cpu(server.process.pid)
         batched = http_load(server.port, batch, connections=2, seconds=seconds)
         cpu["batch"] = (_workers_cpu(server.process.pid) - before) / max(batched.requests * 1000, 1) * 1e6
+    audit_database.dispose()
     print(
         "\n== over HTTP: gunicorn 2 workers x 4 threads, PostgreSQL, 32 keep-alive connections "
         "(the load client shares the 2 cores) =="
@@ -424,8 +420,8 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
         "runs; a run's own events are sequenced by the workers while it runs, as in service)"
     )
     print(
-        f"(between the two decision runs, {sweep_seconds:.0f} s of batches went over every subject 4 times, each "
-        "chunk twice, so that each worker's cache holds them; steal: the share of the machine's CPU time the host "
+        f"(between the two decision runs, {sweep_seconds:.0f} s of batches went over every subject 8 times, so "
+        "that each worker's cache holds them; steal: the share of the machine's CPU time the host "
         "gave to other virtual machines during the run, which slows every figure)"
     )
     print(
