@@ -12,8 +12,10 @@ import time
 
 import psycopg
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 
+from govsvc.audit.models import AuditEvent
+from govsvc.core import db
 from govsvc.core.coherence import parse, writes_watched_table
 from govsvc.decisions import lookup
 from govsvc.decisions.cache import SubjectCache
@@ -95,6 +97,50 @@ def test_a_cached_decision_makes_no_round_trip_and_a_withdrawal_elsewhere_applie
     assert any(subject in statement for statement in statements)  # B read it again
     _consent(writer, key, subject, "given", PURPOSE)
     assert _decide_sms(reader, key, subject)["decision"] == "allow"
+
+
+@pytest.mark.usefixtures("postgres_only")
+def test_a_cached_deny_opens_no_session_and_its_event_is_committed_before_the_answer(
+    app, auth_headers, monkeypatch
+) -> None:
+    """A refusal answered from memory writes its audit event itself, in one self-committing INSERT on a pooled
+    connection: no ORM session is opened, and the event is readable from another connection once the answer is
+    back. A batch's refusals go in the same way, one event each."""
+    key = auth_headers("app")
+    client = app.test_client()
+    subject = _subject(client, key)
+    _decide_sms(client, key, subject)  # no consent: a deny, and the subject is read
+    cache = _serving(app)
+    _decide_sms(client, key, subject)  # kept, now that the lease is held
+    opened: list[str] = []
+    open_session = db.get_session
+    monkeypatch.setattr(db, "get_session", lambda: opened.append("session") or open_session())
+    statements = _round_trips(app, monkeypatch)
+    hits = cache.hits
+    denied = _decide_sms(client, key, subject)
+    checks = [
+        {"subject": {"subject_id": subject}, "action": "read", "purpose": purpose, "fields": [field]}
+        for purpose, field in (
+            ("marketing.communications.email", "email"),
+            (PURPOSE, "mobile"),
+            ("essential.service", "email"),
+        )
+    ]
+    batch = client.post("/v1/decisions:batch", json={"checks": checks}, headers=key)
+    assert batch.status_code == 200, batch.get_json()
+    outcomes = [item["decision"] for item in batch.get_json()["results"]]
+    assert [outcome["decision"] for outcome in outcomes] == ["deny", "deny", "allow"]
+    assert denied["decision"] == "deny" and cache.hits == hits + 2  # one lookup per call
+    assert opened == [] and statements == [], "a cached decision opens no session, even to record a refusal"
+
+    database = app.extensions["govsvc.db"]
+    wanted = [denied["decision_id"], outcomes[0]["decision_id"], outcomes[1]["decision_id"]]
+    with database.transaction(write=False) as session:  # another connection: the events are committed
+        events = session.scalars(select(AuditEvent).where(AuditEvent.event_id.in_(wanted))).all()
+    assert sorted(event.event_id for event in events) == sorted(wanted)
+    assert {(event.action, event.reason_code, event.subject_ref) for event in events} == {
+        ("policy.deny", "no_consent", subject)
+    }
 
 
 @pytest.mark.usefixtures("postgres_only")

@@ -28,7 +28,7 @@ from sqlalchemy import Select, and_, event, insert, inspect, select
 from sqlalchemy.orm import Session
 
 from govsvc.audit.models import AuditEvent, AuditLeaf
-from govsvc.core.db import AUTOCOMMIT_SESSION, Database, utcnow
+from govsvc.core.db import AUTOCOMMIT_SESSION, Database, LazySession, utcnow
 from govsvc.core.errors import NotFoundError
 from govsvc.core.pii_guard import pii_kind
 
@@ -174,6 +174,9 @@ def record(
         "request_id": context.request_id,
         "details": _details_json(details) if details else None,
     }
+    if type(session) is LazySession and session.audit_rows is not None:
+        session.audit_rows.append(row)  # the view writes them itself (write_rows), before it answers
+        return event_id
     _pending_rows(session).append(row)
     if keep_on_failure:
         session.info.setdefault(_KEPT_EVENTS, []).append(row)
@@ -261,6 +264,34 @@ def write_pending(session: Session) -> None:
         _insert_pending_events(session, None, None)
 
 
+def write_rows(database: Database, rows: list[dict[str, Any]], session: Session | None = None) -> None:
+    """Write the events a hot view collected outside its session (``LazySession(direct_audit=True)``), now, as one
+    INSERT that commits by itself: on the connection of the view's session if it opened an autocommit one, else on
+    a connection of the autocommit pool. No ORM session is involved (a decision answered from the cache opens
+    none), and the events are on record whatever the request does next. PostgreSQL only (its autocommit pool)."""
+    if not rows:
+        return
+    if session is not None and session.info.get(AUTOCOMMIT_SESSION):
+        _insert_rows_pg(session.connection().connection, rows)
+        return
+    if database.autocommit_engine is None:
+        raise RuntimeError("write_rows needs PostgreSQL's autocommit pool; record in the session instead")
+    connection = database.autocommit_engine.raw_connection()
+    try:
+        _insert_rows_pg(connection, rows)
+    finally:
+        connection.close()  # back to the pool
+
+
+def _insert_rows_pg(dbapi_connection: Any, rows: list[dict[str, Any]]) -> None:
+    """One statement, one round trip, whatever the number of events: the rows as one JSON array."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(_PG_INSERT, [orjson.dumps(rows).decode()])
+    finally:
+        cursor.close()
+
+
 @event.listens_for(Session, "before_flush")
 def _insert_pending_events(session: Session, _flush_context: Any, objects: Sequence[Any] | None) -> None:
     pending = session.info.get(_PENDING_EVENTS)
@@ -279,11 +310,7 @@ def _insert_pending_events(session: Session, _flush_context: Any, objects: Seque
         written = {id(row) for row in rows}
         session.info[_KEPT_EVENTS] = [row for row in kept if id(row) not in written]
     if connection.dialect.name == "postgresql":  # the hot path: straight to the driver, no statement compilation
-        cursor = connection.connection.cursor()
-        try:  # one statement, one round trip, whatever the number of events: the rows as one JSON array
-            cursor.execute(_PG_INSERT, [orjson.dumps(rows).decode()])
-        finally:
-            cursor.close()
+        _insert_rows_pg(connection.connection, rows)
     else:
         connection.execute(insert(AuditEvent.__table__), rows)
 

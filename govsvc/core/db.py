@@ -257,12 +257,17 @@ def get_session() -> Session:
 
 class LazySession:
     """Stands for the request's session and opens it (``get_session``) at first use, so a view that may need no
-    database at all (a decision answered from the decision cache) opens no session and checks out no connection."""
+    database at all (a decision answered from the decision cache) opens no session and checks out no connection.
 
-    __slots__ = ("opened",)
+    ``direct_audit=True``: the audit events recorded through it are collected in ``audit_rows`` instead of the
+    session, for the view to write itself (``govsvc.audit.service.write_rows``): recording an event then opens no
+    session either."""
 
-    def __init__(self) -> None:
+    __slots__ = ("audit_rows", "opened")
+
+    def __init__(self, *, direct_audit: bool = False) -> None:
         self.opened: Session | None = None
+        self.audit_rows: list[dict[str, Any]] | None = [] if direct_audit else None
 
     def __getattr__(self, name: str) -> Any:
         if self.opened is None:

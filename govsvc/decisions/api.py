@@ -11,10 +11,10 @@ from apiflask.validators import Length, OneOf, Range, Regexp
 from flask import Response, current_app
 from sqlalchemy.orm import Session
 
-from govsvc.audit.service import write_pending
+from govsvc.audit.service import write_pending, write_rows
 from govsvc.auth.service import Principal
 from govsvc.core.access import check_confirmation, confirms_credential, current_principal, get_policy_engine, requires
-from govsvc.core.db import AUTOCOMMIT_SESSION, LazySession, autocommit
+from govsvc.core.db import AUTOCOMMIT_SESSION, LazySession, autocommit, get_db
 from govsvc.core.errors import PermissionDenied, ServiceError, ValidationFailed
 from govsvc.core.jsonio import dumps_unsorted
 from govsvc.core.problems import problem_body
@@ -107,13 +107,20 @@ def _decide_each(requests: list[DecisionRequest], *, acting_for: bool) -> list[D
         if refusal is not None:
             raise _Refused(refusal)
 
-    lazy = LazySession()  # a decision answered from the cache opens no session
-    outcomes = decision_engine().decide_each(
-        cast(Session, lazy), requests, client_id=principal.client_id, confirm=confirm
-    )
+    database = get_db()
+    # A decision answered from the cache opens no session, even when it records an event (PostgreSQL: the view
+    # writes its events itself, in one self-committing INSERT, on a pooled connection).
+    lazy = LazySession(direct_audit=database.autocommit_engine is not None)
+    try:
+        outcomes = decision_engine().decide_each(
+            cast(Session, lazy), requests, client_id=principal.client_id, confirm=confirm
+        )
+    finally:  # the refusals decided so far are on record even if a later check failed unexpectedly
+        if lazy.audit_rows:
+            write_rows(database, lazy.audit_rows, lazy.opened)
     session = lazy.opened
     if session is not None and session.info.get(AUTOCOMMIT_SESSION):
-        write_pending(session)  # the audit events, straight away: the response then needs no flush or commit
+        write_pending(session)  # events recorded in the session itself, straight away: no flush or commit needed
     return outcomes
 
 
