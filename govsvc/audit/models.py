@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, SmallInteger, String, Text
+from sqlalchemy import BigInteger, Integer, LargeBinary, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from govsvc.core.db import Base, UTCDateTime, utcnow
@@ -48,7 +48,9 @@ class AuditLeaf(Base):
     __tablename__ = "audit_leaves"
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    event_pk: Mapped[int] = mapped_column(BigInteger, ForeignKey("audit_events.id"), unique=True)
+    # audit_events.id, without a foreign key (migration 0016): the sequencer places only events it has just read,
+    # and events are never deleted; the check cost a row lock on the event per leaf
+    event_pk: Mapped[int] = mapped_column(BigInteger, unique=True)
     event_json: Mapped[str] = mapped_column(Text)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
