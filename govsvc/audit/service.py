@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import Select, and_, event, insert, inspect, select
 from sqlalchemy.orm import Session
 
@@ -279,6 +280,9 @@ def write_rows(database: Database, rows: list[dict[str, Any]], session: Session 
     connection = database.autocommit_engine.raw_connection()
     try:
         _insert_rows_pg(connection, rows)
+    except psycopg.OperationalError:
+        connection.invalidate()  # lost (a database restart): the pool opens a new one rather than hand it out again
+        raise
     finally:
         connection.close()  # back to the pool
 
