@@ -9,7 +9,8 @@ Prints, in one run, on PostgreSQL (throwaway cluster, as the tests start it):
    allows only (the same calls on subjects whose consents stand, nothing to audit: what the audit writes cost);
    then both at fixed offered rates over the same 32 connections (open loop), the latency a caller sees below
    saturation;
-3. the batch endpoint: decisions/s with 1,000 checks per call.
+3. the batch endpoint: decisions/s with 1,000 checks per call;
+4. the CPU per request of the gunicorn workers and of the PostgreSQL server, for each HTTP run.
 
 The data set is bulk-loaded with executemany (events and their projection written directly, as the ledger
 would have written them) so that building it takes a minute, not an hour; decisions then read it normally.
@@ -315,7 +316,7 @@ def settle_audit(sequencer: Sequencer) -> int:
         time.sleep(0.1)  # a worker's sequencer holds the lock: let it finish its batch
 
 
-def bench_http(settings: Settings, key: str, subjects: int, seconds: float, instance: Path) -> None:
+def bench_http(settings: Settings, key: str, subjects: int, seconds: float, instance: Path, postmaster: int) -> None:
     env = {
         "GOVSVC_DATABASE_URL": settings.resolved_database_url,
         "GOVSVC_SECRET_KEY": SECRET,
@@ -391,7 +392,7 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
     with GunicornServer(env, workers=2, threads=4, start_timeout=180) as server:
         assert server.process is not None
         http_load(server.port, single, connections=8, seconds=2)  # warm every worker thread
-        results, cpu = {}, {}
+        results, cpu, pg_cpu = {}, {}, {}
         phases = (
             ("bare", get("/healthz")),
             ("single, cold", single),
@@ -400,7 +401,7 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
             ("standing", standing),
         )
         for name, make in phases:
-            before = _workers_cpu(server.process.pid)
+            before, pg_before = _workers_cpu(server.process.pid), _postgres_cpu(postmaster)
             if name == "sweep":  # 8 passes over every subject, spread over both workers by the kernel
                 started, swept = time.perf_counter(), 0
                 while swept < 8 * subjects:
@@ -410,15 +411,17 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
             settle_audit(sequencer)
             results[name] = http_load(server.port, make, connections=32, seconds=seconds)
             cpu[name] = (_workers_cpu(server.process.pid) - before) / max(results[name].requests, 1) * 1e6
+            pg_cpu[name] = (_postgres_cpu(postmaster) - pg_before) / max(results[name].requests, 1) * 1e6
         paced = {}  # open loop: 32 connections offering a fixed rate, latency counted from when each was due
         for rate in OFFERED_RATES:
             for name, make in (("bare", get("/healthz")), ("single", single)):
                 settle_audit(sequencer)
                 paced[name, rate] = http_load(server.port, make, connections=32, seconds=seconds, rate=rate)
         settle_audit(sequencer)
-        before = _workers_cpu(server.process.pid)
+        before, pg_before = _workers_cpu(server.process.pid), _postgres_cpu(postmaster)
         batched = http_load(server.port, batch, connections=2, seconds=seconds)
         cpu["batch"] = (_workers_cpu(server.process.pid) - before) / max(batched.requests * 1000, 1) * 1e6
+        pg_cpu["batch"] = (_postgres_cpu(postmaster) - pg_before) / max(batched.requests * 1000, 1) * 1e6
     audit_database.dispose()
     print(
         "\n== over HTTP: gunicorn 2 workers x 4 threads, PostgreSQL, 32 keep-alive connections "
@@ -472,10 +475,26 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
         f"({cpu['single'] / cpu['bare']:.1f}x bare; allows only {cpu['standing']:,.0f}), "
         f"batch {cpu['batch']:,.0f} µs/decision"
     )
+    print(
+        f"PostgreSQL's CPU (every server process): bare {pg_cpu['bare']:,.0f} µs/request, decision "
+        f"{pg_cpu['single']:,.0f} µs/request (allows only {pg_cpu['standing']:,.0f}), batch {pg_cpu['batch']:,.0f} "
+        "µs/decision; the difference is the refusals' audit events, written and then sequenced"
+    )
 
 
 def _workers_cpu(master: int) -> float:
     """Seconds of CPU (user + system) used so far by the gunicorn master's worker processes (Linux /proc)."""
+    return _cpu_of_children(master)
+
+
+def _postgres_cpu(postmaster: int) -> float:
+    """Seconds of CPU used so far by the PostgreSQL server: its postmaster and every process it started (the
+    connections' backends, the WAL writer, autovacuum...)."""
+    return _cpu_of_children(postmaster, include_parent=True)
+
+
+def _cpu_of_children(parent: int, *, include_parent: bool = False) -> float:
+    """Seconds of CPU (user + system) used so far by the children of ``parent`` (and by it), from Linux /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in Path("/proc").iterdir():
@@ -485,7 +504,8 @@ def _workers_cpu(master: int) -> float:
             fields = (entry / "stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        if int(fields[1]) == master:  # ppid; then utime and stime are fields 14 and 15 of stat (11, 12 here)
+        # ppid, then utime and stime: fields 4, 14 and 15 of stat (1, 11 and 12 after the command name)
+        if int(fields[1]) == parent or (include_parent and int(entry.name) == parent):
             total += int(fields[11]) + int(fields[12])
     return total / ticks
 
@@ -520,7 +540,8 @@ def main() -> None:
             build(database, settings, args.subjects, args.events_per_subject, args.policy_lines)
             database.dispose()
             bench_in_process(settings, args.subjects, args.seconds)
-            bench_http(settings, key, args.subjects, args.seconds, instance)
+            postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+            bench_http(settings, key, args.subjects, args.seconds, instance, postmaster)
     finally:
         cluster.stop()
 
