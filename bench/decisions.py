@@ -326,43 +326,26 @@ def bench_http(settings: Settings, key: str, subjects: int, seconds: float, inst
     }
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
-    def single(rng):
-        number = rng.randrange(subjects)
+    def check(number: int) -> dict:
         purpose = PURPOSES[number % 3]
-        body = {
+        return {
             "subject": {"kind": "email", "value": f"user{number}@example.cn"},
             "action": "read",
             "purpose": purpose,
             "fields": FIELDS[purpose],
         }
-        return "POST", "/v1/decisions", json.dumps(body), auth
+
+    def single(rng):
+        return "POST", "/v1/decisions", json.dumps(check(rng.randrange(subjects))), auth
 
     def standing(rng):  # the same calls, on subjects whose consents stand: every decision allows, none is audited
         number = rng.randrange(subjects)
         if number % 4 == 0:  # build() withdrew these subjects' consents: take a neighbour
             number = number + 1 if number + 1 < subjects else number - 1
-        purpose = PURPOSES[number % 3]
-        body = {
-            "subject": {"kind": "email", "value": f"user{number}@example.cn"},
-            "action": "read",
-            "purpose": purpose,
-            "fields": FIELDS[purpose],
-        }
-        return "POST", "/v1/decisions", json.dumps(body), auth
+        return "POST", "/v1/decisions", json.dumps(check(number)), auth
 
     def batch(rng):
-        checks = []
-        for _ in range(1000):
-            number = rng.randrange(subjects)
-            purpose = PURPOSES[number % 3]
-            checks.append(
-                {
-                    "subject": {"kind": "email", "value": f"user{number}@example.cn"},
-                    "action": "read",
-                    "purpose": purpose,
-                    "fields": FIELDS[purpose],
-                }
-            )
+        checks = [check(rng.randrange(subjects)) for _ in range(1000)]
         return "POST", "/v1/decisions:batch", json.dumps({"checks": checks}), auth
 
     # The load client's processes are forked at each call: the chunk counter lives in shared memory, so that they

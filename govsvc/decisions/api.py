@@ -11,10 +11,10 @@ from apiflask.validators import Length, OneOf, Range, Regexp
 from flask import Response, current_app
 from sqlalchemy.orm import Session
 
-from govsvc.audit.service import write_pending, write_rows
+from govsvc.audit.service import write_rows
 from govsvc.auth.service import Principal
 from govsvc.core.access import check_confirmation, confirms_credential, current_principal, get_policy_engine, requires
-from govsvc.core.db import AUTOCOMMIT_SESSION, LazySession, autocommit, get_db
+from govsvc.core.db import LazySession, autocommit, get_db
 from govsvc.core.errors import PermissionDenied, ServiceError, ValidationFailed
 from govsvc.core.jsonio import dumps_unsorted
 from govsvc.core.problems import problem_body
@@ -118,9 +118,7 @@ def _decide_each(requests: list[DecisionRequest], *, acting_for: bool) -> list[D
     finally:  # the refusals decided so far are on record even if a later check failed unexpectedly
         if lazy.audit_rows:
             write_rows(database, lazy.audit_rows, lazy.opened)
-    session = lazy.opened
-    if session is not None and session.info.get(AUTOCOMMIT_SESSION):
-        write_pending(session)  # events recorded in the session itself, straight away: no flush or commit needed
+    # SQLite (no autocommit pool): the events are in the request's transaction, written at its commit
     return outcomes
 
 
