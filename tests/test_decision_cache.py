@@ -147,15 +147,18 @@ def test_a_cached_deny_opens_no_session_and_its_event_is_committed_before_the_an
 def test_a_refusal_whose_event_cannot_be_written_is_a_503_and_the_next_is_on_record(
     app, auth_headers, database, caplog
 ) -> None:
-    """The pooled connection a cached deny writes its event on was cut (a database restart, say): that decision is
-    not given (503, retry: a refusal is never answered unaudited), the connection is dropped from the pool rather
-    than reset (no traceback from the pool), and the next refusal is written on a new one."""
+    """The connection a cached deny writes its event on was cut (a database restart, say): that decision is not
+    given (503, retry: a refusal is never answered unaudited), the connection is closed rather than used again or
+    reset (no traceback from the pool), and the next refusal is written on a new one."""
     key = auth_headers("app")
     client = app.test_client()
     subject = _subject(client, key)
     _decide_sms(client, key, subject)
     _serving(app)
-    _decide_sms(client, key, subject)  # answered from the cache, its event written on a pooled connection
+    _decide_sms(client, key, subject)  # fills the cache (its event written on the session's connection)
+    _decide_sms(client, key, subject)  # answered from the cache: its event written on a direct connection
+    direct = app.extensions["govsvc.db"].direct
+    assert direct.idle_connections == 1
     with psycopg.connect(database.url.replace("+psycopg", ""), autocommit=True) as connection:
         # every connection of this database but the cache's listener and lease (which would empty the cache)
         connection.execute(
@@ -167,6 +170,7 @@ def test_a_refusal_whose_event_cannot_be_written_is_a_503_and_the_next_is_on_rec
     lost = client.post("/v1/decisions", json=body, headers=key)
     assert lost.status_code == 503 and lost.mimetype == "application/problem+json", lost.get_json()
     assert lost.get_json()["type"].endswith(":service-unavailable")
+    assert direct.idle_connections == 0  # the lost connection was closed, not kept
     denied = _decide_sms(client, key, subject)
     assert _codes(denied) == {"no_consent"}
     with psycopg.connect(database.url.replace("+psycopg", "")) as connection:
@@ -174,6 +178,7 @@ def test_a_refusal_whose_event_cannot_be_written_is_a_503_and_the_next_is_on_rec
             "SELECT reason_code FROM audit_events WHERE event_id = %s", [denied["decision_id"]]
         )
         assert written.fetchall() == [("no_consent",)]
+    assert direct.idle_connections == 1
     assert not [r for r in caplog.records if r.name.startswith("sqlalchemy.pool") and r.levelno >= 40]
 
 

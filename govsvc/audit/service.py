@@ -24,7 +24,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import psycopg
 from sqlalchemy import Select, and_, event, insert, inspect, select
 from sqlalchemy.orm import Session
 
@@ -267,24 +266,19 @@ def write_pending(session: Session) -> None:
 
 def write_rows(database: Database, rows: list[dict[str, Any]], session: Session | None = None) -> None:
     """Write the events a hot view collected outside its session (``LazySession(direct_audit=True)``), now, as one
-    INSERT that commits by itself: on the connection of the view's session if it opened an autocommit one, else on
-    a connection of the autocommit pool. No ORM session is involved (a decision answered from the cache opens
-    none), and the events are on record whatever the request does next. PostgreSQL only (its autocommit pool)."""
+    INSERT that commits by itself: on the connection of the view's session if it opened an autocommit one, else
+    as a prepared statement on one of the database's libpq connections (``Database.direct``). No ORM session is
+    involved (a decision answered from the cache opens none), and the events are on record whatever the request
+    does next. PostgreSQL only. Raises ``psycopg.OperationalError`` if the connection was lost (the events were
+    then not written: the view must not answer as if they were)."""
     if not rows:
         return
     if session is not None and session.info.get(AUTOCOMMIT_SESSION):
         _insert_rows_pg(session.connection().connection, rows)
         return
-    if database.autocommit_engine is None:
-        raise RuntimeError("write_rows needs PostgreSQL's autocommit pool; record in the session instead")
-    connection = database.autocommit_engine.raw_connection()
-    try:
-        _insert_rows_pg(connection, rows)
-    except psycopg.OperationalError:
-        connection.invalidate()  # lost (a database restart): the pool opens a new one rather than hand it out again
-        raise
-    finally:
-        connection.close()  # back to the pool
+    if database.direct is None:
+        raise RuntimeError("write_rows needs PostgreSQL; record in the session instead")
+    database.direct.execute(_PG_INSERT_NAME, _PG_INSERT_PREPARED, [orjson.dumps(rows)])
 
 
 def _insert_rows_pg(dbapi_connection: Any, rows: list[dict[str, Any]]) -> None:
@@ -338,12 +332,16 @@ _ROW_COLUMNS = (
     "details",
 )
 # Constant SQL (prepared by psycopg after a few uses): the rows arrive as one JSON array of objects, in order.
-_PG_INSERT = (
+_PG_INSERT_TEMPLATE = (
     f"INSERT INTO audit_events ({', '.join(_ROW_COLUMNS)}) SELECT {', '.join(_ROW_COLUMNS)} "  # noqa: S608
-    "FROM json_to_recordset(%s::json) AS r("
+    "FROM json_to_recordset({rows}::json) AS r("
     + ", ".join(f"{column} {'timestamptz' if column == 'time' else 'text'}" for column in _ROW_COLUMNS)
     + ")"
 )
+_PG_INSERT = _PG_INSERT_TEMPLATE.replace("{rows}", "%s")  # psycopg's placeholder
+# the same statement, for DirectStatements (libpq's placeholder), prepared once per connection under this name
+_PG_INSERT_PREPARED = _PG_INSERT_TEMPLATE.replace("{rows}", "$1").encode()
+_PG_INSERT_NAME = b"govsvc_audit_insert"
 
 
 def format_time(value: datetime) -> str:

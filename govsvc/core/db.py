@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from govsvc.core.coherence import Coherence
+from govsvc.core.direct import DirectStatements
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -114,9 +115,15 @@ class Database:
         # (and back when returned) per request.
         self.autocommit_engine: Engine | None = None
         self.autocommit_sessions: sessionmaker[Session] | None = None
+        # PostgreSQL: libpq connections for a hot path's one prepared, self-committing statement (a refusal's
+        # audit event, when the decision came from the cache and opened no session)
+        self.direct: DirectStatements | None = None
         if self.engine.dialect.name == "postgresql":
             self.autocommit_engine = make_engine(url, pool_size=pool_size, isolation_level="AUTOCOMMIT")
             self.autocommit_sessions = sessionmaker(bind=self.autocommit_engine, expire_on_commit=False)
+            self.direct = DirectStatements(
+                self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            )
         # PostgreSQL: every writer waits, after its commit, until no instance's cache holds what it replaced
         # (``settle``); whether this instance caches anything is up to its decision engine.
         self.coherence: Coherence | None = None
@@ -186,6 +193,8 @@ class Database:
         self.engine.dispose()
         if self.autocommit_engine is not None:
             self.autocommit_engine.dispose()
+        if self.direct is not None:
+            self.direct.close()
 
 
 def get_db() -> Database:
