@@ -13,9 +13,34 @@ import threading
 from typing import NamedTuple
 
 from govsvc.core.coherence import Coherence
-from govsvc.decisions.lookup import Snapshot, SubjectView
+from govsvc.decisions.lookup import Snapshot, StoredConsent, SubjectView
 
 Key = tuple[str, ...]
+# What the cache keeps of a subject: SubjectView's fields but its age (computed per decision), as a plain tuple,
+# its consent states as a tuple of (key, state) pairs. A tuple of strings, ints, bytes, datetimes and such tuples
+# is untracked by the cyclic garbage collector once a collection has seen it; an object (a SubjectView, a named
+# tuple, a list, a dict, and any tuple holding one) stays tracked, and a full collection walks every tracked
+# object while it holds the GIL. With 100,000 cached subjects kept as objects, each full collection paused the
+# worker for 250-330 ms (70-110 ms with the SubjectViews alone); a decision instead makes its SubjectView from the
+# tuple (about 0.4 µs).
+Stored = tuple[int, str, tuple[str, ...], bytes | None, bool, bool, tuple[tuple[tuple[str, str], StoredConsent], ...]]
+
+
+def _stored(view: SubjectView) -> Stored:
+    return (
+        view.pk,
+        view.subject_id,
+        view.jurisdictions,
+        view.birth_date_enc,
+        view.restricted,
+        view.legal_hold,
+        tuple(view.states.items()),
+    )
+
+
+def _view(stored: Stored) -> SubjectView:
+    pk, subject_id, jurisdictions, birth_date_enc, restricted, legal_hold, states = stored
+    return SubjectView(pk, subject_id, jurisdictions, birth_date_enc, restricted, legal_hold, dict(states))
 
 
 class Head(NamedTuple):
@@ -32,8 +57,9 @@ class SubjectCache:
         self.coherence = coherence
         self.max_subjects = max_subjects
         self._lock = threading.Lock()
-        self._views: dict[Key, SubjectView] = {}
-        self._keys_by_pk: dict[int, list[Key]] = {}
+        self._views: dict[Key, Stored] = {}  # a SubjectView is made of one for each decision that reads it
+        # tuples, not lists: untracked by the cyclic garbage collector (see lookup.StoredConsent)
+        self._keys_by_pk: dict[int, tuple[Key, ...]] = {}
         self._head: Head | None = None
         self._credentials: dict[str, bool] = {}
         self.hits = 0  # decisions' lookups answered without a round trip (approximate: not locked)
@@ -65,11 +91,11 @@ class SubjectCache:
         found: dict[Key, SubjectView] = {}
         missing: list[Key] = []
         for key in keys:
-            view = views.get(key)
-            if view is None:
+            stored = views.get(key)
+            if stored is None:
                 missing.append(key)
             else:
-                found[key] = view
+                found[key] = _view(stored)
         head = self._head
         credential = None if client_id is None else self._credentials.get(client_id)
         if missing or head is None or (client_id is not None and credential is None):
@@ -87,8 +113,8 @@ class SubjectCache:
                 self._views, self._keys_by_pk = {}, {}
             for key, view in snapshot.subjects.items():
                 if key not in self._views:
-                    self._views[key] = view
-                    self._keys_by_pk.setdefault(view.pk, []).append(key)
+                    self._views[key] = _stored(view)
+                    self._keys_by_pk[view.pk] = (*self._keys_by_pk.get(view.pk, ()), key)
             self._head = Head(
                 snapshot.policy_version, snapshot.taxonomy_version, snapshot.held_categories, snapshot.key_epoch
             )

@@ -48,7 +48,7 @@ _KEY_AT = 17  # the lookup key's columns start here
 
 
 class ConsentView(NamedTuple):
-    """One consent state as a decision reads it (a named tuple: built for every row, thousands per batch)."""
+    """One consent state as a decision reads it (``SubjectView.consent``)."""
 
     status: str
     purpose_version: int
@@ -56,6 +56,14 @@ class ConsentView(NamedTuple):
     actor: str
     source: str
     valid_until: datetime | None
+
+
+# A consent state as a SubjectView keeps it: a plain tuple in ConsentView's field order. The decision cache holds
+# several per subject, 100,000s of subjects per process: plain tuples of strings, ints and datetimes (and the dicts
+# that hold only them) are untracked by the cyclic garbage collector once it has seen them, whereas named tuples
+# and lists stay tracked, and a full collection walks every tracked object while it holds the GIL (measured with a
+# warm cache of 100,000 subjects: 250-330 ms per full collection, during which the worker answers nothing).
+StoredConsent = tuple[str, int, "str | None", str, str, "datetime | None"]
 
 
 @dataclass(slots=True)
@@ -68,8 +76,13 @@ class SubjectView:
     birth_date_enc: bytes | None
     restricted: bool
     legal_hold: bool
-    states: dict[tuple[str, str], ConsentView] = field(default_factory=dict)
+    states: dict[tuple[str, str], StoredConsent] = field(default_factory=dict)  # by (purpose key, scope)
     age: int | None = None
+
+    def consent(self, purpose_key: str, scope: str = "") -> ConsentView | None:
+        """The subject's consent state for this purpose and scope ("" for the purpose itself), if any."""
+        stored = self.states.get((purpose_key, scope))
+        return None if stored is None else ConsentView._make(stored)
 
 
 @dataclass(frozen=True)
@@ -218,7 +231,6 @@ def _read(
     ] or [(_NOTHING, [])]
     head: tuple[Any, ...] = (None, None, None)
     held: str | None = None
-    make_state = ConsentView._make
     for template, values in queries:
         by_identifier = template is _BY_IDENTIFIER
         view: SubjectView | None = None
@@ -246,9 +258,9 @@ def _read(
             if row[9] is not None:
                 valid_until = row[16]
                 view.states[(row[9], row[10])] = (
-                    make_state(row[11:17])
+                    tuple(row[11:17])  # a plain tuple (see StoredConsent)
                     if valid_until is None or getattr(valid_until, "tzinfo", None) is not None
-                    else ConsentView(row[11], row[12], row[13], row[14], row[15], _aware(valid_until))
+                    else (row[11], row[12], row[13], row[14], row[15], _aware(valid_until))
                 )
     credential = None if client_id is None else bool(head[2])
     key_epoch = int(head[-1] or 0) if len(head) > 3 else 0  # the head of an empty query has no epoch column

@@ -488,7 +488,7 @@ def _consent_reasons(
     categories = list(categories)
     regimes = requirements.regimes_of(subject.jurisdictions)
     reasons: list[Reason] = []
-    main = subject.states.get((purpose.key, ""))
+    main = subject.consent(purpose.key)
     if requirements.consent_is_the_basis(purpose, regimes):
         regime = (
             "pipl" if "pipl" in regimes and purpose.lawful_basis["pipl"] in requirements.PIPL_CONSENT_BASES else "gdpr"
@@ -510,7 +510,7 @@ def _consent_reasons(
         for item in requirements.separate_items(taxonomy, purpose, regimes):
             if not item.scope or not _relevant(item, request, categories):
                 continue
-            state = subject.states.get((purpose.key, item.scope))
+            state = subject.consent(purpose.key, item.scope)
             if state is None or state.status != "given" or _expired(state, now):
                 reasons.append(
                     Reason(item.missing_reason, f"separate consent to {item.scope} is missing", regime="pipl")
