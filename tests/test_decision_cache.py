@@ -117,12 +117,12 @@ def test_what_the_cache_keeps_of_a_subject_is_invisible_to_the_garbage_collector
     assert len(cache) == 1
     for _ in range(4):  # a collection untracks a tuple when what it holds was untracked already: inner ones first
         gc.collect()
-    (stored,) = cache._views.values()
+    (stored,) = cache._entries.values()
     states = stored[-1]
     assert len(states) == 2
     assert not gc.is_tracked(stored)  # nor, then, anything it holds
     assert not any(gc.is_tracked(keys) for keys in cache._keys_by_pk.values())
-    assert not any(gc.is_tracked(cache_key) for cache_key in cache._views)
+    assert not any(gc.is_tracked(cache_key) for cache_key in cache._entries)
     hits = cache.hits
     assert _decide_sms(client, key, subject)["decision"] == "allow"  # answered from them
     assert cache.hits == hits + 1
@@ -248,7 +248,7 @@ def test_a_write_made_outside_the_service_reaches_the_cache_through_the_triggers
     with psycopg.connect(database.url.replace("+psycopg", ""), autocommit=True) as connection:
         connection.execute("UPDATE subjects SET restricted = true WHERE subject_id = %s", [subject])
     deadline = time.monotonic() + 5
-    while any(stored[1] == subject for stored in list(cache._views.values())):  # (pk, subject_id, ...)
+    while any(stored[1] == subject for stored in list(cache._entries.values())):  # (pk, subject_id, ...)
         assert time.monotonic() < deadline, "the trigger's notification never dropped the subject"
         time.sleep(0.01)
     assert "restricted" in _codes(_decide_sms(client, key, subject))

@@ -57,8 +57,8 @@ class SubjectCache:
         self.coherence = coherence
         self.max_subjects = max_subjects
         self._lock = threading.Lock()
-        self._views: dict[Key, Stored] = {}  # a SubjectView is made of one for each decision that reads it
-        # tuples, not lists: untracked by the cyclic garbage collector (see lookup.StoredConsent)
+        self._entries: dict[Key, Stored] = {}  # each decision that reads one makes its SubjectView of it
+        # tuples, not lists: untracked by the cyclic garbage collector (see Stored)
         self._keys_by_pk: dict[int, tuple[Key, ...]] = {}
         self._head: Head | None = None
         self._credentials: dict[str, bool] = {}
@@ -67,16 +67,16 @@ class SubjectCache:
         coherence.subscribe(self._invalidate)
 
     def __len__(self) -> int:
-        return len(self._views)
+        return len(self._entries)
 
     def _invalidate(self, pks: frozenset[int] | None) -> None:
         with self._lock:
             if pks is None:
-                self._views, self._keys_by_pk, self._head, self._credentials = {}, {}, None, {}
+                self._entries, self._keys_by_pk, self._head, self._credentials = {}, {}, None, {}
                 return
             for pk in pks:
                 for key in self._keys_by_pk.pop(pk, ()):
-                    self._views.pop(key, None)
+                    self._entries.pop(key, None)
 
     def generation(self) -> int | None:
         """The coherence generation to fill under, or None when the cache may not answer now."""
@@ -87,11 +87,11 @@ class SubjectCache:
         self, keys: list[Key], client_id: str | None
     ) -> tuple[dict[Key, SubjectView], list[Key], Snapshot | None]:
         """The cached subjects, the keys missing, and a whole snapshot when nothing needs reading."""
-        views = self._views
+        entries = self._entries
         found: dict[Key, SubjectView] = {}
         missing: list[Key] = []
         for key in keys:
-            stored = views.get(key)
+            stored = entries.get(key)
             if stored is None:
                 missing.append(key)
             else:
@@ -109,11 +109,11 @@ class SubjectCache:
         with self._lock:
             if self.coherence.changed_since(generation) or not self.coherence.serving():
                 return
-            if len(self._views) + len(snapshot.subjects) > self.max_subjects:
-                self._views, self._keys_by_pk = {}, {}
+            if len(self._entries) + len(snapshot.subjects) > self.max_subjects:
+                self._entries, self._keys_by_pk = {}, {}
             for key, view in snapshot.subjects.items():
-                if key not in self._views:
-                    self._views[key] = _stored(view)
+                if key not in self._entries:
+                    self._entries[key] = _stored(view)
                     self._keys_by_pk[view.pk] = (*self._keys_by_pk.get(view.pk, ()), key)
             self._head = Head(
                 snapshot.policy_version, snapshot.taxonomy_version, snapshot.held_categories, snapshot.key_epoch

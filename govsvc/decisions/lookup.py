@@ -58,17 +58,15 @@ class ConsentView(NamedTuple):
     valid_until: datetime | None
 
 
-# A consent state as a SubjectView keeps it: a plain tuple in ConsentView's field order. The decision cache holds
-# several per subject, 100,000s of subjects per process: plain tuples of strings, ints and datetimes (and the dicts
-# that hold only them) are untracked by the cyclic garbage collector once it has seen them, whereas named tuples
-# and lists stay tracked, and a full collection walks every tracked object while it holds the GIL (measured with a
-# warm cache of 100,000 subjects: 250-330 ms per full collection, during which the worker answers nothing).
+# A consent state as a SubjectView keeps it: a plain tuple in ConsentView's field order, so that the decision cache
+# can keep a subject's states as tuples the garbage collector does not track (see govsvc.decisions.cache.Stored).
 StoredConsent = tuple[str, int, "str | None", str, str, "datetime | None"]
 
 
 @dataclass(slots=True)
 class SubjectView:
-    """A subject as a decision sees it (slots: the decision cache keeps one per subject, 100,000s per process)."""
+    """A subject as a decision sees it (slots: made for every subject a decision reads, from the database or the
+    decision cache)."""
 
     pk: int
     subject_id: str
