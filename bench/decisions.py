@@ -8,8 +8,8 @@ Prints, in one run, on PostgreSQL (throwaway cluster, as the tests start it):
    (the mix: one decision in four denies and writes its ``policy.deny`` event before it answers), and warm with
    allows only (the same calls on subjects whose consents stand, nothing to audit: what the audit writes cost);
    the warm runs and the bare one in interleaved rounds (``--rounds``), each round's ratio against its own bare
-   run, since the shared host's speed drifts between runs; then both at fixed offered rates over the same 32 connections (open loop), the latency a caller sees below
-   saturation;
+   run, since the shared host's speed drifts between runs; then both at fixed offered rates over the same 32
+   connections (open loop), the latency a caller sees below saturation;
 3. the batch endpoint: decisions/s with 1,000 checks per call;
 4. the CPU per request of the gunicorn workers and of the PostgreSQL server, for each HTTP run.
 
