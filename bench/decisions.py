@@ -379,19 +379,18 @@ def bench_http(
         assert server.process is not None
         http_load(server.port, single, connections=8, seconds=2)  # warm every worker thread
         results: dict[str, list[LoadResult]] = {}
-        spent: dict[str, list[float]] = {}  # name -> [workers' CPU s, PostgreSQL's CPU s, requests]
+        spent: dict[str, list[tuple[float, float]]] = {}  # per run: the workers' and PostgreSQL's CPU seconds
 
-        def saturate(name: str, make) -> None:
+        def measure(name: str, make, connections: int = 32) -> LoadResult:
             settle_audit(sequencer)
             before, pg_before = _workers_cpu(server.process.pid), _postgres_cpu(postmaster)
-            result = http_load(server.port, make, connections=32, seconds=seconds)
-            totals = spent.setdefault(name, [0.0, 0.0, 0])
-            totals[0] += _workers_cpu(server.process.pid) - before
-            totals[1] += _postgres_cpu(postmaster) - pg_before
-            totals[2] += result.requests
+            result = http_load(server.port, make, connections=connections, seconds=seconds)
+            used = (_workers_cpu(server.process.pid) - before, _postgres_cpu(postmaster) - pg_before)
             results.setdefault(name, []).append(result)
+            spent.setdefault(name, []).append(used)
+            return result
 
-        saturate("single, cold", single)
+        measure("single, cold", single)
         started, swept = time.perf_counter(), 0
         while swept < 8 * subjects:  # 8 passes over every subject, spread over both workers by the kernel
             swept += http_load(server.port, sweep, connections=4, seconds=2).requests * 1000
@@ -400,19 +399,19 @@ def bench_http(
         # measured in interleaved rounds, and each round's ratio is against that round's bare run.
         for _ in range(rounds):
             for name, make in (("bare", get("/healthz")), ("single", single), ("standing", standing)):
-                saturate(name, make)
-        cpu = {name: totals[0] / max(totals[2], 1) * 1e6 for name, totals in spent.items()}
-        pg_cpu = {name: totals[1] / max(totals[2], 1) * 1e6 for name, totals in spent.items()}
+                measure(name, make)
         paced = {}  # open loop: 32 connections offering a fixed rate, latency counted from when each was due
         for rate in OFFERED_RATES:
             for name, make in (("bare", get("/healthz")), ("single", single)):
                 settle_audit(sequencer)
                 paced[name, rate] = http_load(server.port, make, connections=32, seconds=seconds, rate=rate)
-        settle_audit(sequencer)
-        before, pg_before = _workers_cpu(server.process.pid), _postgres_cpu(postmaster)
-        batched = http_load(server.port, batch, connections=2, seconds=seconds)
-        cpu["batch"] = (_workers_cpu(server.process.pid) - before) / max(batched.requests * 1000, 1) * 1e6
-        pg_cpu["batch"] = (_postgres_cpu(postmaster) - pg_before) / max(batched.requests * 1000, 1) * 1e6
+        batched = measure("batch", batch, connections=2)
+    # CPU per request (per decision for batches), over all the runs of each kind
+    cpu, pg_cpu = {}, {}
+    for name, used in spent.items():
+        served = max(sum(result.requests for result in results[name]) * (1000 if name == "batch" else 1), 1)
+        cpu[name] = sum(workers for workers, _ in used) / served * 1e6
+        pg_cpu[name] = sum(postgres for _, postgres in used) / served * 1e6
     audit_database.dispose()
     print(
         "\n== over HTTP: gunicorn 2 workers x 4 threads, PostgreSQL, 32 keep-alive connections "
@@ -519,6 +518,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of bare, mix and allows-only runs")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     print(f"machine: {os.cpu_count()} cores")
     cluster = PostgresCluster().start()
     try:
