@@ -90,6 +90,12 @@ def test_work_an_access_request_from_intake_to_a_downloaded_export(app, client, 
     page = officer.text(verified.headers["Location"])
     assert 'data-done="verified"' in page and EMAIL not in page and "138 1234 5678" not in page
 
+    assignee_select = detail.split('data-testid="dsr-assignee-select"', 1)[1].split("</select>", 1)[0]
+    # unassigned, then the enabled users whose role may work requests (dsr:manage); the officer's own preselected
+    assert re.findall(r'<option value="([^"]*)"', assignee_select) == ["", "compliance-officer", "dpo"]
+    assert '<option value="compliance-officer" selected>' in assignee_select
+    not_assignable = officer.post(f"/admin/requests/{request_id}/assign", {"assignee": "auditor"})
+    assert not_assignable.status_code == 422 and events(app, "dsr.assigned") == []
     assigned = officer.post(f"/admin/requests/{request_id}/assign", {"assignee": "compliance-officer"})
     assert assigned.status_code == 302
     assert 'data-testid="dsr-assignee">compliance-officer<' in officer.text(assigned.headers["Location"])

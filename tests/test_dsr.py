@@ -613,3 +613,32 @@ def test_opendsr_facade_create_status_cancel_and_signed_callbacks(client, keys, 
         assert opendsr.verify(certificate, call["raw"], call["headers"]["X-Opendsr-Signature"])
         assert call["body"]["status_callback_url"] == webapp.url
     assert subject
+
+
+def test_requests_are_assigned_to_enabled_users_whose_role_may_work_them(app, client, keys, database) -> None:
+    from govsvc.auth.models import AdminUser
+    from tests.support.admin import create_user
+
+    for username, role in [("ann", "compliance_officer"), ("li.dpo", "dpo"), ("viewer", "auditor"), ("gone", "dpo")]:
+        create_user(app, username, role)
+    with app.extensions["govsvc.db"].transaction() as session:
+        session.execute(update(AdminUser).where(AdminUser.username == "gone").values(disabled_at=utcnow()))
+    request_id = create(client, keys, make_subject(client, keys), "access")["request_id"]
+    path = f"/v1/dsr/requests/{request_id}"
+
+    assigned = client.patch(path, json={"assignee": "li.dpo"}, headers=keys["dpo"])
+    assert assigned.status_code == 200 and assigned.get_json()["assignee"] == "li.dpo"
+    for refused in ("viewer", "gone", "nobody"):  # a role without dsr:manage, a disabled user, no such user
+        body = assert_problem(
+            client.patch(path, json={"assignee": refused}, headers=keys["dpo"]), 422, "validation-error"
+        )
+        assert body["errors"][0]["field"] == "assignee"
+        assert body["errors"][0]["known"] == ["ann", "li.dpo"], body
+    assert client.get(path, headers=keys["dpo"]).get_json()["assignee"] == "li.dpo"  # unchanged by the refusals
+    unassigned = client.patch(path, json={"assignee": None}, headers=keys["dpo"])
+    assert unassigned.status_code == 200 and unassigned.get_json()["assignee"] is None
+    with app.extensions["govsvc.db"].transaction() as session:
+        details = session.scalars(
+            select(AuditEvent.details).where(AuditEvent.action == "dsr.assigned").order_by(AuditEvent.id)
+        ).all()
+    assert [json.loads(detail) for detail in details] == [{"assignee": "li.dpo"}, {"assignee": None}]

@@ -20,7 +20,7 @@ from govsvc.admin import dsr_views, forms
 from govsvc.admin.api import bp
 from govsvc.admin.forms import FormErrors
 from govsvc.admin.web import allowed, current_language, is_htmx, page, render
-from govsvc.core.access import current_principal
+from govsvc.core.access import current_principal, get_policy_engine
 from govsvc.core.db import get_db, get_session, utcnow
 from govsvc.core.errors import ConflictError, NotFoundError, ValidationFailed
 from govsvc.dsr import export, letters
@@ -160,8 +160,14 @@ def _detail(target: DsrRequest, status: int = 200, **extra: Any) -> Response:
         methods=dsr_views.METHOD_LABELS,
         denial_reasons=[(reason, dsr_views.DENIAL_LABELS[reason]) for reason in DENIAL_REASONS],
         pause_reasons=list(dsr_views.PAUSE_LABELS.items()),
+        assignees=_dsr().service.assignees(get_session(), _assigning_roles()) if "assign" in view["actions"] else [],
         **extra,
     )
+
+
+def _assigning_roles() -> list[str]:
+    """The roles that may work requests: their enabled users are who a request can be assigned to."""
+    return get_policy_engine().roles_allowed("dsr", "manage")
 
 
 def _refused(target: DsrRequest, error: ValidationFailed | ConflictError, action: str) -> Response:
@@ -233,7 +239,7 @@ def dsr_assign(request_id: str) -> Response:
         if assignee is not None and len(assignee) > 80:
             message = gettext("At most %(n)d characters.", n=80)
             raise ValidationFailed(message, errors=[{"field": "assignee", "message": message}])
-        _dsr().service.assign(session, target, assignee, actor=_actor())
+        _dsr().service.assign(session, target, assignee, actor=_actor(), roles=_assigning_roles())
 
     return _act(request_id, "assign", assign, done="assigned")
 

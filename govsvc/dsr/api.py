@@ -11,7 +11,7 @@ from apiflask.validators import Length, OneOf, Range
 from flask import Response, current_app, request, stream_with_context, url_for
 
 from govsvc.audit.service import record
-from govsvc.core.access import current_principal, public, requires
+from govsvc.core.access import current_principal, get_policy_engine, public, requires
 from govsvc.core.db import get_db, get_session
 from govsvc.core.errors import ServiceError
 from govsvc.core.idempotency import idempotent
@@ -74,7 +74,12 @@ class RequestCreateSchema(StrictSchema):
 
 
 class RequestPatchSchema(StrictSchema):
-    assignee = String(required=True, allow_none=True, validate=Length(max=80))
+    assignee = String(
+        required=True,
+        allow_none=True,
+        validate=Length(max=80),
+        metadata={"description": "an enabled admin user whose role holds dsr:manage (username), or null to unassign"},
+    )
 
 
 class NoteSchema(StrictSchema):
@@ -375,7 +380,8 @@ def get_request(request_id: str) -> dict[str, Any]:
 @requires("dsr", "manage")
 def patch_request(request_id: str, body: dict[str, Any]) -> dict[str, Any]:
     target = _load(request_id)
-    dsr().service.assign(get_session(), target, body["assignee"], actor=actor())
+    roles = get_policy_engine().roles_allowed("dsr", "manage")
+    dsr().service.assign(get_session(), target, body["assignee"], actor=actor(), roles=roles)
     return request_document(target)
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from govsvc.audit.service import record
+from govsvc.auth.models import AdminUser
 from govsvc.consent.requirements import regimes_of
 from govsvc.core.db import Database, utcnow
 from govsvc.core.errors import ConflictError, NotFoundError, ValidationFailed
@@ -731,9 +732,31 @@ class DsrService:
     def cancel(self, session: Session, request: DsrRequest, *, actor: str, reason: str | None) -> None:
         self._transition(session, request, "cancelled", actor=actor, reason=check_text(reason, "reason"))
 
-    def assign(self, session: Session, request: DsrRequest, assignee: str | None, *, actor: str) -> None:
+    def assignees(self, session: Session, roles: Iterable[str]) -> list[str]:
+        """Who a request may be assigned to: the usernames of the enabled admin users whose role is one of
+        ``roles`` (those the policy lets work requests), sorted."""
+        wanted = sorted(set(roles))
+        if not wanted:
+            return []
+        query = (
+            select(AdminUser.username)
+            .where(AdminUser.role.in_(wanted), AdminUser.disabled_at.is_(None))
+            .order_by(AdminUser.username)
+        )
+        return list(session.scalars(query))
+
+    def assign(
+        self, session: Session, request: DsrRequest, assignee: str | None, *, actor: str, roles: Iterable[str]
+    ) -> None:
+        """Assign the request to ``assignee`` (None: unassign), who must be one of ``assignees(roles)``."""
+        assignee = check_text(assignee, "assignee")  # blank: unassign
         if assignee is not None:
-            check_text(assignee, "assignee")
+            known = self.assignees(session, roles)
+            if assignee not in known:
+                raise ValidationFailed(
+                    "The assignee must be an enabled admin user whose role may work requests.",
+                    errors=[{"field": "assignee", "message": "not an assignable user", "known": known}],
+                )
         request.assignee = assignee
         request.updated_at = utcnow()
         self._event(session, request, "assigned", actor=actor, details={"assignee": assignee})

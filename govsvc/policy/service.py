@@ -278,6 +278,10 @@ class PolicyEngine:
                     probe = probe.rpartition(".")[0]
         return False
 
+    def roles_allowed(self, resource: str, action: str) -> list[str]:
+        """The roles of the loaded policy that may do ``action`` on ``resource`` (directly or inherited), sorted."""
+        return sorted(role for role in self.roles if self.is_allowed(role, resource, action))
+
     def is_allowed(self, role: str, resource: str, action: str) -> bool:
         """True when the loaded policy allows it; False when no policy is loaded (deny by default)."""
         key = (role, resource, action)
