@@ -7,7 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, func, insert, select, text, update
+from sqlalchemy import create_engine, event, func, insert, select, text, update
 from sqlalchemy.exc import DatabaseError
 
 from audit import merkle
@@ -300,6 +300,45 @@ def test_a_straggler_committed_after_higher_ids_is_still_sequenced(app, database
             .where(AuditEvent.subject_ref == "sub_straggler")
         )
     assert placed == 1
+
+
+def test_an_idle_sequencer_reads_once_and_still_signs_what_it_placed(app) -> None:
+    """With nothing new to place, a batch is one read instead of a write transaction; but a sequencer that placed
+    events before a checkpoint was due keeps running full batches until one is signed, and a new event is placed."""
+    import time
+
+    db = app.extensions["govsvc.db"]
+    sequencer = Sequencer(db, TEST_SECRET_KEY, TEST_AUDIT_ORIGIN, checkpoint_seconds=0.4)
+    statements: list[str] = []
+
+    def count(_connection, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    def latest_checkpoint() -> int:
+        with db.transaction(write=False) as session:
+            return session.scalar(select(func.max(AuditCheckpoint.tree_size))) or 0
+
+    drain(app)  # the events of the app's set-up
+    before = len(_leaves(app))
+    record_events(app, 3)
+    assert sequencer.run_once() == 3 and latest_checkpoint() == before + 3  # the first checkpoint is due at once
+    record_events(app, 2, subject_prefix="tail_")
+    assert sequencer.run_once() == 2 and latest_checkpoint() == before + 3  # the next checkpoint is not due yet
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        assert sequencer.run_once() == 0  # unsigned: a full batch (it reads the tree's size), which signs when due
+        assert any("max(audit_leaves.seq)" in statement for statement in statements), statements
+        time.sleep(0.5)
+        assert sequencer.run_once() == 0 and latest_checkpoint() == before + 5
+        statements.clear()
+        assert sequencer.run_once() == 0 and sequencer.run_once() == 0
+        reads = [statement for statement in statements if statement != "BEGIN"]  # SQLite's explicit BEGIN
+        assert len(reads) == 2 and all("max(audit_leaves.seq)" not in read for read in reads), statements
+        record_events(app, 1, subject_prefix="new_")
+        assert sequencer.run_once() == 1
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert len(_leaves(app)) == before + 6
 
 
 def test_signing_keys_rotate_and_old_keys_stay_published(app, client, auth_headers, auditor) -> None:

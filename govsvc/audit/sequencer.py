@@ -42,6 +42,12 @@ SWEEP_EVERY_SECONDS = 5.0
 CLOCK_MARGIN_SECONDS = 60.0  # checkpoints carry the signing instance's clock, which may differ from ours
 
 
+# the newest event id, and the newest one placed in the tree (both from an index)
+_NEWEST_IDS = select(
+    select(func.max(AuditEvent.id)).scalar_subquery(), select(func.max(AuditLeaf.event_pk)).scalar_subquery()
+)
+
+
 @dataclass(frozen=True)
 class Node:
     """A complete aligned subtree: 2**level leaves starting at index * 2**level."""
@@ -153,6 +159,7 @@ class Sequencer:
         self._next_floor: int | None = None  # found in the transaction under way: adopted once it commits
         self._highest_pk = 0
         self._last_sweep = float("-inf")
+        self._signed = True  # the tree as this sequencer last left it is covered by a checkpoint
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -220,11 +227,24 @@ class Sequencer:
         while self._watermarks and now - self._watermarks[0][0] > STRAGGLER_WINDOW_SECONDS:
             self._floor = max(self._floor, self._watermarks.popleft()[1])
 
+    def _nothing_to_do(self) -> bool:
+        """True when a batch now would place nothing and sign nothing: no event above the highest placed one, no
+        sweep due, and the tree as this sequencer left it signed. One read on a plain connection instead of the
+        batch's write transaction (advisory lock and five queries), which an idle sequencer would otherwise pay
+        five times a second in every process."""
+        if not self._signed or time.monotonic() - self._last_sweep >= SWEEP_EVERY_SECONDS:
+            return False
+        with self.database.engine.connect() as connection:
+            newest_event, newest_placed = connection.execute(_NEWEST_IDS).one()
+        return newest_event is None or (newest_placed is not None and newest_event <= newest_placed)
+
     def run_once(self, *, force_checkpoint: bool = False, sweep: bool = False) -> int:
         """Integrate one batch of pending events; returns how many were placed.
 
         ``sweep`` also looks for stragglers now (otherwise every few seconds).
         """
+        if not (force_checkpoint or sweep) and self._nothing_to_do():
+            return 0
         with self._lock, self.database.transaction(write=True) as session:
             self._next_floor = None  # one found by a transaction that failed: its sweep placed nothing
             if not self._take_lock(session):
@@ -249,9 +269,9 @@ class Sequencer:
             self._insert(session, AuditLeaf.__table__, leaves)
             self._insert(session, AuditTreeNode.__table__, nodes)
             new_size = size + len(leaves)
-            self._maybe_checkpoint(session, new_size, frontier, force=force_checkpoint)
+            signed = self._maybe_checkpoint(session, new_size, frontier, force=force_checkpoint)
         # committed: adopt the new state
-        self._frontier, self._size = frontier, new_size
+        self._frontier, self._size, self._signed = frontier, new_size, signed
         self._advance_floor()
         return len(leaves)
 
@@ -268,15 +288,17 @@ class Sequencer:
             for row in rows:
                 copy.write_row([row[name] for name in names])
 
-    def _maybe_checkpoint(self, session: Session, size: int, frontier: list[Node], *, force: bool) -> None:
+    def _maybe_checkpoint(self, session: Session, size: int, frontier: list[Node], *, force: bool) -> bool:
+        """Sign a checkpoint of the tree at ``size`` if none covers it and one is due (or forced); returns whether
+        the tree at ``size`` is then covered by a checkpoint."""
         if size == 0:
-            return
+            return True
         latest = session.scalar(select(func.max(AuditCheckpoint.tree_size)))
         if latest is not None and latest >= size:
-            return
+            return True
         due = time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
         if not (force or due):
-            return
+            return False
         root = root_of(frontier)
         signer = self.signers.signer(session)
         note = sign_checkpoint(self.origin, size, root, signer.skey)
@@ -284,6 +306,7 @@ class Sequencer:
             AuditCheckpoint(tree_size=size, root_hash=root, note=note, key_name=signer.name, created_at=utcnow())
         )
         self._last_checkpoint = time.monotonic()
+        return True
 
     def drain(self, *, checkpoint: bool = True) -> int:
         """Integrate everything pending now (and sign a checkpoint of the result); for tests, CLI and shutdown."""
