@@ -222,3 +222,41 @@ def test_a_read_only_or_full_database_is_a_clear_problem(app_factory, database, 
     assert statuses[-1] == 507, statuses
     assert_problem(response, 507, "insufficient-storage")
     assert 500 not in statuses
+
+
+def test_postgresql_out_of_disk_space_is_a_507_and_the_write_is_not_half_done(app_factory, database, auth_headers):
+    """PostgreSQL's own "disk full" error (SQLSTATE 53100) in the middle of a request's writes: the subject row is
+    already inserted when its identifier's INSERT fails. Filling a real disk is not possible in a test, so the
+    server raises the error from a trigger, as it would when extending the table's file fails; its message leaves
+    out the operating system's "No space left on device", so that the SQLSTATE alone must carry the meaning."""
+    if database.backend != "postgresql":
+        pytest.skip("SQLite's full database is tested in test_a_read_only_or_full_database_is_a_clear_problem")
+    app_key = auth_headers("app")
+    engine = create_engine(database.url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; "
+                    "END $$"
+                )
+            )
+            connection.execute(
+                text(
+                    "CREATE TRIGGER test_disk_full BEFORE INSERT ON subject_identifiers "
+                    "FOR EACH ROW EXECUTE FUNCTION test_disk_full()"
+                )
+            )
+            subjects_before = connection.execute(text("SELECT count(*) FROM subjects")).scalar_one()
+        client = app_factory().test_client()
+        body = {"identifiers": [{"kind": "crm_id", "value": "DF-1", "system": "crm"}], "jurisdictions": ["pipl"]}
+        refused = client.post("/v1/subjects", json=body, headers=app_key)
+        assert_problem(refused, 507, "insufficient-storage")
+        with engine.begin() as connection:
+            assert connection.execute(text("SELECT count(*) FROM subjects")).scalar_one() == subjects_before
+            connection.execute(text("DROP TRIGGER test_disk_full ON subject_identifiers"))
+        created = client.post("/v1/subjects", json=body, headers=app_key)  # space again: the same request succeeds
+        assert created.status_code == 201, created.get_json()
+    finally:
+        engine.dispose()
