@@ -234,6 +234,11 @@ def _init_retention(app: APIFlask, settings: Settings, database: Database, jobs:
     app.extensions["govsvc.retention_events"] = watch
     jobs.add("retention.events", settings.scheduler_interval_seconds, watch)
     jobs.on_start.append(watch)
+    if settings.ledger_export_dir:
+        from govsvc.retention.ledger import append_export
+
+        export_dir = Path(settings.ledger_export_dir)
+        jobs.add("retention.ledger_export", settings.ledger_export_seconds, lambda: append_export(database, export_dir))
 
 
 def _pii_service(settings: Settings) -> Any:

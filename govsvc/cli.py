@@ -505,11 +505,21 @@ def _control_job(rule: str, *, pause: bool) -> None:
 def retention_export_ledger(after: int, output: Any) -> None:
     """The deletion ledger as JSON lines (pseudonymous keys and names only). Keep the export apart from the backups
     of the service database: after restoring one, `replay-ledger --from` it erases again what was erased since."""
-    from govsvc.retention.ledger import export_tombstones
+    from govsvc.retention.ledger import export_line, export_tombstones
 
     with _db().transaction(write=False) as session:
         for document in export_tombstones(session, after=after):
-            output.write(json.dumps(document, sort_keys=True, ensure_ascii=False) + "\n")
+            output.write(export_line(document))
+
+
+@retention_group.command("append-ledger-export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def retention_append_ledger_export(directory: Path) -> None:
+    """Append the tombstones that DIRECTORY/deletion-ledger.jsonl lacks, as the scheduled export does
+    (GOVSVC_LEDGER_EXPORT_DIR); for cron where the service runs no scheduler."""
+    from govsvc.retention.ledger import append_export
+
+    click.echo(json.dumps(append_export(_db(), directory)))
 
 
 @retention_group.command("replay-ledger")

@@ -64,6 +64,10 @@ class Settings:
     scheduler_misfire_grace_seconds: int = 3600  # GOVSVC_SCHEDULER_MISFIRE_GRACE_SECONDS: late cron runs still run
     retention_chunk_size: int = 1000  # GOVSVC_RETENTION_CHUNK_SIZE: rows per purge transaction
     retention_lease_seconds: int = 120  # GOVSVC_RETENTION_LEASE_SECONDS: a purge's lease, renewed per chunk
+    # GOVSVC_LEDGER_EXPORT_DIR: a directory apart from the database's backups (shared by the instances) where the
+    # scheduler keeps deletion-ledger.jsonl up to date; empty: no scheduled export
+    ledger_export_dir: str = ""
+    ledger_export_seconds: int = 900  # GOVSVC_LEDGER_EXPORT_SECONDS: how often the export is brought up to date
     admin_session_idle_minutes: int = 30  # GOVSVC_ADMIN_SESSION_IDLE_MINUTES: admin UI sign-out after inactivity
     admin_session_max_hours: int = 12  # GOVSVC_ADMIN_SESSION_MAX_HOURS: admin UI sign-out however active
     admin_login_max_failures: int = 5  # GOVSVC_ADMIN_LOGIN_MAX_FAILURES: failed sign-ins that lock an account
@@ -114,6 +118,11 @@ class Settings:
             raise ConfigError("GOVSVC_SCHEDULER_MISFIRE_GRACE_SECONDS must be between 60 and 604800")
         if not 1 <= self.retention_chunk_size <= 20_000 or not 1 <= self.retention_lease_seconds <= 3600:
             raise ConfigError("GOVSVC_RETENTION_CHUNK_SIZE (1-20000) or GOVSVC_RETENTION_LEASE_SECONDS (1-3600)")
+        if not 60 <= self.ledger_export_seconds <= 86_400:
+            raise ConfigError("GOVSVC_LEDGER_EXPORT_SECONDS must be between 60 and 86400")
+        export_dir = Path(self.ledger_export_dir) if self.ledger_export_dir else None
+        if export_dir is not None and export_dir.exists() and not export_dir.is_dir():
+            raise ConfigError("GOVSVC_LEDGER_EXPORT_DIR must be a directory (it is made if missing)")
         if not 1 <= self.api_auth_max_failures <= 100_000 or not 1 <= self.api_auth_window_seconds <= 86_400:
             raise ConfigError("GOVSVC_API_AUTH_MAX_FAILURES (1-100000) or GOVSVC_API_AUTH_WINDOW_SECONDS out of range")
         if self.pii_nlp not in ("auto", "spacy", "pattern"):
@@ -154,6 +163,7 @@ _INT_FIELDS = {
     "scheduler_misfire_grace_seconds",
     "retention_chunk_size",
     "retention_lease_seconds",
+    "ledger_export_seconds",
     "admin_session_idle_minutes",
     "admin_session_max_hours",
     "admin_login_max_failures",

@@ -59,6 +59,8 @@ def test_development_accepts_the_marker_secret() -> None:
         ({"GOVSVC_MAX_BODY_BYTES": "lots"}, "GOVSVC_MAX_BODY_BYTES"),
         ({"GOVSVC_MAX_BODY_BYTES": "10"}, "GOVSVC_MAX_BODY_BYTES"),
         ({"GOVSVC_SQLITE_SYNCHRONOUS": "OFF"}, "GOVSVC_SQLITE_SYNCHRONOUS"),
+        ({"GOVSVC_LEDGER_EXPORT_SECONDS": "10"}, "GOVSVC_LEDGER_EXPORT_SECONDS"),
+        ({"GOVSVC_LEDGER_EXPORT_DIR": __file__}, "GOVSVC_LEDGER_EXPORT_DIR"),  # a file, not a directory
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(environ: dict[str, str], message: str) -> None:

@@ -644,3 +644,54 @@ def test_a_restored_service_database_is_erased_again_from_a_ledger_export(
     again = runner.invoke(args=["retention", "replay-ledger", "--from", str(export)])
     assert json.loads(again.stderr) == {"imported": 0}
     assert json.loads(again.stdout)["vault"].get("subjects_shredded", 0) == 0  # nothing had come back this time
+
+
+def test_the_scheduled_ledger_export_appends_what_the_file_lacks(app_factory, keys, tmp_path) -> None:
+    """GOVSVC_LEDGER_EXPORT_DIR: a leased interval job keeps deletion-ledger.jsonl up to date (the lines of
+    export-ledger), cuts off a line a crash left half-written, and refuses to append after a line it cannot read."""
+    exports = tmp_path / "exports"
+    app = app_factory(ledger_export_dir=str(exports))
+    client, runner = app.test_client(), app.test_cli_runner()
+    export_now = app.extensions["govsvc.jobs"].function("retention.ledger_export")
+    assert export_now is not None
+    assert app_factory().extensions["govsvc.jobs"].function("retention.ledger_export") is None  # off by default
+
+    def erase_a_subject(crm_id: str) -> None:
+        subject = make_subject(client, keys, crm_id)
+        profile = f"/v1/vault/subjects/{subject}/profile"
+        put = client.put(profile, json={"fields": {"name": "李雷"}}, headers=keys["app"])
+        assert put.status_code == 200, put.get_json()
+        assert client.delete(profile, headers=keys["dpo"]).status_code == 200
+
+    def cli_export() -> str:
+        result = runner.invoke(args=["retention", "export-ledger"])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    erase_a_subject("LX-1")
+    first = export_now()
+    path = exports / "deletion-ledger.jsonl"
+    assert first["appended"] == 1 and path.read_text() == cli_export()
+    assert export_now() == {"appended": 0, "through_seq": first["through_seq"]}
+
+    clean = path.read_bytes()
+    path.write_bytes(clean + b'{"seq": 99, "subject_ke')  # a crash in the middle of a line
+    assert export_now()["appended"] == 0 and path.read_bytes() == clean
+    erase_a_subject("LX-2")
+    assert export_now()["appended"] == 1 and path.read_text() == cli_export()
+    assert len(path.read_text().splitlines()) == 2
+
+    path.write_bytes(path.read_bytes() + b"not a tombstone\n")
+    erase_a_subject("LX-3")
+    with pytest.raises(ValueError, match="last line is not an exported tombstone"):
+        export_now()
+    assert path.read_bytes().endswith(b"not a tombstone\n")  # nothing appended after it
+
+    cron = runner.invoke(args=["retention", "append-ledger-export", str(tmp_path / "by-cron")])
+    assert cron.exit_code == 0 and json.loads(cron.stdout)["appended"] == 3
+    assert (tmp_path / "by-cron" / "deletion-ledger.jsonl").read_text() == cli_export()
+    with app.extensions["govsvc.db"].transaction(write=False) as session:
+        exported = session.scalars(
+            select(AuditEvent.details).where(AuditEvent.action == "retention.ledger_exported").order_by(AuditEvent.id)
+        ).all()
+    assert [json.loads(details)["tombstones"] for details in exported] == [1, 1, 3]

@@ -127,8 +127,11 @@ class Jobs:
         return {name: expression for name, (expression, _) in self._cron.items()}
 
     def function(self, name: str) -> Callable[[], object] | None:
+        """The function of the cron or interval job ``name`` (None: no such job)."""
         entry = self._cron.get(name)
-        return entry[1] if entry else None
+        if entry is not None:
+            return entry[1]
+        return next((function for job_name, _, function in self._jobs if job_name == name), None)
 
     def start(self) -> None:
         if self._scheduler is not None:

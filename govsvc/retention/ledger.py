@@ -10,14 +10,17 @@ ledger lacks, and the replay then erases again what was erased after the backup 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -206,6 +209,70 @@ def export_tombstones(session: Session, *, after: int = 0, chunk: int = 1000) ->
         if len(rows) < chunk:
             return
         after = rows[-1].pk
+
+
+def export_line(document: dict[str, Any]) -> str:
+    """One tombstone of an export as its JSON line (sorted keys, UTF-8, newline-terminated)."""
+    return json.dumps(document, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+EXPORT_FILE_NAME = "deletion-ledger.jsonl"
+
+
+def append_export(database: Database, directory: Path) -> dict[str, int]:
+    """Bring the export file in ``directory`` (``deletion-ledger.jsonl``, made if missing) up to date: append the
+    tombstones after its last line's ``seq``, then fsync. A last line cut short by a crash is cut off first (it is
+    written again); an exclusive lock keeps two instances from appending at once. Lines are ``export-ledger``'s,
+    so ``replay-ledger --from`` reads the file. Returns how many were appended and the last ``seq`` exported."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / EXPORT_FILE_NAME
+    created = not path.exists()
+    appended = 0
+    with open(path, "a+b") as export:
+        fcntl.flock(export, fcntl.LOCK_EX)
+        last_seq = _last_complete_seq(export, path)
+        with database.transaction(write=False) as session:
+            for document in export_tombstones(session, after=last_seq):
+                export.write(export_line(document).encode())
+                appended, last_seq = appended + 1, document["seq"]
+        export.flush()
+        os.fsync(export.fileno())
+    if created:  # the new file's directory entry must be durable too
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    if appended:
+        with database.transaction() as session:
+            record(
+                session,
+                "retention.ledger_exported",
+                object_ref="ledger:deletion",
+                details={"tombstones": appended, "through_seq": last_seq},
+            )
+    return {"appended": appended, "through_seq": last_seq}
+
+
+def _last_complete_seq(export: BinaryIO, path: Path) -> int:
+    """The ``seq`` of the export's last complete line (0 when empty), after cutting off an incomplete last line."""
+    size = export.seek(0, os.SEEK_END)
+    tail, start = b"", size
+    while start > 0 and tail.count(b"\n") < 2:  # read back until the last complete line is whole
+        start = max(0, start - 4096)
+        export.seek(start)
+        tail = export.read(size - start)
+    if tail and not tail.endswith(b"\n"):
+        complete = start + tail.rfind(b"\n") + 1  # 0 when no newline at all
+        export.truncate(complete)
+        tail = tail[: complete - start]
+    lines = tail.splitlines()
+    if not lines:
+        return 0
+    try:
+        return int(json.loads(lines[-1])["seq"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: the last line is not an exported tombstone; nothing appended") from error
 
 
 def _identity(store: str, subject_key: str, action: str, run_id: str | None, deleted_before: datetime) -> tuple:
