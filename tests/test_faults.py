@@ -164,12 +164,10 @@ def test_database_outage_and_a_killed_worker_under_load(own_cluster, tmp_path) -
 
         assert outage[503] > 0, f"the outage was not seen: {outage}"
         assert 500 not in load.statuses, (load.statuses, load.unexpected)
-        # A decision refused 403 around the restart is still a deny. It was seen twice in ~10 runs under heavy machine
-        # load; the one cause found (a worker whose first policy load was cut off refused known keys for want of a
-        # policy) is fixed and tested in test_decisions.py, but this run does not prove it was the only one, so the
-        # allowance stays. Anything else must be an answer or a 503.
-        unexpected = [u for u in load.unexpected if (u[0], u[1]) != ("/v1/decisions", 403)]
-        assert unexpected == [] and set(load.statuses) <= {200, 201, 403, 503}, (load.statuses, load.unexpected)
+        # Every request is an answer or a 503: a valid key refused 403 around the restart (seen twice in ~10 runs under
+        # heavy machine load, before a worker whose first policy load was cut off loaded it at the next request; see
+        # test_decisions.py) fails the run. 37 runs under a 3-process CPU hog gave none after that fix.
+        assert load.unexpected == [] and set(load.statuses) <= {200, 201, 503}, (load.statuses, load.unexpected)
         assert set(load.unavailable_types) == {"urn:govsvc:problem:service-unavailable"}, load.unavailable_types
         assert no_answer_before_kill == 0, "requests hung or were dropped during the outage instead of failing fast"
         assert load.decisions["allow"] == 0 and load.decisions["deny"] > 0, load.decisions
