@@ -160,14 +160,9 @@ def _detail(target: DsrRequest, status: int = 200, **extra: Any) -> Response:
         methods=dsr_views.METHOD_LABELS,
         denial_reasons=[(reason, dsr_views.DENIAL_LABELS[reason]) for reason in DENIAL_REASONS],
         pause_reasons=list(dsr_views.PAUSE_LABELS.items()),
-        assignees=_dsr().service.assignees(get_session(), _assigning_roles()) if "assign" in view["actions"] else [],
+        assignees=_dsr().service.assignees(get_session(), get_policy_engine()) if "assign" in view["actions"] else [],
         **extra,
     )
-
-
-def _assigning_roles() -> list[str]:
-    """The roles that may work requests: their enabled users are who a request can be assigned to."""
-    return get_policy_engine().roles_allowed("dsr", "manage")
 
 
 def _refused(target: DsrRequest, error: ValidationFailed | ConflictError, action: str) -> Response:
@@ -233,13 +228,10 @@ def dsr_verify(request_id: str) -> Response:
 @bp.post("/requests/<string:request_id>/assign")
 @page("dsr", "manage")
 def dsr_assign(request_id: str) -> Response:
-    assignee = _optional("assignee", 81)
+    assignee = _optional("assignee", 81)  # anything longer than a username is refused as not assignable
 
     def assign(session: Session, target: DsrRequest) -> None:
-        if assignee is not None and len(assignee) > 80:
-            message = gettext("At most %(n)d characters.", n=80)
-            raise ValidationFailed(message, errors=[{"field": "assignee", "message": message}])
-        _dsr().service.assign(session, target, assignee, actor=_actor(), roles=_assigning_roles())
+        _dsr().service.assign(session, target, assignee, actor=_actor(), policy=get_policy_engine())
 
     return _act(request_id, "assign", assign, done="assigned")
 

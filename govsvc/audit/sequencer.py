@@ -160,6 +160,7 @@ class Sequencer:
         self._highest_pk = 0
         self._last_sweep = float("-inf")
         self._signed = True  # the tree as this sequencer last left it is covered by a checkpoint
+        self._last_placed = 0  # events its last batch placed: more are likely pending, so no read first
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -231,8 +232,8 @@ class Sequencer:
         """True when a batch now would place nothing and sign nothing: no event above the highest placed one, no
         sweep due, and the tree as this sequencer left it signed. One read on a plain connection instead of the
         batch's write transaction (advisory lock and five queries), which an idle sequencer would otherwise pay
-        five times a second in every process."""
-        if not self._signed or time.monotonic() - self._last_sweep >= SWEEP_EVERY_SECONDS:
+        five times a second in every process. Not read after a batch that placed events (a busy log)."""
+        if self._last_placed or not self._signed or time.monotonic() - self._last_sweep >= SWEEP_EVERY_SECONDS:
             return False
         with self.database.engine.connect() as connection:
             newest_event, newest_placed = connection.execute(_NEWEST_IDS).one()
@@ -271,7 +272,7 @@ class Sequencer:
             new_size = size + len(leaves)
             signed = self._maybe_checkpoint(session, new_size, frontier, force=force_checkpoint)
         # committed: adopt the new state
-        self._frontier, self._size, self._signed = frontier, new_size, signed
+        self._frontier, self._size, self._signed, self._last_placed = frontier, new_size, signed, len(leaves)
         self._advance_floor()
         return len(leaves)
 

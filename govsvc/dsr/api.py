@@ -380,8 +380,7 @@ def get_request(request_id: str) -> dict[str, Any]:
 @requires("dsr", "manage")
 def patch_request(request_id: str, body: dict[str, Any]) -> dict[str, Any]:
     target = _load(request_id)
-    roles = get_policy_engine().roles_allowed("dsr", "manage")
-    dsr().service.assign(get_session(), target, body["assignee"], actor=actor(), roles=roles)
+    dsr().service.assign(get_session(), target, body["assignee"], actor=actor(), policy=get_policy_engine())
     return request_document(target)
 
 

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -41,6 +41,9 @@ from govsvc.dsr.rules import (
 from govsvc.subjects.models import Subject, SubjectIdentifier
 from govsvc.subjects.service import IdentifierInput, get_subject, jurisdictions_of, normalise, resolve
 from govsvc.taxonomy.service import Taxonomy
+
+if TYPE_CHECKING:
+    from govsvc.policy.service import PolicyEngine
 
 STATUSES = (
     "received",
@@ -732,10 +735,10 @@ class DsrService:
     def cancel(self, session: Session, request: DsrRequest, *, actor: str, reason: str | None) -> None:
         self._transition(session, request, "cancelled", actor=actor, reason=check_text(reason, "reason"))
 
-    def assignees(self, session: Session, roles: Iterable[str]) -> list[str]:
-        """Who a request may be assigned to: the usernames of the enabled admin users whose role is one of
-        ``roles`` (those the policy lets work requests), sorted."""
-        wanted = sorted(set(roles))
+    def assignees(self, session: Session, policy: PolicyEngine) -> list[str]:
+        """Who a request may be assigned to: the usernames of the enabled admin users whose role the policy lets
+        work requests (``dsr:manage``), sorted."""
+        wanted = policy.roles_allowed("dsr", "manage")
         if not wanted:
             return []
         query = (
@@ -746,12 +749,12 @@ class DsrService:
         return list(session.scalars(query))
 
     def assign(
-        self, session: Session, request: DsrRequest, assignee: str | None, *, actor: str, roles: Iterable[str]
+        self, session: Session, request: DsrRequest, assignee: str | None, *, actor: str, policy: PolicyEngine
     ) -> None:
-        """Assign the request to ``assignee`` (None: unassign), who must be one of ``assignees(roles)``."""
+        """Assign the request to ``assignee`` (None or blank: unassign), who must be one of ``assignees``."""
         assignee = check_text(assignee, "assignee")  # blank: unassign
         if assignee is not None:
-            known = self.assignees(session, roles)
+            known = self.assignees(session, policy)
             if assignee not in known:
                 raise ValidationFailed(
                     "The assignee must be an enabled admin user whose role may work requests.",
