@@ -568,5 +568,14 @@ def register_commands(app: Flask) -> None:
 def main() -> None:
     """Entry point of the ``govsvc`` console script."""
     from govsvc import create_app
+    from govsvc.config import ConfigError
 
-    FlaskGroup(create_app=create_app, add_default_commands=True, help="govsvc command line.")(prog_name="govsvc")
+    def create_configured_app() -> Flask:
+        try:
+            return create_app()
+        except ConfigError as error:  # a bad GOVSVC_* setting: one line and a non-zero exit, not a traceback
+            raise click.ClickException(str(error)) from None
+
+    FlaskGroup(create_app=create_configured_app, add_default_commands=True, help="govsvc command line.")(
+        prog_name="govsvc"
+    )

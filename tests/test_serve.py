@@ -49,3 +49,17 @@ def test_production_mode_refuses_to_start_without_a_secret(tmp_path) -> None:
     )
     assert result.returncode != 0
     assert "GOVSVC_SECRET_KEY" in result.stderr
+
+
+def test_the_command_line_names_a_bad_setting_in_one_line(tmp_path) -> None:
+    env = {"GOVSVC_LOG_LEVEL": "chatty", "GOVSVC_INSTANCE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from govsvc.cli import main; main()", "retention", "export-ledger"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: GOVSVC_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"
