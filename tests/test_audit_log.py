@@ -13,7 +13,7 @@ from sqlalchemy.exc import DatabaseError
 from audit import merkle
 from audit.note import verify_note
 from govsvc.audit.models import APPEND_ONLY_TABLES, AuditCheckpoint, AuditEvent, AuditLeaf
-from govsvc.audit.sequencer import Sequencer
+from govsvc.audit.sequencer import Sequencer, fresh_events, straggler_events
 from govsvc.audit.service import AuditContext, AuditPIIError, random_id, record
 from govsvc.core.db import utcnow
 from tests.conftest import TEST_AUDIT_ORIGIN, TEST_SECRET_KEY
@@ -300,6 +300,56 @@ def test_a_straggler_committed_after_higher_ids_is_still_sequenced(app, database
             .where(AuditEvent.subject_ref == "sub_straggler")
         )
     assert placed == 1
+
+
+def _rows_read(plan: dict, tables: set[str]) -> int:
+    """Rows that the scans of ``tables`` in an EXPLAIN ANALYZE plan read: returned or filtered out, every loop."""
+    own = 0
+    if plan.get("Relation Name") in tables:
+        own = (plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)) * plan["Actual Loops"]
+    return own + sum(_rows_read(child, tables) for child in plan.get("Plans", []))
+
+
+def test_a_batch_reads_its_id_window_not_the_whole_log(app, database) -> None:
+    """The sequencer's reads of pending events touch the ids they cover, whatever the length of the log: with
+    30,000 events placed, the fresh read and the straggler sweep of 500 ids each read a few hundred rows of the
+    events and the leaves. (Unbounded, the planner read every leaf into a hash, or every event: 20 ms a batch.)"""
+    if database.backend != "postgresql":
+        pytest.skip("plans and their row counts are PostgreSQL's")
+    placed, backlog = 30_000, 200
+
+    def fill(connection) -> None:
+        connection.execute(
+            text(
+                "INSERT INTO audit_events (event_id, time, action, outcome) SELECT md5(n::text), now(), "
+                "'data.read', 'success' FROM generate_series(1, :count) AS n"
+            ),
+            {"count": placed + backlog},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO audit_leaves (seq, event_pk, event_json, leaf_hash) SELECT row_number() OVER (ORDER BY "
+                "id) + 1000000, id, '{}', sha256(id::text::bytea) FROM audit_events ORDER BY id LIMIT :count"
+            ),
+            {"count": placed},
+        )
+        connection.execute(text("ANALYZE audit_events"))
+        connection.execute(text("ANALYZE audit_leaves"))
+
+    tamper(database.url, fill)
+    db = app.extensions["govsvc.db"]
+    with db.transaction(write=False) as session:
+        highest = session.scalar(select(func.max(AuditLeaf.event_pk)))
+        for statement, most in (
+            (fresh_events(highest, 120), 2 * 120),
+            (straggler_events(highest - 500, highest, 5000), 3 * 500),
+        ):
+            sql = str(statement.compile(session.bind, compile_kwargs={"literal_binds": True}))
+            plan = session.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")).scalar_one()[0]["Plan"]
+            read = _rows_read(plan, {"audit_events", "audit_leaves"})
+            assert read <= most, (read, plan)
+        assert len(session.execute(fresh_events(highest, 120)).all()) == 120
+        assert session.execute(straggler_events(highest - 500, highest, 5000)).all() == []
 
 
 def test_an_idle_sequencer_reads_once_and_still_signs_what_it_placed(app) -> None:
