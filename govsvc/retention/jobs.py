@@ -121,38 +121,45 @@ class EventWatch:
         self.retention = retention
         self.jobs = jobs
         self.last_event: int | None = None
-        self.last_withdrawal: Any = None
+        self.last_consent_event: int | None = None
         self.started = False
 
     def __call__(self) -> dict[str, Any]:
         from sqlalchemy import func
 
-        from govsvc.consent.models import ConsentState
+        from govsvc.consent.models import ConsentEvent
         from govsvc.retention.models import RetentionEvent
 
         with self.database.transaction(write=False) as session:
+            # Both streams are read by primary key, above where the last check left them: the newest ids from the
+            # index, then only the new rows (a scan of every consent state, for the newest withdrawal, grew with
+            # the ledger in every process at every check).
             last_event = session.scalar(select(func.max(RetentionEvent.pk))) or 0
-            last_withdrawal = session.scalar(
-                select(func.max(ConsentState.updated_at)).where(ConsentState.status == "withdrawn")
-            )
+            last_consent_event = session.scalar(select(func.max(ConsentEvent.pk))) or 0
             triggers: set[str] = set()
             if self.started and last_event > (self.last_event or 0):
                 for (name,) in session.execute(
                     select(RetentionEvent.trigger).where(RetentionEvent.pk > (self.last_event or 0)).distinct()
                 ):
                     triggers.add("contract_end" if name == "account_cancelled" else name)
-            if (
-                self.started
-                and last_withdrawal is not None
-                and (self.last_withdrawal is None or last_withdrawal > self.last_withdrawal)
-            ):
-                triggers.add("consent_withdrawn")
+            if self.started and last_consent_event > (self.last_consent_event or 0):
+                withdrawal = session.scalar(
+                    select(ConsentEvent.pk)
+                    .where(
+                        ConsentEvent.pk > (self.last_consent_event or 0),
+                        ConsentEvent.pk <= last_consent_event,
+                        ConsentEvent.event_type == "withdrawn",
+                    )
+                    .limit(1)
+                )
+                if withdrawal is not None:
+                    triggers.add("consent_withdrawn")
             due = [
                 rule.key
                 for rule in self.retention.policy(session).rules.values()
                 if rule.trigger in triggers and rule.period_days == 0 and rule.schedule
             ]
-        self.last_event, self.last_withdrawal, self.started = last_event, last_withdrawal, True
+        self.last_event, self.last_consent_event, self.started = last_event, last_consent_event, True
         if due:
             from govsvc.core.scheduler import JobControl
 
