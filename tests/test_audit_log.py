@@ -14,7 +14,7 @@ from audit import merkle
 from audit.note import verify_note
 from govsvc.audit.models import APPEND_ONLY_TABLES, AuditCheckpoint, AuditEvent, AuditLeaf
 from govsvc.audit.sequencer import Sequencer, fresh_events, straggler_events
-from govsvc.audit.service import AuditContext, AuditPIIError, random_id, record
+from govsvc.audit.service import AuditContext, AuditPIIError, EventFilter, random_id, record, search, seq_floor
 from govsvc.core.db import utcnow
 from tests.conftest import TEST_AUDIT_ORIGIN, TEST_SECRET_KEY
 from tests.support.asserts import assert_problem
@@ -350,6 +350,102 @@ def test_a_batch_reads_its_id_window_not_the_whole_log(app, database) -> None:
             assert read <= most, (read, plan)
         assert len(session.execute(fresh_events(highest, 120)).all()) == 120
         assert session.execute(straggler_events(highest - 500, highest, 5000)).all() == []
+
+
+def test_a_search_from_a_time_starts_at_a_checkpoint_old_enough(app, client, auditor, database) -> None:
+    """Three hours of events, each hour checkpointed: a search from a time starts at the tree size of the newest
+    checkpoint signed more than the clock margin before it, and finds exactly the events at or after that time."""
+    db = app.extensions["govsvc.db"]
+    drain(app)  # the set-up's events
+    now = utcnow()
+    hours = {}
+    for hour in (3, 2, 1):
+        record_events(app, 4, subject_prefix=f"h{hour}_")
+        drain(app)
+        with db.transaction(write=False) as session:
+            hours[hour] = session.scalar(select(func.max(AuditCheckpoint.tree_size)))
+
+    def backdate(connection) -> None:
+        for hour, size in hours.items():
+            at = now - timedelta(hours=hour)
+            connection.execute(update(AuditEvent).where(AuditEvent.subject_ref.like(f"h{hour}_%")).values(time=at))
+            connection.execute(
+                update(AuditCheckpoint)
+                .where(AuditCheckpoint.tree_size == size)
+                .values(created_at=at + timedelta(seconds=1))
+            )
+        connection.execute(
+            update(AuditEvent).where(~AuditEvent.subject_ref.like("h%")).values(time=now - timedelta(hours=4))
+        )
+        connection.execute(
+            update(AuditCheckpoint)
+            .where(AuditCheckpoint.tree_size < hours[3])
+            .values(created_at=now - timedelta(hours=4))
+        )
+
+    tamper(database.url, backdate)
+    time_from = now - timedelta(hours=2, minutes=30)
+    with db.transaction(write=False) as session:
+        assert seq_floor(session, time_from) == hours[3]  # the 3-hours-ago checkpoint: 2 h 59 min before
+        assert seq_floor(session, now - timedelta(hours=2, seconds=30)) == hours[3]  # within the margin of hour 2's
+        assert seq_floor(session, now - timedelta(hours=5)) == 0
+        found = search(session, EventFilter(time_from=time_from))
+    assert sorted(event.subject_ref for _, event in found) == sorted(f"h{h}_{i}" for h in (2, 1) for i in range(4))
+    listed = client.get("/v1/audit/events", query_string={"time_from": time_from.isoformat()}, headers=auditor)
+    assert listed.status_code == 200, listed.get_json()
+    assert sorted(item["event"]["subject_ref"] for item in listed.get_json()["items"]) == sorted(
+        event.subject_ref for _, event in found
+    )
+
+
+def test_a_recent_search_reads_the_recent_leaves_not_the_log(app, database) -> None:
+    """With 30,000 events over the last 30,000 seconds, checkpointed every 1,000, a search from 500 seconds ago
+    reads about the last checkpoint interval of leaves, not the log from its first leaf."""
+    if database.backend != "postgresql":
+        pytest.skip("plans and their row counts are PostgreSQL's")
+
+    def fill(connection) -> None:
+        connection.execute(
+            text(
+                "INSERT INTO audit_events (event_id, time, action, outcome) SELECT md5(n::text), "
+                "now() - make_interval(secs => 30000 - n), 'data.read', 'success' FROM generate_series(1, 30000) AS n"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO audit_leaves (seq, event_pk, event_json, leaf_hash) SELECT 1000000 + row_number() "
+                "OVER (ORDER BY id), id, '{}', sha256(id::text::bytea) FROM audit_events WHERE action = 'data.read' "
+                "AND outcome = 'success' AND actor_principal IS NULL"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO audit_checkpoints (tree_size, root_hash, note, key_name, created_at) SELECT l.seq + 1, "
+                "l.leaf_hash, 'test', 'test', e.time + interval '1 second' FROM audit_leaves l JOIN audit_events e "
+                "ON e.id = l.event_pk WHERE l.seq % 1000 = 999"
+            )
+        )
+        connection.execute(text("ANALYZE"))
+
+    tamper(database.url, fill)
+    db = app.extensions["govsvc.db"]
+    statements: list[tuple[str, object]] = []
+
+    def keep(_connection, _cursor, statement, parameters, *_args) -> None:
+        if "ORDER BY audit_leaves.seq" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", keep)
+    try:
+        with db.transaction(write=False) as session:
+            found = search(session, EventFilter(time_from=utcnow() - timedelta(seconds=500)), limit=2000)
+            assert 495 <= len(found) <= 505
+            (statement, parameters), *_ = statements
+            plan = session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)
+            read = _rows_read(plan.scalar_one()[0]["Plan"], {"audit_leaves"})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", keep)
+    assert read <= 2500, read
 
 
 def test_an_idle_sequencer_reads_once_and_still_signs_what_it_placed(app) -> None:

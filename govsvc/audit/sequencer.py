@@ -25,7 +25,7 @@ from audit.canonical import canonical_json
 from audit.merkle import EMPTY_ROOT, leaf_hash, node_hash
 from audit.note import sign_checkpoint
 from govsvc.audit.models import AuditCheckpoint, AuditEvent, AuditLeaf, AuditTreeNode
-from govsvc.audit.service import canonical_event
+from govsvc.audit.service import CLOCK_MARGIN_SECONDS, canonical_event
 from govsvc.audit.signing import SignerCache
 from govsvc.core.db import Database, utcnow
 
@@ -39,7 +39,6 @@ ADVISORY_LOCK_KEY = 0x676F7673  # "govs"
 # process's first minute do not read the whole table again (a third of a second per sweep at 1,000,000 events).
 STRAGGLER_WINDOW_SECONDS = 60.0
 SWEEP_EVERY_SECONDS = 5.0
-CLOCK_MARGIN_SECONDS = 60.0  # checkpoints carry the signing instance's clock, which may differ from ours
 
 
 # the newest event id, and the newest one placed in the tree (both from an index)

@@ -20,14 +20,14 @@ import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from sqlalchemy import Select, and_, event, insert, inspect, select
 from sqlalchemy.orm import Session
 
-from govsvc.audit.models import AuditEvent, AuditLeaf
+from govsvc.audit.models import AuditCheckpoint, AuditEvent, AuditLeaf
 from govsvc.core.db import AUTOCOMMIT_SESSION, Database, LazySession, utcnow
 from govsvc.core.errors import NotFoundError
 from govsvc.core.pii_guard import pii_kind
@@ -405,6 +405,27 @@ class EventFilter:
         return {key: value for key, value in values.items() if value is not None}
 
 
+# Checkpoints carry the signing instance's clock and events the recording instance's: the two may differ by this.
+CLOCK_MARGIN_SECONDS = 60.0
+
+
+def seq_floor(session: Session, time_from: datetime | None) -> int:
+    """The tree size of the newest checkpoint signed more than CLOCK_MARGIN_SECONDS before ``time_from``: every
+    event below it was recorded, committed and placed before that checkpoint was signed, so none has a time at or
+    after ``time_from``. A time-bounded search starts there, instead of reading the log from its first leaf (the
+    planner walks the leaves in sequence order and cannot know that times rise with it). 0 when none is that old."""
+    if time_from is None:
+        return 0
+    cutoff = time_from - timedelta(seconds=CLOCK_MARGIN_SECONDS)
+    size = session.scalar(
+        select(AuditCheckpoint.tree_size)
+        .where(AuditCheckpoint.created_at < cutoff)
+        .order_by(AuditCheckpoint.created_at.desc())
+        .limit(1)
+    )
+    return int(size or 0)
+
+
 def _apply_filter(query: Select[Any], criteria: EventFilter) -> Select[Any]:
     conditions = []
     if criteria.time_from is not None:
@@ -435,14 +456,16 @@ def search(
     """Sequenced events matching the criteria, in sequence order (``limit + 1`` rows at most)."""
     query = select(AuditLeaf, AuditEvent).join(AuditEvent, AuditEvent.id == AuditLeaf.event_pk)
     query = _apply_filter(query, criteria)
-    if after_seq is not None:
-        query = query.where(AuditLeaf.seq > after_seq)
+    floor = seq_floor(session, criteria.time_from)
+    if after_seq is not None or floor:
+        query = query.where(AuditLeaf.seq > max(after_seq if after_seq is not None else -1, floor - 1))
     return list(session.execute(query.order_by(AuditLeaf.seq).limit(limit + 1)).all())
 
 
 def iter_leaves(session: Session, criteria: EventFilter, *, chunk: int = 2000) -> Iterable[AuditLeaf]:
     """Every matching leaf in sequence order, fetched in chunks (bounded memory)."""
-    after: int | None = None
+    floor = seq_floor(session, criteria.time_from)
+    after: int | None = floor - 1 if floor else None
     while True:
         query = select(AuditLeaf).join(AuditEvent, AuditEvent.id == AuditLeaf.event_pk)
         query = _apply_filter(query, criteria)
