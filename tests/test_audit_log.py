@@ -19,6 +19,7 @@ from govsvc.core.db import utcnow
 from tests.conftest import TEST_AUDIT_ORIGIN, TEST_SECRET_KEY
 from tests.support.asserts import assert_problem
 from tests.support.audit import ACTOR, drain, record_events, tamper
+from tests.support.plans import StatementCapture, rows_read
 
 
 def _b64(text_: str) -> bytes:
@@ -302,14 +303,6 @@ def test_a_straggler_committed_after_higher_ids_is_still_sequenced(app, database
     assert placed == 1
 
 
-def _rows_read(plan: dict, tables: set[str]) -> int:
-    """Rows that the scans of ``tables`` in an EXPLAIN ANALYZE plan read: returned or filtered out, every loop."""
-    own = 0
-    if plan.get("Relation Name") in tables:
-        own = (plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)) * plan["Actual Loops"]
-    return own + sum(_rows_read(child, tables) for child in plan.get("Plans", []))
-
-
 def test_a_batch_reads_its_id_window_not_the_whole_log(app, database) -> None:
     """The sequencer's reads of pending events touch the ids they cover, whatever the length of the log: with
     30,000 events placed, the fresh read and the straggler sweep of 500 ids each read a few hundred rows of the
@@ -346,7 +339,7 @@ def test_a_batch_reads_its_id_window_not_the_whole_log(app, database) -> None:
         ):
             sql = str(statement.compile(session.bind, compile_kwargs={"literal_binds": True}))
             plan = session.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")).scalar_one()[0]["Plan"]
-            read = _rows_read(plan, {"audit_events", "audit_leaves"})
+            read = rows_read(plan, {"audit_events", "audit_leaves"})
             assert read <= most, (read, plan)
         assert len(session.execute(fresh_events(highest, 120)).all()) == 120
         assert session.execute(straggler_events(highest - 500, highest, 5000)).all() == []
@@ -429,22 +422,10 @@ def test_a_recent_search_reads_the_recent_leaves_not_the_log(app, database) -> N
 
     tamper(database.url, fill)
     db = app.extensions["govsvc.db"]
-    statements: list[tuple[str, object]] = []
-
-    def keep(_connection, _cursor, statement, parameters, *_args) -> None:
-        if "ORDER BY audit_leaves.seq" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(db.engine, "before_cursor_execute", keep)
-    try:
-        with db.transaction(write=False) as session:
-            found = search(session, EventFilter(time_from=utcnow() - timedelta(seconds=500)), limit=2000)
-            assert 495 <= len(found) <= 505
-            (statement, parameters), *_ = statements
-            plan = session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)
-            read = _rows_read(plan.scalar_one()[0]["Plan"], {"audit_leaves"})
-    finally:
-        event.remove(db.engine, "before_cursor_execute", keep)
+    with StatementCapture(db.engine, "ORDER BY audit_leaves.seq") as captured, db.transaction(write=False) as session:
+        found = search(session, EventFilter(time_from=utcnow() - timedelta(seconds=500)), limit=2000)
+        assert 495 <= len(found) <= 505
+        read = captured.rows_read(session, {"audit_leaves"})
     assert read <= 2500, read
 
 

@@ -366,3 +366,34 @@ def test_receipts_are_signed_verifiable_offline_and_tamper_evident(client, app_k
     again = client.get(f"/v1/consents/{event_id}/receipt", headers=app_key).get_json()["receipt"]
     assert verify_receipt(again, jwks)["record_id"] == event_id
     assert_problem(client.get("/v1/consents/nope/receipt", headers=app_key), 404, "not-found")
+
+
+def test_the_dashboard_counts_read_the_window_not_the_ledger(app, database) -> None:
+    """The consent trend of the last 30 days reads those days' events (the recorded_at index), not every act in
+    the ledger: 20,000 acts a year old and 50 of today."""
+    if database.backend != "postgresql":
+        pytest.skip("plans and their row counts are PostgreSQL's")
+    from datetime import timedelta
+
+    from govsvc.consent.service import hourly_counts
+    from govsvc.core.db import utcnow
+    from tests.support.audit import tamper
+    from tests.support.plans import StatementCapture
+
+    def fill(connection) -> None:
+        connection.execute(
+            text(
+                "INSERT INTO consent_events (event_id, subject_pk, purpose_key, purpose_version, scope, event_type, "
+                "channel, actor, source, recorded_at) SELECT md5(n::text), 1, 'marketing.communications.email', 1, "
+                "'', 'given', 'web', 'subject', 'api', now() - CASE WHEN n <= 20000 THEN interval '365 days' "
+                "ELSE interval '1 hour' END FROM generate_series(1, 20050) AS n"
+            )
+        )
+        connection.execute(text("ANALYZE consent_events"))
+
+    tamper(database.url, fill)
+    db = app.extensions["govsvc.db"]
+    with StatementCapture(db.engine, "FROM consent_events") as captured, db.transaction(write=False) as session:
+        counts = hourly_counts(session, utcnow() - timedelta(days=30))
+        assert sum(count.count for count in counts) == 50
+        assert captured.rows_read(session, {"consent_events"}) <= 500

@@ -34,7 +34,8 @@ class ConsentEvent(Base):
     evidence_ref: Mapped[str | None] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(16), default="api")  # api | gpc | import | system
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # indexed for the reads of a recent window (the dashboard's last 30 days) without a scan of the ledger
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     recorded_by: Mapped[str | None] = mapped_column(String(80))
 
 

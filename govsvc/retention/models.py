@@ -104,7 +104,7 @@ class DeletionTombstone(Base):
     store: Mapped[str] = mapped_column(String(120))  # vault | source:<name> | ...
     deleted_before: Mapped[datetime] = mapped_column(UTCDateTime())  # rows older than this were deleted
     action: Mapped[str] = mapped_column(String(16))
-    run_id: Mapped[str | None] = mapped_column(String(40))
+    run_id: Mapped[str | None] = mapped_column(String(40), index=True)  # a run's tombstones, when it resumes
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # JSON, for deletions of part of a subject's data: {"categories": [...]} (a rule's) or {"fields": [...]} (the
     # profile fields an erasure deleted while a hold or legal retention kept the rest). Names only, never values.
