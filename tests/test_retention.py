@@ -695,3 +695,40 @@ def test_the_scheduled_ledger_export_appends_what_the_file_lacks(app_factory, ke
             select(AuditEvent.details).where(AuditEvent.action == "retention.ledger_exported").order_by(AuditEvent.id)
         ).all()
     assert [json.loads(details)["tombstones"] for details in exported] == [1, 1, 3]
+
+
+def test_a_withdrawn_consents_page_reads_the_withdrawn_states_from_where_it_left_off(app, database) -> None:
+    """The rule clearing withdrawn consents pages through them by subject: with 20,000 given states and 40
+    withdrawn ones, a page reads the withdrawn states after its start (the partial index), not every state."""
+    if database.backend != "postgresql":
+        pytest.skip("plans and their row counts are PostgreSQL's")
+    from datetime import timedelta
+
+    from govsvc.core.db import utcnow
+    from govsvc.retention.targets import ConsentTarget
+    from tests.support.audit import tamper
+    from tests.support.plans import StatementCapture
+
+    def fill(connection) -> None:
+        connection.execute(
+            text(
+                "INSERT INTO subjects (pk, subject_id, jurisdictions, restricted, legal_hold, created_at, updated_at) "
+                "SELECT n, 'sub_plan' || n, '[\"pipl\"]', false, false, now(), now() FROM generate_series(1, 20000) n"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO consent_state (subject_pk, purpose_key, scope, status, purpose_version, actor, source, "
+                "last_event_pk, updated_at) SELECT n, 'marketing.communications.email', '', CASE WHEN n % 500 = 0 "
+                "THEN 'withdrawn' ELSE 'given' END, 1, 'subject', 'api', n, now() - interval '400 days' "
+                "FROM generate_series(1, 20000) n"
+            )
+        )
+        connection.execute(text("ANALYZE"))
+
+    tamper(database.url, fill)
+    db = app.extensions["govsvc.db"]
+    with StatementCapture(db.engine, "FROM subjects") as captured, db.transaction(write=False) as session:
+        items = ConsentTarget().page(session, None, utcnow() - timedelta(days=365), 10_000, 10)
+        assert [item.subject_pk for item in items] == list(range(10_500, 15_500, 500))
+        assert captured.rows_read(session, {"consent_state"}) <= 100

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from govsvc.core.db import Base, UTCDateTime, utcnow
@@ -43,6 +43,16 @@ class ConsentState(Base):
     """The fold of a subject's events for one purpose and scope: what is in force now."""
 
     __tablename__ = "consent_state"
+    # the withdrawn states, for the retention rule that clears them after their evidence period (pages by subject)
+    __table_args__ = (
+        Index(
+            "ix_consent_state_withdrawn",
+            "subject_pk",
+            "updated_at",
+            postgresql_where=text("status = 'withdrawn'"),
+            sqlite_where=text("status = 'withdrawn'"),
+        ),
+    )
 
     subject_pk: Mapped[int] = mapped_column(ForeignKey("subjects.pk"), primary_key=True)
     purpose_key: Mapped[str] = mapped_column(String(80), primary_key=True)

@@ -191,7 +191,12 @@ class ConsentTarget(Target):
         rows = session.execute(
             select(Subject.pk, Subject.subject_id, func.max(ConsentState.updated_at))
             .join(ConsentState, ConsentState.subject_pk == Subject.pk)
-            .where(ConsentState.status == "withdrawn", ConsentState.updated_at < cutoff, Subject.pk > int(after or 0))
+            .where(
+                ConsentState.status == "withdrawn",  # the partial index of the withdrawn states, read from ``after``
+                ConsentState.updated_at < cutoff,
+                ConsentState.subject_pk > int(after or 0),
+                Subject.pk > int(after or 0),
+            )
             .group_by(Subject.pk, Subject.subject_id)
             .order_by(Subject.pk)
             .limit(limit)
