@@ -732,3 +732,50 @@ def test_a_withdrawn_consents_page_reads_the_withdrawn_states_from_where_it_left
         items = ConsentTarget().page(session, None, utcnow() - timedelta(days=365), 10_000, 10)
         assert [item.subject_pk for item in items] == list(range(10_500, 15_500, 500))
         assert captured.rows_read(session, {"consent_state"}) <= 100
+
+
+@pytest.mark.parametrize("trigger", ["last_activity", "consent_withdrawn"])
+def test_a_vault_rule_page_groups_the_subjects_after_where_it_left_off(app, database, trigger: str) -> None:
+    """A page of a vault rule with a subject-level trigger aggregates the subjects after the previous page's last
+    one, not the whole table each time: with 20,000 profiles, a page after subject 19,000 reads about 1,000."""
+    if database.backend != "postgresql":
+        pytest.skip("plans and their row counts are PostgreSQL's")
+    from datetime import timedelta
+
+    from govsvc.core.db import utcnow
+    from govsvc.retention.rules import Rule
+    from govsvc.retention.targets import VaultTarget
+    from tests.support.audit import tamper
+    from tests.support.plans import StatementCapture
+
+    def fill(connection) -> None:
+        connection.execute(
+            text(
+                "INSERT INTO subjects (pk, subject_id, jurisdictions, restricted, legal_hold, created_at, updated_at) "
+                "SELECT n, 'sub_plan' || n, '[\"pipl\"]', false, false, now(), now() FROM generate_series(1, 20000) n"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO vault_fields (subject_pk, field, category, level, value_plain, version, updated_at) "
+                "SELECT n, 'email', 'user.contact.email', 'L2', 'x', 1, now() - interval '400 days' "
+                "FROM generate_series(1, 20000) n"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO consent_state (subject_pk, purpose_key, scope, status, purpose_version, actor, source, "
+                "last_event_pk, updated_at) SELECT n, 'marketing.communications.email', '', 'withdrawn', 1, "
+                "'subject', 'api', n, now() - interval '400 days' FROM generate_series(1, 20000) n"
+            )
+        )
+        connection.execute(text("ANALYZE"))
+
+    tamper(database.url, fill)
+    rule = Rule("plan", "vault", ("user.contact",), 365, trigger, "delete", None, 0, None, (), None)
+    db = app.extensions["govsvc.db"]
+    table = "vault_fields" if trigger == "last_activity" else "consent_state"
+    with StatementCapture(db.engine, "FROM subjects") as captured, db.transaction(write=False) as session:
+        items = VaultTarget(None).page(session, rule, utcnow() - timedelta(days=365), 19_000, 10)
+        assert [item.subject_pk for item in items] == list(range(19_001, 19_011))
+        assert captured.rows_read(session, {table}) <= 2_500

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from govsvc.auth.models import ApiClient
 from govsvc.consent.models import ConsentState
@@ -57,39 +57,48 @@ class Target:
         raise NotImplementedError
 
 
-def _subject_ref_time(trigger: str, cutoff: datetime) -> Any:
-    """A (subject_pk, ref_time) selectable of the subjects whose trigger time lies before ``cutoff``."""
+def _subject_ref_time(trigger: str, cutoff: datetime, after: int = 0) -> Any:
+    """A (subject_pk, ref_time) selectable of the subjects above ``after`` whose trigger time lies before
+    ``cutoff``. The bound is applied inside each aggregate, so a page of a run groups only the subjects from where
+    the last page ended (outside it, every page grouped the whole table again: a run grew with its square)."""
     if trigger == "created_at":
         return select(Subject.pk.label("subject_pk"), Subject.created_at.label("ref_time")).where(
-            Subject.created_at < cutoff
+            Subject.created_at < cutoff, Subject.pk > after
         )
     if trigger == "last_activity":
         latest = (
             select(VaultField.subject_pk.label("subject_pk"), func.max(VaultField.updated_at).label("ref_time"))
+            .where(VaultField.subject_pk > after)
             .group_by(VaultField.subject_pk)
             .subquery()
         )
         # the profile's own activity (administrative changes to the subject, like a hold, do not count)
         return select(latest.c.subject_pk, latest.c.ref_time).where(latest.c.ref_time < cutoff)
     if trigger == "consent_withdrawn":
-        given = select(ConsentState.subject_pk).where(ConsentState.status == "given")
+        given = aliased(ConsentState)
+        still_given = (
+            select(given.subject_pk)
+            # bounded too, so that a hash anti-join reads only the range (NOT IN a large set became a nested scan)
+            .where(given.subject_pk == ConsentState.subject_pk, given.subject_pk > after, given.status == "given")
+            .exists()
+        )
         return (
             select(ConsentState.subject_pk.label("subject_pk"), func.max(ConsentState.updated_at).label("ref_time"))
-            .where(ConsentState.status == "withdrawn", ConsentState.subject_pk.not_in(given))
+            .where(ConsentState.status == "withdrawn", ConsentState.subject_pk > after, ~still_given)
             .group_by(ConsentState.subject_pk)
             .having(func.max(ConsentState.updated_at) < cutoff)
         )
     if trigger == "dsr_closed":
         return (
             select(DsrRequest.subject_pk.label("subject_pk"), func.max(DsrRequest.updated_at).label("ref_time"))
-            .where(DsrRequest.status.in_(TERMINAL_DSR), DsrRequest.subject_pk.is_not(None))
+            .where(DsrRequest.status.in_(TERMINAL_DSR), DsrRequest.subject_pk > after)
             .group_by(DsrRequest.subject_pk)
             .having(func.max(DsrRequest.updated_at) < cutoff)
         )
     names = EVENT_TRIGGER_NAMES[trigger]
     return (
         select(RetentionEvent.subject_pk.label("subject_pk"), func.max(RetentionEvent.occurred_at).label("ref_time"))
-        .where(RetentionEvent.trigger.in_(names))
+        .where(RetentionEvent.trigger.in_(names), RetentionEvent.subject_pk > after)
         .group_by(RetentionEvent.subject_pk)
         .having(func.max(RetentionEvent.occurred_at) < cutoff)
     )
@@ -105,7 +114,7 @@ class VaultTarget(Target):
         self.vault = vault
 
     def page(self, session: Session, rule: Rule, cutoff: datetime, after: Any, limit: int) -> list[Item]:
-        due = _subject_ref_time(rule.trigger, cutoff).subquery()
+        due = _subject_ref_time(rule.trigger, cutoff, int(after or 0)).subquery()
         query = (
             select(Subject.pk, Subject.subject_id, due.c.ref_time)
             .join(due, due.c.subject_pk == Subject.pk)
