@@ -19,7 +19,7 @@ from govsvc.core.db import utcnow
 from tests.conftest import TEST_AUDIT_ORIGIN, TEST_SECRET_KEY
 from tests.support.asserts import assert_problem
 from tests.support.audit import ACTOR, drain, record_events, tamper
-from tests.support.plans import StatementCapture, rows_read
+from tests.support.plans import StatementCapture, only_postgresql, rows_read
 
 
 def _b64(text_: str) -> bytes:
@@ -307,8 +307,7 @@ def test_a_batch_reads_its_id_window_not_the_whole_log(app, database) -> None:
     """The sequencer's reads of pending events touch the ids they cover, whatever the length of the log: with
     30,000 events placed, the fresh read and the straggler sweep of 500 ids each read a few hundred rows of the
     events and the leaves. (Unbounded, the planner read every leaf into a hash, or every event: 20 ms a batch.)"""
-    if database.backend != "postgresql":
-        pytest.skip("plans and their row counts are PostgreSQL's")
+    only_postgresql(database)
     placed, backlog = 30_000, 200
 
     def fill(connection) -> None:
@@ -394,8 +393,7 @@ def test_a_search_from_a_time_starts_at_a_checkpoint_old_enough(app, client, aud
 def test_a_recent_search_reads_the_recent_leaves_not_the_log(app, database) -> None:
     """With 30,000 events over the last 30,000 seconds, checkpointed every 1,000, a search from 500 seconds ago
     reads about the last checkpoint interval of leaves, not the log from its first leaf."""
-    if database.backend != "postgresql":
-        pytest.skip("plans and their row counts are PostgreSQL's")
+    only_postgresql(database)
 
     def fill(connection) -> None:
         connection.execute(

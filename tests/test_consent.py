@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,10 +13,13 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import DatabaseError
 
 from govsvc.consent.models import ConsentEvent, ConsentState
-from govsvc.consent.service import ConsentAct, ConsentItem, ContradictionError, fold, record_act
+from govsvc.consent.service import ConsentAct, ConsentItem, ContradictionError, fold, hourly_counts, record_act
+from govsvc.core.db import utcnow
 from govsvc.core.errors import ServiceError
 from govsvc.subjects.service import IdentifierInput, create_subject
 from tests.support.asserts import assert_problem
+from tests.support.audit import tamper
+from tests.support.plans import StatementCapture, only_postgresql
 
 NOTICE = {
     "id": "privacy-notice",
@@ -371,14 +374,7 @@ def test_receipts_are_signed_verifiable_offline_and_tamper_evident(client, app_k
 def test_the_dashboard_counts_read_the_window_not_the_ledger(app, database) -> None:
     """The consent trend of the last 30 days reads those days' events (the recorded_at index), not every act in
     the ledger: 20,000 acts a year old and 50 of today."""
-    if database.backend != "postgresql":
-        pytest.skip("plans and their row counts are PostgreSQL's")
-    from datetime import timedelta
-
-    from govsvc.consent.service import hourly_counts
-    from govsvc.core.db import utcnow
-    from tests.support.audit import tamper
-    from tests.support.plans import StatementCapture
+    only_postgresql(database)
 
     def fill(connection) -> None:
         connection.execute(

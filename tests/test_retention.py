@@ -10,17 +10,23 @@ import shutil
 import sqlite3
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, make_url, select, text
 
 from govsvc.audit.models import AuditEvent
+from govsvc.core.db import utcnow
 from govsvc.core.scheduler import JobControl, Jobs
 from govsvc.retention.jobs import job_name, scheduled_run
 from govsvc.retention.models import DeletionTombstone, RetentionChunk, RetentionRun
+from govsvc.retention.rules import Rule
 from govsvc.retention.service import Interrupted
+from govsvc.retention.targets import ConsentTarget, VaultTarget
 from tests.support.asserts import assert_problem
+from tests.support.audit import tamper
+from tests.support.plans import StatementCapture, insert_consent_states, insert_subjects, only_postgresql
 from tests.support.sources import ExternalDb, source_body
 
 SOURCE_RULE = """
@@ -700,30 +706,11 @@ def test_the_scheduled_ledger_export_appends_what_the_file_lacks(app_factory, ke
 def test_a_withdrawn_consents_page_reads_the_withdrawn_states_from_where_it_left_off(app, database) -> None:
     """The rule clearing withdrawn consents pages through them by subject: with 20,000 given states and 40
     withdrawn ones, a page reads the withdrawn states after its start (the partial index), not every state."""
-    if database.backend != "postgresql":
-        pytest.skip("plans and their row counts are PostgreSQL's")
-    from datetime import timedelta
-
-    from govsvc.core.db import utcnow
-    from govsvc.retention.targets import ConsentTarget
-    from tests.support.audit import tamper
-    from tests.support.plans import StatementCapture
+    only_postgresql(database)
 
     def fill(connection) -> None:
-        connection.execute(
-            text(
-                "INSERT INTO subjects (pk, subject_id, jurisdictions, restricted, legal_hold, created_at, updated_at) "
-                "SELECT n, 'sub_plan' || n, '[\"pipl\"]', false, false, now(), now() FROM generate_series(1, 20000) n"
-            )
-        )
-        connection.execute(
-            text(
-                "INSERT INTO consent_state (subject_pk, purpose_key, scope, status, purpose_version, actor, source, "
-                "last_event_pk, updated_at) SELECT n, 'marketing.communications.email', '', CASE WHEN n % 500 = 0 "
-                "THEN 'withdrawn' ELSE 'given' END, 1, 'subject', 'api', n, now() - interval '400 days' "
-                "FROM generate_series(1, 20000) n"
-            )
-        )
+        insert_subjects(connection, 20_000)
+        insert_consent_states(connection, 20_000, "CASE WHEN n % 500 = 0 THEN 'withdrawn' ELSE 'given' END")
         connection.execute(text("ANALYZE"))
 
     tamper(database.url, fill)
@@ -738,23 +725,10 @@ def test_a_withdrawn_consents_page_reads_the_withdrawn_states_from_where_it_left
 def test_a_vault_rule_page_groups_the_subjects_after_where_it_left_off(app, database, trigger: str) -> None:
     """A page of a vault rule with a subject-level trigger aggregates the subjects after the previous page's last
     one, not the whole table each time: with 20,000 profiles, a page after subject 19,000 reads about 1,000."""
-    if database.backend != "postgresql":
-        pytest.skip("plans and their row counts are PostgreSQL's")
-    from datetime import timedelta
-
-    from govsvc.core.db import utcnow
-    from govsvc.retention.rules import Rule
-    from govsvc.retention.targets import VaultTarget
-    from tests.support.audit import tamper
-    from tests.support.plans import StatementCapture
+    only_postgresql(database)
 
     def fill(connection) -> None:
-        connection.execute(
-            text(
-                "INSERT INTO subjects (pk, subject_id, jurisdictions, restricted, legal_hold, created_at, updated_at) "
-                "SELECT n, 'sub_plan' || n, '[\"pipl\"]', false, false, now(), now() FROM generate_series(1, 20000) n"
-            )
-        )
+        insert_subjects(connection, 20_000)
         connection.execute(
             text(
                 "INSERT INTO vault_fields (subject_pk, field, category, level, value_plain, version, updated_at) "
@@ -762,13 +736,7 @@ def test_a_vault_rule_page_groups_the_subjects_after_where_it_left_off(app, data
                 "FROM generate_series(1, 20000) n"
             )
         )
-        connection.execute(
-            text(
-                "INSERT INTO consent_state (subject_pk, purpose_key, scope, status, purpose_version, actor, source, "
-                "last_event_pk, updated_at) SELECT n, 'marketing.communications.email', '', 'withdrawn', 1, "
-                "'subject', 'api', n, now() - interval '400 days' FROM generate_series(1, 20000) n"
-            )
-        )
+        insert_consent_states(connection, 20_000, "'withdrawn'")
         connection.execute(text("ANALYZE"))
 
     tamper(database.url, fill)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 
@@ -42,3 +43,33 @@ class StatementCapture:
         statement, parameters = self.statements[index]
         explained = session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", parameters)
         return rows_read(explained.scalar_one()[0]["Plan"], tables)
+
+
+def only_postgresql(database: Any) -> None:
+    """Skip a plan test on SQLite: the plans and their row counts are PostgreSQL's."""
+    if database.backend != "postgresql":
+        pytest.skip("plans and their row counts are PostgreSQL's")
+
+
+def insert_subjects(connection: Connection, count: int) -> None:
+    """Subjects 1..count (pk = n, subject_id ``sub_plan<n>``), straight into the table, for a plan test's data."""
+    connection.execute(
+        text(
+            "INSERT INTO subjects (pk, subject_id, jurisdictions, restricted, legal_hold, created_at, updated_at) "
+            "SELECT n, 'sub_plan' || n, '[\"pipl\"]', false, false, now(), now() FROM generate_series(1, :count) n"
+        ),
+        {"count": count},
+    )
+
+
+def insert_consent_states(connection: Connection, count: int, status: str) -> None:
+    """One e-mail marketing consent state per subject 1..count, updated 400 days ago; ``status`` is an SQL
+    expression of ``n`` (the subject)."""
+    connection.execute(
+        text(
+            "INSERT INTO consent_state (subject_pk, purpose_key, scope, status, purpose_version, actor, source, "
+            f"last_event_pk, updated_at) SELECT n, 'marketing.communications.email', '', {status}, 1, 'subject', "
+            "'api', n, now() - interval '400 days' FROM generate_series(1, :count) n"
+        ),
+        {"count": count},
+    )
