@@ -198,10 +198,19 @@ def _init_dsr(app: APIFlask, settings: Settings, database: Database) -> None:
     app.extensions["govsvc.dsr"] = dsr
     jobs = Jobs(database, misfire_grace_seconds=settings.scheduler_misfire_grace_seconds)
     jobs.add("dsr.maintenance", settings.scheduler_interval_seconds, lambda: maintenance(database, dsr))
+    jobs.add("consent.notice_usage", settings.scheduler_interval_seconds, lambda: _fold_notices(database))
     app.extensions["govsvc.jobs"] = jobs
     _init_retention(app, settings, database, jobs)
     if settings.scheduler == "thread":
         start_with_first_request(app, jobs)
+
+
+def _fold_notices(database: Database) -> dict[str, int]:
+    """The periodic job keeping the notices in use (``/admin/notices``) folded from the consent ledger."""
+    from govsvc.consent.service import fold_notice_usage
+
+    with database.transaction() as session:
+        return fold_notice_usage(session)
 
 
 def _init_retention(app: APIFlask, settings: Settings, database: Database, jobs: Any) -> None:

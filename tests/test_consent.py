@@ -13,7 +13,16 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import DatabaseError
 
 from govsvc.consent.models import ConsentEvent, ConsentState
-from govsvc.consent.service import ConsentAct, ConsentItem, ContradictionError, fold, hourly_counts, record_act
+from govsvc.consent.service import (
+    ConsentAct,
+    ConsentItem,
+    ContradictionError,
+    fold,
+    fold_notice_usage,
+    hourly_counts,
+    notices_in_use,
+    record_act,
+)
 from govsvc.core.db import utcnow
 from govsvc.core.errors import ServiceError
 from govsvc.subjects.service import IdentifierInput, create_subject
@@ -392,4 +401,90 @@ def test_the_dashboard_counts_read_the_window_not_the_ledger(app, database) -> N
     with StatementCapture(db.engine, "FROM consent_events") as captured, db.transaction(write=False) as session:
         counts = hourly_counts(session, utcnow() - timedelta(days=30))
         assert sum(count.count for count in counts) == 50
+        assert captured.rows_read(session, {"consent_events"}) <= 500
+
+
+def _ledger_notices(app) -> list[tuple]:
+    """The notices in use as a full scan of the ledger counts them (what the page showed before the fold)."""
+    with app.extensions["govsvc.db"].transaction(write=False) as session:
+        rows = session.execute(
+            select(ConsentEvent.notice_id, ConsentEvent.notice_version, ConsentEvent.notice_sha256, ConsentEvent.pk)
+            .where(ConsentEvent.notice_id.is_not(None))
+            .order_by(ConsentEvent.pk)
+        ).all()
+    counted: dict[tuple, int] = {}
+    for notice_id, version, sha256, _pk in rows:
+        counted[(notice_id, version, sha256)] = counted.get((notice_id, version, sha256), 0) + 1
+    return sorted((*key, count) for key, count in counted.items())
+
+
+def _notices(app) -> list[tuple]:
+    with app.extensions["govsvc.db"].transaction(write=False) as session:
+        return sorted((n.notice_id, n.version, n.sha256, n.events) for n in notices_in_use(session))
+
+
+def _fold(app, **kwargs) -> dict[str, int]:
+    with app.extensions["govsvc.db"].transaction() as session:
+        return fold_notice_usage(session, **kwargs)
+
+
+def test_the_notices_in_use_are_the_ledgers_whatever_was_folded(app, client, app_key) -> None:
+    """The fold's counts plus the events after its mark always equal a full count of the ledger: before any fold,
+    after a partial one, after a complete one, with new events after it, and when folded again."""
+    other = NOTICE | {"version": "2026-12", "sha256": hashlib.sha256(b"notice v2").hexdigest()}
+    for number, notice in enumerate((NOTICE, NOTICE, other, NOTICE, other)):
+        subject = _subject(client, app_key, email=f"n{number}@example.cn")
+        given_ = _act(
+            client,
+            app_key,
+            subject,
+            "given",
+            [{"purpose": "marketing.communications.email"}],
+            consent_type="express",
+            notice=notice,
+        )
+        assert given_.status_code == 201, given_.get_json()
+    expected = _ledger_notices(app)
+    assert [count for *_key, count in expected] == [3, 2] and _notices(app) == expected
+    assert _fold(app)["notices"] == 0  # everything is younger than the lag: nothing folded, all still counted
+    assert _notices(app) == expected
+    later = utcnow() + timedelta(hours=1)
+    partial = _fold(app, now=later, chunk=2)
+    assert partial["notices"] >= 1 and _notices(app) == expected
+    assert _fold(app, now=later)["folded_through"] > partial["folded_through"]
+    assert _notices(app) == expected
+    assert _fold(app, now=later)["notices"] == 0  # folded once only
+    subject = _subject(client, app_key, email="late@example.cn")
+    assert _give(client, app_key, subject, [{"purpose": "personalize.profiling"}]).status_code == 201
+    expected = _ledger_notices(app)
+    assert [count for *_key, count in expected] == [4, 2] and _notices(app) == expected
+    with app.extensions["govsvc.db"].transaction(write=False) as session:
+        usage = {(n.version, n.events): n for n in notices_in_use(session)}
+    assert usage["2026-11", 4].first_recorded <= usage["2026-11", 4].last_recorded
+    job = app.extensions["govsvc.jobs"].function("consent.notice_usage")
+    assert job is not None and job()["notices"] == 0 and _notices(app) == expected  # the periodic job, as run
+
+
+def test_the_notices_page_reads_the_events_after_the_fold(app, database) -> None:
+    """Once folded, the notices in use read the events after the fold's mark: 50 of 20,050."""
+    only_postgresql(database)
+
+    def fill(connection) -> None:
+        connection.execute(
+            text(
+                "INSERT INTO consent_events (event_id, subject_pk, purpose_key, purpose_version, scope, event_type, "
+                "channel, actor, source, notice_id, notice_version, language, notice_sha256, recorded_at) "
+                "SELECT md5(n::text), 1, 'marketing.communications.email', 1, '', 'given', 'web', 'subject', "
+                "'api', 'privacy-notice', '2026-11', 'zh-CN', 'abc', now() - CASE WHEN n <= 20000 THEN "
+                "interval '365 days' ELSE interval '1 minute' END FROM generate_series(1, 20050) AS n"
+            )
+        )
+        connection.execute(text("ANALYZE consent_events"))
+
+    tamper(database.url, fill)
+    assert _fold(app)["folded_through"] >= 20_000
+    db = app.extensions["govsvc.db"]
+    with StatementCapture(db.engine, "FROM consent_events") as captured, db.transaction(write=False) as session:
+        (notice,) = notices_in_use(session)
+        assert notice.events == 20_050
         assert captured.rows_read(session, {"consent_events"}) <= 500

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from govsvc.core.db import Base, UTCDateTime, utcnow
@@ -78,3 +78,27 @@ class ReceiptSigningKey(Base):
     wrapped_private_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class NoticeUsage(Base):
+    """How often and when each privacy notice was shown (consents recorded under it), folded from the consent
+    events up to ``NoticeUsageState.through_pk``; a reader adds the events after it (``notices_in_use``)."""
+
+    __tablename__ = "consent_notice_usage"
+
+    notice_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    notice_version: Mapped[str] = mapped_column(String(40), primary_key=True)  # "" when none was given
+    language: Mapped[str] = mapped_column(String(16), primary_key=True)
+    notice_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    events: Mapped[int] = mapped_column(BigInteger)
+    first_recorded: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_recorded: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class NoticeUsageState(Base):
+    """One row: the consent events up to ``through_pk`` are counted in ``consent_notice_usage``."""
+
+    __tablename__ = "consent_notice_usage_state"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    through_pk: Mapped[int] = mapped_column(BigInteger)

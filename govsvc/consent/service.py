@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from govsvc.audit.service import record
 from govsvc.consent import requirements
-from govsvc.consent.models import ConsentEvent, ConsentState
+from govsvc.consent.models import ConsentEvent, ConsentState, NoticeUsage, NoticeUsageState
 from govsvc.core.db import utcnow
 from govsvc.core.errors import ConflictError, NotFoundError, ValidationFailed
 from govsvc.crypto.service import FieldKeys
@@ -389,8 +389,18 @@ class NoticeUse:
     last_recorded: datetime
 
 
-def notices_in_use(session: Session) -> list[NoticeUse]:
-    """Every notice consents were given under, with how often and when it was first and last shown."""
+# A consent event's id is allocated at INSERT and visible at COMMIT: the fold stops below the events of the last
+# few minutes, so that no transaction still open can commit an id below where it stopped (as the audit sequencer's
+# straggler window). The reader counts everything after the fold's mark, so the page is exact either way.
+NOTICE_FOLD_LAG_SECONDS = 180.0
+NOTICE_FOLD_CHUNK = 200_000
+
+_NoticeKey = tuple[str, str, str, str]  # notice id, version, language, SHA-256 ("" for a missing part)
+
+
+def _notice_groups(session: Session, above: int, through: int | None = None) -> dict[_NoticeKey, list[Any]]:
+    """Count, first and last recording time per notice of the consent events with ``above < pk <= through``."""
+    bounds = [ConsentEvent.pk > above] + ([ConsentEvent.pk <= through] if through is not None else [])
     rows = session.execute(
         select(
             ConsentEvent.notice_id,
@@ -401,25 +411,82 @@ def notices_in_use(session: Session) -> list[NoticeUse]:
             func.min(ConsentEvent.recorded_at),
             func.max(ConsentEvent.recorded_at),
         )
-        .where(ConsentEvent.notice_id.is_not(None))
+        .where(ConsentEvent.notice_id.is_not(None), *bounds)
         .group_by(
             ConsentEvent.notice_id, ConsentEvent.notice_version, ConsentEvent.language, ConsentEvent.notice_sha256
         )
-        .order_by(ConsentEvent.notice_id, ConsentEvent.notice_version, ConsentEvent.language)
     ).all()
     as_utc = ConsentEvent.__table__.c.recorded_at.type.process_result_value
-    return [
-        NoticeUse(
-            str(notice_id),
-            str(version or ""),
-            str(language or ""),
-            str(sha256 or ""),
+    return {
+        (str(notice_id), str(version or ""), str(language or ""), str(sha256 or "")): [
             int(count),
             _aware(as_utc, first),
             _aware(as_utc, last),
-        )
+        ]
         for notice_id, version, language, sha256, count, first, last in rows
-    ]
+    }
+
+
+def fold_notice_usage(session: Session, now: datetime | None = None, chunk: int = NOTICE_FOLD_CHUNK) -> dict[str, int]:
+    """Add the consent events after the fold's mark to ``consent_notice_usage``, at most ``chunk`` of them and
+    none of the last NOTICE_FOLD_LAG_SECONDS; the periodic job calls it. The state row is locked, so two
+    instances never fold the same events twice."""
+    state = session.scalars(select(NoticeUsageState).where(NoticeUsageState.pk == 1).with_for_update()).one()
+    cutoff = (now or utcnow()) - timedelta(seconds=NOTICE_FOLD_LAG_SECONDS)
+    # the newest event old enough, found from the top of the primary key (only the last minutes are walked)
+    settled = session.scalar(
+        select(ConsentEvent.pk).where(ConsentEvent.recorded_at <= cutoff).order_by(ConsentEvent.pk.desc()).limit(1)
+    )
+    through = min(int(settled or 0), state.through_pk + chunk)
+    if through <= state.through_pk:
+        return {"folded_through": state.through_pk, "notices": 0}
+    groups = _notice_groups(session, state.through_pk, through)
+    known = {
+        (row.notice_id, row.notice_version, row.language, row.notice_sha256): row
+        for row in session.scalars(select(NoticeUsage).where(NoticeUsage.notice_id.in_({key[0] for key in groups})))
+    }
+    for key, (count, first, last) in groups.items():
+        row = known.get(key)
+        if row is None:
+            session.add(
+                NoticeUsage(
+                    notice_id=key[0],
+                    notice_version=key[1],
+                    language=key[2],
+                    notice_sha256=key[3],
+                    events=count,
+                    first_recorded=first,
+                    last_recorded=last,
+                )
+            )
+        else:
+            row.events += count
+            row.first_recorded = min(row.first_recorded, first)
+            row.last_recorded = max(row.last_recorded, last)
+    state.through_pk = through
+    session.flush()
+    return {"folded_through": through, "notices": len(groups)}
+
+
+def notices_in_use(session: Session) -> list[NoticeUse]:
+    """Every notice consents were given under, with how often and when it was first and last shown: the fold
+    kept by ``fold_notice_usage`` and the events after its mark (a read of the newest events only)."""
+    through = session.scalar(select(NoticeUsageState.through_pk).where(NoticeUsageState.pk == 1)) or 0
+    totals: dict[_NoticeKey, list[Any]] = {
+        (row.notice_id, row.notice_version, row.language, row.notice_sha256): [
+            row.events,
+            row.first_recorded,
+            row.last_recorded,
+        ]
+        for row in session.scalars(select(NoticeUsage))
+    }
+    for key, (count, first, last) in _notice_groups(session, int(through)).items():
+        total = totals.get(key)
+        if total is None:
+            totals[key] = [count, first, last]
+        else:
+            totals[key] = [total[0] + count, min(total[1], first), max(total[2], last)]
+    return [NoticeUse(*key, *totals[key]) for key in sorted(totals)]
 
 
 def _aware(convert: Any, value: Any) -> datetime:
