@@ -199,6 +199,11 @@ def _init_dsr(app: APIFlask, settings: Settings, database: Database) -> None:
     jobs = Jobs(database, misfire_grace_seconds=settings.scheduler_misfire_grace_seconds)
     jobs.add("dsr.maintenance", settings.scheduler_interval_seconds, lambda: maintenance(database, dsr))
     jobs.add("consent.notice_usage", settings.scheduler_interval_seconds, lambda: _fold_notices(database))
+    jobs.add(
+        "idempotency.purge",
+        settings.scheduler_interval_seconds,
+        lambda: _purge_idempotency(database, settings.idempotency_ttl_hours),
+    )
     app.extensions["govsvc.jobs"] = jobs
     _init_retention(app, settings, database, jobs)
     if settings.scheduler == "thread":
@@ -211,6 +216,14 @@ def _fold_notices(database: Database) -> dict[str, int]:
 
     with database.transaction() as session:
         return fold_notice_usage(session)
+
+
+def _purge_idempotency(database: Database, ttl_hours: int) -> dict[str, int]:
+    """The periodic job deleting the stored responses of Idempotency-Keys past their TTL."""
+    from govsvc.core.idempotency import purge_expired
+
+    with database.transaction() as session:
+        return {"purged": purge_expired(session, ttl_hours)}
 
 
 def _init_retention(app: APIFlask, settings: Settings, database: Database, jobs: Any) -> None:

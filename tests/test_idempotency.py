@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from govsvc.auth.models import ApiClient
+from govsvc.core.db import utcnow
 from govsvc.core.models import IdempotencyRecord
 from tests.support.asserts import assert_problem
+from tests.support.audit import tamper
 
 
 @pytest.fixture
@@ -102,3 +105,31 @@ def test_concurrent_requests_with_one_key_create_one_client(app, admin) -> None:
     ids = {client_id for status, client_id in results if status == 201}
     assert len(ids) == 1, results
     assert all(status in (201, 409) for status, _ in results), results
+
+
+def test_responses_past_the_ttl_are_purged_by_the_periodic_job(app, client, admin, database) -> None:
+    """The stored responses older than GOVSVC_IDEMPOTENCY_TTL_HOURS are deleted by the idempotency.purge job (a
+    key is never replayed after it); younger ones stay and still replay."""
+    for key in ("old-1", "old-2", "fresh"):
+        response = client.post(
+            "/v1/clients", json={"name": key, "role": "app"}, headers={**admin, "Idempotency-Key": key}
+        )
+        assert response.status_code == 201
+    backdated = utcnow() - timedelta(hours=25)
+    tamper(
+        database.url,
+        lambda connection: connection.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.idempotency_key.like("old-%"))
+            .values(created_at=backdated)
+        ),
+    )
+    job = app.extensions["govsvc.jobs"].function("idempotency.purge")
+    assert job is not None and job() == {"purged": 2}
+    assert job() == {"purged": 0}
+    with app.extensions["govsvc.db"].transaction(write=False) as session:
+        assert session.scalars(select(IdempotencyRecord.idempotency_key)).all() == ["fresh"]
+    again = client.post(
+        "/v1/clients", json={"name": "fresh", "role": "app"}, headers={**admin, "Idempotency-Key": "fresh"}
+    )
+    assert again.headers["Idempotent-Replayed"] == "true"

@@ -11,12 +11,13 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from govsvc.core.db import get_session, utcnow
 from govsvc.core.models import IdempotencyRecord
@@ -68,6 +69,23 @@ def _find(principal_id: str, key: str) -> IdempotencyRecord | None:
             IdempotencyRecord.principal_id == principal_id, IdempotencyRecord.idempotency_key == key
         )
     )
+
+
+def purge_expired(session: Session, ttl_hours: int, *, now: datetime | None = None, limit: int = 10_000) -> int:
+    """Delete up to ``limit`` stored responses older than the TTL, oldest first; returns how many. A key is
+    replayed only within the TTL, so an older response is never used again: kept, it would only grow the table
+    and hold the responses (subject ids, references) longer than their purpose needs."""
+    cutoff = (now or utcnow()) - timedelta(hours=ttl_hours)
+    expired = (
+        select(IdempotencyRecord.pk)
+        .where(IdempotencyRecord.created_at < cutoff)
+        .order_by(IdempotencyRecord.created_at)
+        .limit(limit)
+    )
+    pks = list(session.scalars(expired))
+    if pks:
+        session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.pk.in_(pks)))
+    return len(pks)
 
 
 def init_idempotency(app: Flask) -> None:
