@@ -19,7 +19,7 @@ from govsvc.core.db import utcnow
 from tests.conftest import TEST_AUDIT_ORIGIN, TEST_SECRET_KEY
 from tests.support.asserts import assert_problem
 from tests.support.audit import ACTOR, drain, record_events, tamper
-from tests.support.plans import StatementCapture, only_postgresql, rows_read
+from tests.support.plans import StatementCapture, fill, insert_placed_events, only_postgresql, rows_read
 
 
 def _b64(text_: str) -> bytes:
@@ -310,25 +310,7 @@ def test_a_batch_reads_its_id_window_not_the_whole_log(app, database) -> None:
     only_postgresql(database)
     placed, backlog = 30_000, 200
 
-    def fill(connection) -> None:
-        connection.execute(
-            text(
-                "INSERT INTO audit_events (event_id, time, action, outcome) SELECT md5(n::text), now(), "
-                "'data.read', 'success' FROM generate_series(1, :count) AS n"
-            ),
-            {"count": placed + backlog},
-        )
-        connection.execute(
-            text(
-                "INSERT INTO audit_leaves (seq, event_pk, event_json, leaf_hash) SELECT row_number() OVER (ORDER BY "
-                "id) + 1000000, id, '{}', sha256(id::text::bytea) FROM audit_events ORDER BY id LIMIT :count"
-            ),
-            {"count": placed},
-        )
-        connection.execute(text("ANALYZE audit_events"))
-        connection.execute(text("ANALYZE audit_leaves"))
-
-    tamper(database.url, fill)
+    fill(database.url, lambda connection: insert_placed_events(connection, placed + backlog, placed))
     db = app.extensions["govsvc.db"]
     with db.transaction(write=False) as session:
         highest = session.scalar(select(func.max(AuditLeaf.event_pk)))
@@ -395,30 +377,17 @@ def test_a_recent_search_reads_the_recent_leaves_not_the_log(app, database) -> N
     reads about the last checkpoint interval of leaves, not the log from its first leaf."""
     only_postgresql(database)
 
-    def fill(connection) -> None:
-        connection.execute(
-            text(
-                "INSERT INTO audit_events (event_id, time, action, outcome) SELECT md5(n::text), "
-                "now() - make_interval(secs => 30000 - n), 'data.read', 'success' FROM generate_series(1, 30000) AS n"
-            )
-        )
-        connection.execute(
-            text(
-                "INSERT INTO audit_leaves (seq, event_pk, event_json, leaf_hash) SELECT 1000000 + row_number() "
-                "OVER (ORDER BY id), id, '{}', sha256(id::text::bytea) FROM audit_events WHERE action = 'data.read' "
-                "AND outcome = 'success' AND actor_principal IS NULL"
-            )
-        )
-        connection.execute(
+    fill(
+        database.url,
+        lambda connection: insert_placed_events(connection, 30_000, 30_000, seconds_apart=1),
+        lambda connection: connection.execute(
             text(
                 "INSERT INTO audit_checkpoints (tree_size, root_hash, note, key_name, created_at) SELECT l.seq + 1, "
                 "l.leaf_hash, 'test', 'test', e.time + interval '1 second' FROM audit_leaves l JOIN audit_events e "
                 "ON e.id = l.event_pk WHERE l.seq % 1000 = 999"
             )
-        )
-        connection.execute(text("ANALYZE"))
-
-    tamper(database.url, fill)
+        ),
+    )
     db = app.extensions["govsvc.db"]
     with StatementCapture(db.engine, "ORDER BY audit_leaves.seq") as captured, db.transaction(write=False) as session:
         found = search(session, EventFilter(time_from=utcnow() - timedelta(seconds=500)), limit=2000)

@@ -27,8 +27,7 @@ from govsvc.core.db import utcnow
 from govsvc.core.errors import ServiceError
 from govsvc.subjects.service import IdentifierInput, create_subject
 from tests.support.asserts import assert_problem
-from tests.support.audit import tamper
-from tests.support.plans import StatementCapture, only_postgresql
+from tests.support.plans import StatementCapture, fill, insert_consent_events, only_postgresql
 
 NOTICE = {
     "id": "privacy-notice",
@@ -385,18 +384,7 @@ def test_the_dashboard_counts_read_the_window_not_the_ledger(app, database) -> N
     the ledger: 20,000 acts a year old and 50 of today."""
     only_postgresql(database)
 
-    def fill(connection) -> None:
-        connection.execute(
-            text(
-                "INSERT INTO consent_events (event_id, subject_pk, purpose_key, purpose_version, scope, event_type, "
-                "channel, actor, source, recorded_at) SELECT md5(n::text), 1, 'marketing.communications.email', 1, "
-                "'', 'given', 'web', 'subject', 'api', now() - CASE WHEN n <= 20000 THEN interval '365 days' "
-                "ELSE interval '1 hour' END FROM generate_series(1, 20050) AS n"
-            )
-        )
-        connection.execute(text("ANALYZE consent_events"))
-
-    tamper(database.url, fill)
+    fill(database.url, lambda connection: insert_consent_events(connection, 20_000, 50, "1 hour"))
     db = app.extensions["govsvc.db"]
     with StatementCapture(db.engine, "FROM consent_events") as captured, db.transaction(write=False) as session:
         counts = hourly_counts(session, utcnow() - timedelta(days=30))
@@ -469,19 +457,7 @@ def test_the_notices_page_reads_the_events_after_the_fold(app, database) -> None
     """Once folded, the notices in use read the events after the fold's mark: 50 of 20,050."""
     only_postgresql(database)
 
-    def fill(connection) -> None:
-        connection.execute(
-            text(
-                "INSERT INTO consent_events (event_id, subject_pk, purpose_key, purpose_version, scope, event_type, "
-                "channel, actor, source, notice_id, notice_version, language, notice_sha256, recorded_at) "
-                "SELECT md5(n::text), 1, 'marketing.communications.email', 1, '', 'given', 'web', 'subject', "
-                "'api', 'privacy-notice', '2026-11', 'zh-CN', 'abc', now() - CASE WHEN n <= 20000 THEN "
-                "interval '365 days' ELSE interval '1 minute' END FROM generate_series(1, 20050) AS n"
-            )
-        )
-        connection.execute(text("ANALYZE consent_events"))
-
-    tamper(database.url, fill)
+    fill(database.url, lambda connection: insert_consent_events(connection, 20_000, 50, "1 minute"))
     db = app.extensions["govsvc.db"]
     with StatementCapture(db.engine, "ORDER BY consent_events.pk DESC") as settled:
         assert _fold(app)["folded_through"] >= 20_000

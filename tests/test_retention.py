@@ -25,8 +25,7 @@ from govsvc.retention.rules import Rule
 from govsvc.retention.service import Interrupted
 from govsvc.retention.targets import ConsentTarget, VaultTarget
 from tests.support.asserts import assert_problem
-from tests.support.audit import tamper
-from tests.support.plans import StatementCapture, insert_consent_states, insert_subjects, only_postgresql
+from tests.support.plans import StatementCapture, fill, insert_consent_states, insert_subjects, only_postgresql
 from tests.support.sources import ExternalDb, source_body
 
 SOURCE_RULE = """
@@ -708,12 +707,13 @@ def test_a_withdrawn_consents_page_reads_the_withdrawn_states_from_where_it_left
     withdrawn ones, a page reads the withdrawn states after its start (the partial index), not every state."""
     only_postgresql(database)
 
-    def fill(connection) -> None:
-        insert_subjects(connection, 20_000)
-        insert_consent_states(connection, 20_000, "CASE WHEN n % 500 = 0 THEN 'withdrawn' ELSE 'given' END")
-        connection.execute(text("ANALYZE"))
-
-    tamper(database.url, fill)
+    fill(
+        database.url,
+        lambda connection: insert_subjects(connection, 20_000),
+        lambda connection: insert_consent_states(
+            connection, 20_000, "CASE WHEN n % 500 = 0 THEN 'withdrawn' ELSE 'given' END"
+        ),
+    )
     db = app.extensions["govsvc.db"]
     with StatementCapture(db.engine, "FROM subjects") as captured, db.transaction(write=False) as session:
         items = ConsentTarget().page(session, None, utcnow() - timedelta(days=365), 10_000, 10)
@@ -727,19 +727,18 @@ def test_a_vault_rule_page_groups_the_subjects_after_where_it_left_off(app, data
     one, not the whole table each time: with 20,000 profiles, a page after subject 19,000 reads about 1,000."""
     only_postgresql(database)
 
-    def fill(connection) -> None:
-        insert_subjects(connection, 20_000)
-        connection.execute(
+    fill(
+        database.url,
+        lambda connection: insert_subjects(connection, 20_000),
+        lambda connection: connection.execute(
             text(
                 "INSERT INTO vault_fields (subject_pk, field, category, level, value_plain, version, updated_at) "
                 "SELECT n, 'email', 'user.contact.email', 'L2', 'x', 1, now() - interval '400 days' "
                 "FROM generate_series(1, 20000) n"
             )
-        )
-        insert_consent_states(connection, 20_000, "'withdrawn'")
-        connection.execute(text("ANALYZE"))
-
-    tamper(database.url, fill)
+        ),
+        lambda connection: insert_consent_states(connection, 20_000, "'withdrawn'"),
+    )
     rule = Rule("plan", "vault", ("user.contact",), 365, trigger, "delete", None, 0, None, (), None)
     db = app.extensions["govsvc.db"]
     table = "vault_fields" if trigger == "last_activity" else "consent_state"

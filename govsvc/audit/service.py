@@ -456,9 +456,10 @@ def search(
     """Sequenced events matching the criteria, in sequence order (``limit + 1`` rows at most)."""
     query = select(AuditLeaf, AuditEvent).join(AuditEvent, AuditEvent.id == AuditLeaf.event_pk)
     query = _apply_filter(query, criteria)
-    floor = seq_floor(session, criteria.time_from)
-    if after_seq is not None or floor:
-        query = query.where(AuditLeaf.seq > max(after_seq if after_seq is not None else -1, floor - 1))
+    # a cursor continues after a page that already started at the floor: only a first page looks it up
+    first = seq_floor(session, criteria.time_from) if after_seq is None else after_seq + 1
+    if first:
+        query = query.where(AuditLeaf.seq >= first)
     return list(session.execute(query.order_by(AuditLeaf.seq).limit(limit + 1)).all())
 
 

@@ -396,9 +396,21 @@ NOTICE_FOLD_LAG_SECONDS = 180.0
 NOTICE_FOLD_CHUNK = 200_000
 
 _NoticeKey = tuple[str, str, str, str]  # notice id, version, language, SHA-256 ("" for a missing part)
+_Usage = tuple[int, datetime, datetime]  # events, first and last recorded
 
 
-def _notice_groups(session: Session, above: int, through: int | None = None) -> dict[_NoticeKey, list[Any]]:
+def _combined(usage: _Usage | None, more: _Usage) -> _Usage:
+    """Two counts of one notice's use as one."""
+    if usage is None:
+        return more
+    return usage[0] + more[0], min(usage[1], more[1]), max(usage[2], more[2])
+
+
+def _usage_key(row: NoticeUsage) -> _NoticeKey:
+    return row.notice_id, row.notice_version, row.language, row.notice_sha256
+
+
+def _notice_groups(session: Session, above: int, through: int | None = None) -> dict[_NoticeKey, _Usage]:
     """Count, first and last recording time per notice of the consent events with ``above < pk <= through``."""
     bounds = [ConsentEvent.pk > above] + ([ConsentEvent.pk <= through] if through is not None else [])
     rows = session.execute(
@@ -418,11 +430,11 @@ def _notice_groups(session: Session, above: int, through: int | None = None) -> 
     ).all()
     as_utc = ConsentEvent.__table__.c.recorded_at.type.process_result_value
     return {
-        (str(notice_id), str(version or ""), str(language or ""), str(sha256 or "")): [
+        (str(notice_id), str(version or ""), str(language or ""), str(sha256 or "")): (
             int(count),
             _aware(as_utc, first),
             _aware(as_utc, last),
-        ]
+        )
         for notice_id, version, language, sha256, count, first, last in rows
     }
 
@@ -442,27 +454,18 @@ def fold_notice_usage(session: Session, now: datetime | None = None, chunk: int 
         return {"folded_through": state.through_pk, "notices": 0}
     groups = _notice_groups(session, state.through_pk, through)
     known = {
-        (row.notice_id, row.notice_version, row.language, row.notice_sha256): row
+        _usage_key(row): row
         for row in session.scalars(select(NoticeUsage).where(NoticeUsage.notice_id.in_({key[0] for key in groups})))
     }
-    for key, (count, first, last) in groups.items():
+    for key, more in groups.items():
         row = known.get(key)
         if row is None:
-            session.add(
-                NoticeUsage(
-                    notice_id=key[0],
-                    notice_version=key[1],
-                    language=key[2],
-                    notice_sha256=key[3],
-                    events=count,
-                    first_recorded=first,
-                    last_recorded=last,
-                )
-            )
+            row = NoticeUsage(notice_id=key[0], notice_version=key[1], language=key[2], notice_sha256=key[3])
+            session.add(row)
+            usage = more
         else:
-            row.events += count
-            row.first_recorded = min(row.first_recorded, first)
-            row.last_recorded = max(row.last_recorded, last)
+            usage = _combined((row.events, row.first_recorded, row.last_recorded), more)
+        row.events, row.first_recorded, row.last_recorded = usage
     state.through_pk = through
     session.flush()
     return {"folded_through": through, "notices": len(groups)}
@@ -472,20 +475,12 @@ def notices_in_use(session: Session) -> list[NoticeUse]:
     """Every notice consents were given under, with how often and when it was first and last shown: the fold
     kept by ``fold_notice_usage`` and the events after its mark (a read of the newest events only)."""
     through = session.scalar(select(NoticeUsageState.through_pk).where(NoticeUsageState.pk == 1)) or 0
-    totals: dict[_NoticeKey, list[Any]] = {
-        (row.notice_id, row.notice_version, row.language, row.notice_sha256): [
-            row.events,
-            row.first_recorded,
-            row.last_recorded,
-        ]
+    totals: dict[_NoticeKey, _Usage] = {
+        _usage_key(row): (row.events, row.first_recorded, row.last_recorded)
         for row in session.scalars(select(NoticeUsage))
     }
-    for key, (count, first, last) in _notice_groups(session, int(through)).items():
-        total = totals.get(key)
-        if total is None:
-            totals[key] = [count, first, last]
-        else:
-            totals[key] = [total[0] + count, min(total[1], first), max(total[2], last)]
+    for key, more in _notice_groups(session, int(through)).items():
+        totals[key] = _combined(totals.get(key), more)
     return [NoticeUse(*key, *totals[key]) for key in sorted(totals)]
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
+
+from tests.support.audit import tamper
 
 
 def rows_read(plan: dict[str, Any], tables: set[str]) -> int:
@@ -72,4 +75,46 @@ def insert_consent_states(connection: Connection, count: int, status: str) -> No
             "'api', n, now() - interval '400 days' FROM generate_series(1, :count) n"
         ),
         {"count": count},
+    )
+
+
+def insert_consent_events(connection: Connection, old: int, recent: int, recent_age: str) -> None:
+    """``old`` consent acts a year old, then ``recent`` acts ``recent_age`` old (an SQL interval), all given for
+    subject 1 under the notice ``privacy-notice`` 2026-11 (zh-CN)."""
+    connection.execute(
+        text(
+            "INSERT INTO consent_events (event_id, subject_pk, purpose_key, purpose_version, scope, event_type, "
+            "channel, actor, source, notice_id, notice_version, language, notice_sha256, recorded_at) "
+            "SELECT md5(n::text), 1, 'marketing.communications.email', 1, '', 'given', 'web', 'subject', 'api', "
+            "'privacy-notice', '2026-11', 'zh-CN', 'abc', now() - CASE WHEN n <= :old THEN interval '365 days' "
+            "ELSE CAST(:recent_age AS interval) END FROM generate_series(1, :total) AS n"
+        ),
+        {"old": old, "recent_age": recent_age, "total": old + recent},
+    )
+
+
+def fill(database_url: str, *steps: Callable[[Connection], object]) -> None:
+    """Write a plan test's data straight into the tables (append-only triggers out of the way), then ANALYZE, so
+    that the planner sees the tables' real sizes."""
+    tamper(database_url, *steps, "ANALYZE")
+
+
+def insert_placed_events(connection: Connection, events: int, placed: int, seconds_apart: int = 0) -> None:
+    """``events`` audit events (action ``plan.read``), the last one now and each ``seconds_apart`` after the one
+    before, and leaves (from seq 1,000,001) placing the first ``placed`` of them."""
+    connection.execute(
+        text(
+            "INSERT INTO audit_events (event_id, time, action, outcome) SELECT md5(n::text), "
+            "now() - make_interval(secs => (:events - n) * :apart), 'plan.read', 'success' "
+            "FROM generate_series(1, :events) AS n"
+        ),
+        {"events": events, "apart": seconds_apart},
+    )
+    connection.execute(
+        text(
+            "INSERT INTO audit_leaves (seq, event_pk, event_json, leaf_hash) SELECT 1000000 + row_number() OVER "
+            "(ORDER BY id), id, '{}', sha256(id::text::bytea) FROM (SELECT id FROM audit_events WHERE action = "
+            "'plan.read' ORDER BY id LIMIT :placed) AS first"
+        ),
+        {"placed": placed},
     )
