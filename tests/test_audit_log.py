@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, event, func, insert, select, text, update
@@ -363,8 +363,15 @@ def test_a_search_from_a_time_starts_at_a_checkpoint_old_enough(app, client, aud
         assert seq_floor(session, time_from) == hours[3]  # the 3-hours-ago checkpoint: 2 h 59 min before
         assert seq_floor(session, now - timedelta(hours=2, seconds=30)) == hours[3]  # within the margin of hour 2's
         assert seq_floor(session, now - timedelta(hours=5)) == 0
+        assert seq_floor(session, datetime.min.replace(tzinfo=UTC)) == 0  # a minute before it does not exist
         found = search(session, EventFilter(time_from=time_from))
     assert sorted(event.subject_ref for _, event in found) == sorted(f"h{h}_{i}" for h in (2, 1) for i in range(4))
+    earliest = client.get("/v1/audit/events", query_string={"time_from": "0001-01-01T00:00:00Z"}, headers=auditor)
+    assert earliest.status_code == 200 and len(earliest.get_json()["items"]) > 12
+    exported = client.get(
+        "/v1/audit/export", query_string={"format": "jsonl", "time_from": "0001-01-01T00:00:00Z"}, headers=auditor
+    )
+    assert exported.status_code == 200 and len(exported.get_data(as_text=True).splitlines()) > 12
     listed = client.get("/v1/audit/events", query_string={"time_from": time_from.isoformat()}, headers=auditor)
     assert listed.status_code == 200, listed.get_json()
     assert sorted(item["event"]["subject_ref"] for item in listed.get_json()["items"]) == sorted(

@@ -416,7 +416,10 @@ def seq_floor(session: Session, time_from: datetime | None) -> int:
     planner walks the leaves in sequence order and cannot know that times rise with it). 0 when none is that old."""
     if time_from is None:
         return 0
-    cutoff = time_from - timedelta(seconds=CLOCK_MARGIN_SECONDS)
+    try:
+        cutoff = time_from - timedelta(seconds=CLOCK_MARGIN_SECONDS)
+    except OverflowError:  # within a minute of 0001-01-01: no checkpoint is older
+        return 0
     size = session.scalar(
         select(AuditCheckpoint.tree_size)
         .where(AuditCheckpoint.created_at < cutoff)
