@@ -13,7 +13,7 @@ from sqlalchemy.exc import DatabaseError
 from audit import merkle
 from audit.note import verify_note
 from govsvc.audit.models import APPEND_ONLY_TABLES, AuditCheckpoint, AuditEvent, AuditLeaf
-from govsvc.audit.sequencer import Sequencer, fresh_events, straggler_events
+from govsvc.audit.sequencer import FOLLOW_SECONDS, Sequencer, fresh_events, straggler_events
 from govsvc.audit.service import AuditContext, AuditPIIError, EventFilter, random_id, record, search, seq_floor
 from govsvc.core.db import utcnow
 from tests.conftest import TEST_AUDIT_ORIGIN, TEST_SECRET_KEY
@@ -232,6 +232,29 @@ def test_two_sequencers_on_one_database_place_each_event_once(app, database) -> 
     leaves = _leaves(app)
     for checkpoint in checkpoints:
         assert bytes(checkpoint.root_hash) == merkle.root_from_leaf_hashes(leaves[: checkpoint.tree_size])
+
+
+def test_a_sequencer_stands_by_while_another_places_events_and_takes_over_when_it_stops(app) -> None:
+    """Each process runs a sequencer. Once one places events, another that looks finds them placed since its last
+    look: it runs no batch (whose fixed cost each would otherwise pay in turn) and looks again later. When the tree
+    has not grown since its last look while events wait (the other stopped), it places them."""
+    db = app.extensions["govsvc.db"]
+    leader, standby = (Sequencer(db, TEST_SECRET_KEY, TEST_AUDIT_ORIGIN) for _ in range(2))
+    record_events(app, 2)
+    leader.drain()
+    assert standby.run_once() == 0  # its first look: nothing pending
+    record_events(app, 3, subject_prefix="a_")
+    assert leader.run_once() == 3
+    record_events(app, 4, subject_prefix="b_")
+    assert standby.run_once() == 0 and standby.following  # the leader placed events since its last look
+    assert standby._delay(0) >= 0.75 * FOLLOW_SECONDS > leader._delay(0)
+    assert leader.run_once() == 4
+    record_events(app, 5, subject_prefix="c_")  # the leader has stopped
+    assert standby.run_once() == 0 and standby.following  # it had not seen the leader's last batch yet
+    assert standby.run_once() == 5 and not standby.following  # no growth since: it takes over
+    with db.transaction(write=False) as session:
+        events = session.scalar(select(func.count()).select_from(AuditEvent))
+        assert session.scalar(select(func.count()).select_from(AuditLeaf)) == events
 
 
 def test_a_restarted_sequencer_continues_the_same_tree(app) -> None:

@@ -10,6 +10,7 @@ one integrate at a time, and each re-reads the tree size inside its transaction,
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -18,7 +19,8 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, Select, Table, and_, bindparam, exists, func, insert, or_, select
+import orjson
+from sqlalchemy import BigInteger, Integer, Row, Select, and_, bindparam, exists, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from audit.canonical import canonical_json
@@ -39,6 +41,11 @@ ADVISORY_LOCK_KEY = 0x676F7673  # "govs"
 # process's first minute do not read the whole table again (a third of a second per sweep at 1,000,000 events).
 STRAGGLER_WINDOW_SECONDS = 60.0
 SWEEP_EVERY_SECONDS = 5.0
+# A sequencer that finds events placed by another process since it last looked leaves the work to that one and
+# looks again after this long (jittered): one process sequences, instead of each process in turn paying a
+# batch's fixed cost (a transaction, the lock, re-reading the frontier the other moved). If the other stops, the
+# tree stops growing while events wait, and the first to look takes over.
+FOLLOW_SECONDS = 1.0
 
 
 # the newest event id, and the newest one placed in the tree (both from an index)
@@ -47,7 +54,7 @@ _NEWEST_IDS = select(
 )
 
 
-def _not_placed(event_id: Any, low: int, high: int | None = None) -> Any:
+def _not_placed(event_id: Any, low: Any, high: Any = None) -> Any:
     """No leaf places the event, the leaves searched only in the id range (low, high]: the planner then reads that
     range of the leaves' unique index. Unbounded (``event_pk = id`` alone), it chose a hash anti-join over every
     leaf, or a sequential scan of every event, and a batch's read grew with the log (20 ms at 40,000 events)."""
@@ -55,25 +62,54 @@ def _not_placed(event_id: Any, low: int, high: int | None = None) -> Any:
     return ~exists().where(AuditLeaf.event_pk == event_id, *bounds)
 
 
+_EVENTS = AuditEvent.__table__
+_HIGHEST_PLACED = bindparam("highest_placed", type_=BigInteger)
+_FLOOR = bindparam("floor", type_=BigInteger)
+_LIMIT = bindparam("limit", type_=Integer)
+
+
+def _fresh_events_statement() -> Select[Any]:
+    first = select(_EVENTS).where(_EVENTS.c.id > _HIGHEST_PLACED).order_by(_EVENTS.c.id).limit(_LIMIT).subquery()
+    return select(first).where(_not_placed(first.c.id, _HIGHEST_PLACED)).order_by(first.c.id)
+
+
+# Built once: constructing these selects (a subquery's column collection) cost a batch more CPU than running them.
+_FRESH_EVENTS = _fresh_events_statement()
+_STRAGGLER_EVENTS = (
+    select(_EVENTS)
+    .where(_EVENTS.c.id > _FLOOR, _EVENTS.c.id <= _HIGHEST_PLACED, _not_placed(_EVENTS.c.id, _FLOOR, _HIGHEST_PLACED))
+    .order_by(_EVENTS.c.id)
+    .limit(_LIMIT)
+)
+_TAKE_LOCK = select(func.pg_try_advisory_xact_lock(ADVISORY_LOCK_KEY))
+# the tree's size (highest sequence number + 1) and the size its latest checkpoint signed, in one round trip
+_SIZES = select(
+    select(func.max(AuditLeaf.seq)).scalar_subquery(), select(func.max(AuditCheckpoint.tree_size)).scalar_subquery()
+)
+_HIGHEST_PLACED_ID = select(func.max(AuditLeaf.event_pk))
+# A batch's leaves and nodes in one statement, each table's rows as one JSON array (hashes in hex): a round trip
+# instead of a COPY per table, and little client CPU (psycopg dumps Python lists as arrays element by element).
+_PG_INSERT_PLACED = (
+    "WITH leaves AS (INSERT INTO audit_leaves (seq, event_pk, event_json, leaf_hash) "
+    "SELECT r.seq, r.event_pk, r.event_json, decode(r.leaf_hash, 'hex') FROM json_to_recordset(%s::json) "
+    "AS r(seq bigint, event_pk bigint, event_json text, leaf_hash text)) "
+    "INSERT INTO audit_tree_nodes (level, node_index, hash) "
+    "SELECT r.level, r.node_index, decode(r.hash, 'hex') FROM json_to_recordset(%s::json) "
+    "AS r(level smallint, node_index bigint, hash text)"
+)
+
+
 def fresh_events(highest_placed: int, limit: int) -> Select[Any]:
     """The first ``limit`` events above the highest placed id (none of which can be placed yet: the NOT EXISTS
     only guards that), oldest first: the events are taken by the primary key before the check, so the read is
     ``limit`` rows however long the log or the backlog."""
-    events = AuditEvent.__table__
-    first = select(events).where(events.c.id > highest_placed).order_by(events.c.id).limit(limit).subquery()
-    return select(first).where(_not_placed(first.c.id, highest_placed)).order_by(first.c.id)
+    return _FRESH_EVENTS.params(highest_placed=highest_placed, limit=limit)
 
 
 def straggler_events(floor: int, highest_placed: int, limit: int) -> Select[Any]:
     """Events in (floor, highest placed] that no leaf places yet, oldest first: a read of that id range of the
     events and of the leaves, not of either table."""
-    events = AuditEvent.__table__
-    return (
-        select(events)
-        .where(events.c.id > floor, events.c.id <= highest_placed, _not_placed(events.c.id, floor, highest_placed))
-        .order_by(events.c.id)
-        .limit(limit)
-    )
+    return _STRAGGLER_EVENTS.params(floor=floor, highest_placed=highest_placed, limit=limit)
 
 
 @dataclass(frozen=True)
@@ -189,6 +225,8 @@ class Sequencer:
         self._last_sweep = float("-inf")
         self._signed = True  # the tree as this sequencer last left it is covered by a checkpoint
         self._last_placed = 0  # events its last batch placed: more are likely pending, so no read first
+        self._seen_placed: int | None = None  # the highest placed event id as of this sequencer's last look
+        self.following = False  # its last look found another sequencer at work
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -198,7 +236,7 @@ class Sequencer:
     def _take_lock(self, session: Session) -> bool:
         if self.database.is_sqlite:
             return True  # the write transaction (BEGIN IMMEDIATE) already excludes other writers
-        return bool(session.execute(select(func.pg_try_advisory_xact_lock(ADVISORY_LOCK_KEY))).scalar())
+        return bool(session.execute(_TAKE_LOCK).scalar())
 
     def _sync_frontier(self, session: Session, size: int) -> None:
         if size == self._size:
@@ -207,7 +245,7 @@ class Sequencer:
         hashes = fetch_nodes(session, wanted)
         self._frontier = [Node(level, index, hashes[(level, index)]) for level, index in wanted]
         self._size = size
-        self._highest_pk = int(session.scalar(select(func.max(AuditLeaf.event_pk))) or 0)
+        self._highest_pk = int(session.scalar(_HIGHEST_PLACED_ID) or 0)
 
     def _pending(self, session: Session, *, sweep: bool) -> list[Row[Any]]:
         """Pending events as plain rows (the columns ``canonical_event`` reads; no ORM instances to build)."""
@@ -215,12 +253,13 @@ class Sequencer:
         now = time.monotonic()
         if sweep or now - self._last_sweep >= SWEEP_EVERY_SECONDS:
             self._last_sweep = now
-            events = list(session.execute(straggler_events(self._floor, self._highest_pk, self.batch_size)))
+            window = {"floor": self._floor, "highest_placed": self._highest_pk, "limit": self.batch_size}
+            events = list(session.execute(_STRAGGLER_EVENTS, window))
             if not self._startup_floor_found and len(events) < self.batch_size:  # every id up to the highest read
                 self._next_floor = self._startup_floor(session)
         room = self.batch_size - len(events)
         if room > 0:
-            events += session.execute(fresh_events(self._highest_pk, room))
+            events += session.execute(_FRESH_EVENTS, {"highest_placed": self._highest_pk, "limit": room})
         return events
 
     def _startup_floor(self, session: Session) -> int:
@@ -249,14 +288,22 @@ class Sequencer:
             self._floor = max(self._floor, self._watermarks.popleft()[1])
 
     def _nothing_to_do(self) -> bool:
-        """True when a batch now would place nothing and sign nothing: no event above the highest placed one, no
-        sweep due, and the tree as this sequencer left it signed. One read on a plain connection instead of the
-        batch's write transaction (advisory lock and five queries), which an idle sequencer would otherwise pay
-        five times a second in every process. Not read after a batch that placed events (a busy log)."""
-        if self._last_placed or not self._signed or time.monotonic() - self._last_sweep >= SWEEP_EVERY_SECONDS:
+        """True when this sequencer should not run a batch now: another one placed events since it last looked
+        (``following``; that one also sweeps), or a batch would place nothing and sign nothing (no event above the
+        highest placed one, no sweep due, the tree as this sequencer left it signed). One read on a plain
+        connection instead of the batch's write transaction (advisory lock and five queries), which an idle
+        sequencer would otherwise pay five times a second in every process. Not read after a batch that placed
+        events (a busy log)."""
+        if self._last_placed or not self._signed:
             return False
         with self.database.engine.connect() as connection:
             newest_event, newest_placed = connection.execute(_NEWEST_IDS).one()
+        seen, self._seen_placed = self._seen_placed, newest_placed
+        self.following = seen is not None and newest_placed is not None and newest_placed > seen
+        if self.following:
+            return True
+        if time.monotonic() - self._last_sweep >= SWEEP_EVERY_SECONDS:
+            return False
         return newest_event is None or (newest_placed is not None and newest_event <= newest_placed)
 
     def run_once(self, *, force_checkpoint: bool = False, sweep: bool = False) -> int:
@@ -269,8 +316,10 @@ class Sequencer:
         with self._lock, self.database.transaction(write=True) as session:
             self._next_floor = None  # one found by a transaction that failed: its sweep placed nothing
             if not self._take_lock(session):
+                self.following = True  # another sequencer holds the lock: it is at work
                 return 0
-            size = tree_size(session)
+            highest_seq, signed_size = session.execute(_SIZES).one()
+            size = 0 if highest_seq is None else int(highest_seq) + 1
             self._sync_frontier(session, size)
             events = self._pending(session, sweep=sweep)
             leaves, nodes = [], []
@@ -287,34 +336,39 @@ class Sequencer:
                     nodes.append({"level": merged.level, "node_index": merged.index, "hash": merged.hash})
                     frontier.append(merged)
                 self._highest_pk = max(self._highest_pk, event.id)
-            self._insert(session, AuditLeaf.__table__, leaves)
-            self._insert(session, AuditTreeNode.__table__, nodes)
+            self._insert(session, leaves, nodes)
             new_size = size + len(leaves)
-            signed = self._maybe_checkpoint(session, new_size, frontier, force=force_checkpoint)
+            signed = self._maybe_checkpoint(session, new_size, frontier, signed_size, force=force_checkpoint)
         # committed: adopt the new state
         self._frontier, self._size, self._signed, self._last_placed = frontier, new_size, signed, len(leaves)
+        self._seen_placed, self.following = self._highest_pk, False
         self._advance_floor()
         return len(leaves)
 
-    def _insert(self, session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-        """INSERT the rows; on PostgreSQL with one COPY (an executemany there sends and processes a statement a row)."""
-        if not rows:
+    def _insert(self, session: Session, leaves: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> None:
+        """INSERT the batch's leaves and nodes; on PostgreSQL in one statement, each table's rows as column arrays
+        (an executemany there sends and processes a statement a row; two COPYs cost two round trips)."""
+        if not leaves:
             return
         if self.database.engine.dialect.name != "postgresql":
-            session.execute(insert(table), rows)
+            session.execute(insert(AuditLeaf.__table__), leaves)
+            if nodes:
+                session.execute(insert(AuditTreeNode.__table__), nodes)
             return
-        names = list(rows[0])
+        hex_leaves = [{**leaf, "leaf_hash": leaf["leaf_hash"].hex()} for leaf in leaves]
+        hex_nodes = [{**node, "hash": node["hash"].hex()} for node in nodes]
         cursor = session.connection().connection.driver_connection.cursor()
-        with cursor, cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([row[name] for name in names])
+        with cursor:
+            cursor.execute(_PG_INSERT_PLACED, [orjson.dumps(hex_leaves).decode(), orjson.dumps(hex_nodes).decode()])
 
-    def _maybe_checkpoint(self, session: Session, size: int, frontier: list[Node], *, force: bool) -> bool:
-        """Sign a checkpoint of the tree at ``size`` if none covers it and one is due (or forced); returns whether
-        the tree at ``size`` is then covered by a checkpoint."""
+    def _maybe_checkpoint(
+        self, session: Session, size: int, frontier: list[Node], latest: int | None, *, force: bool
+    ) -> bool:
+        """Sign a checkpoint of the tree at ``size`` if none covers it (``latest``: the size the latest checkpoint
+        signed, read under the lock) and one is due (or forced); returns whether the tree at ``size`` is then
+        covered by a checkpoint."""
         if size == 0:
             return True
-        latest = session.scalar(select(func.max(AuditCheckpoint.tree_size)))
         if latest is not None and latest >= size:
             return True
         due = time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
@@ -364,6 +418,13 @@ class Sequencer:
                     logger.exception("audit sequencer batch failed (%d in a row)", failures)
                 placed = 0
             if placed < self.batch_size:
-                # back off while failing: 0.2 s, 0.4 s ... up to 5 s
-                delay = min(self.interval_seconds * 2 ** min(failures, 5), 5.0) if failures else self.interval_seconds
-                self._stop.wait(delay)
+                self._stop.wait(self._delay(failures))
+
+    def _delay(self, failures: int) -> float:
+        """Seconds until the next batch: backing off while failing (0.2 s, 0.4 s ... up to 5 s), longer while
+        another sequencer is at work (jittered, so that two followers do not look, and take over, in step)."""
+        if failures:
+            return min(self.interval_seconds * 2 ** min(failures, 5), 5.0)
+        if self.following:
+            return FOLLOW_SECONDS * random.uniform(0.75, 1.25)
+        return self.interval_seconds
