@@ -27,6 +27,7 @@ import orjson
 from sqlalchemy import Select, and_, event, insert, inspect, select
 from sqlalchemy.orm import Session
 
+from audit.canonical import check_canonical_value
 from govsvc.audit.models import AuditCheckpoint, AuditEvent, AuditLeaf
 from govsvc.core.db import AUTOCOMMIT_SESSION, Database, LazySession, utcnow
 from govsvc.core.errors import NotFoundError
@@ -371,6 +372,38 @@ def canonical_event(row: AuditEvent, seq: int) -> dict[str, Any]:
         "request_id": row.request_id,
         "details": json.loads(row.details) if row.details else {},
     }
+
+
+def canonical_event_json(row: AuditEvent, seq: int) -> bytes:
+    """``canonical_json(canonical_event(row, seq))``, the same bytes, about three times faster: what the sequencer
+    computes for every event. orjson with sorted keys writes exactly what ``canonical_json`` writes (UTF-8, no
+    ASCII escaping, the same escapes) for the values ``canonical_json`` accepts; ``check_canonical_value`` is
+    applied where other values could come from (the stored details and categories, the sequence number)."""
+    event = {
+        "seq": seq,
+        "event_id": row.event_id,
+        "time": format_time(row.time),
+        "actor": {
+            "principal": row.actor_principal,
+            "role": row.actor_role,
+            "client": row.actor_client,
+            "ip_hash": row.actor_ip_hash,
+        },
+        "action": row.action,
+        "subject_ref": row.subject_ref,
+        "object_ref": row.object_ref,
+        "purpose": row.purpose,
+        "data_categories": orjson.loads(row.data_categories) if row.data_categories else [],
+        "outcome": row.outcome,
+        "reason_code": row.reason_code,
+        "request_id": row.request_id,
+        "details": orjson.loads(row.details) if row.details else {},
+    }
+    check_canonical_value([seq, event["data_categories"], event["details"]])
+    try:
+        return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as error:  # a string that is not valid Unicode, as canonical_json would say
+        raise ValueError(f"string is not valid Unicode: {error}") from error
 
 
 @dataclass
