@@ -18,7 +18,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -350,8 +350,9 @@ def format_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical_event(row: AuditEvent, seq: int) -> dict[str, Any]:
-    """The event as committed to the tree (its leaf is SHA-256(0x00 || canonical JSON of this))."""
+def canonical_event(row: AuditEvent, seq: int, *, loads: Callable[[str], Any] = json.loads) -> dict[str, Any]:
+    """The event as committed to the tree (its leaf is SHA-256(0x00 || canonical JSON of this)); ``loads`` parses
+    the stored categories and details."""
     return {
         "seq": seq,
         "event_id": row.event_id,
@@ -366,11 +367,11 @@ def canonical_event(row: AuditEvent, seq: int) -> dict[str, Any]:
         "subject_ref": row.subject_ref,
         "object_ref": row.object_ref,
         "purpose": row.purpose,
-        "data_categories": json.loads(row.data_categories) if row.data_categories else [],
+        "data_categories": loads(row.data_categories) if row.data_categories else [],
         "outcome": row.outcome,
         "reason_code": row.reason_code,
         "request_id": row.request_id,
-        "details": json.loads(row.details) if row.details else {},
+        "details": loads(row.details) if row.details else {},
     }
 
 
@@ -379,26 +380,7 @@ def canonical_event_json(row: AuditEvent, seq: int) -> bytes:
     computes for every event. orjson with sorted keys writes exactly what ``canonical_json`` writes (UTF-8, no
     ASCII escaping, the same escapes) for the values ``canonical_json`` accepts; ``check_canonical_value`` is
     applied where other values could come from (the stored details and categories, the sequence number)."""
-    event = {
-        "seq": seq,
-        "event_id": row.event_id,
-        "time": format_time(row.time),
-        "actor": {
-            "principal": row.actor_principal,
-            "role": row.actor_role,
-            "client": row.actor_client,
-            "ip_hash": row.actor_ip_hash,
-        },
-        "action": row.action,
-        "subject_ref": row.subject_ref,
-        "object_ref": row.object_ref,
-        "purpose": row.purpose,
-        "data_categories": orjson.loads(row.data_categories) if row.data_categories else [],
-        "outcome": row.outcome,
-        "reason_code": row.reason_code,
-        "request_id": row.request_id,
-        "details": orjson.loads(row.details) if row.details else {},
-    }
+    event = canonical_event(row, seq, loads=orjson.loads)
     check_canonical_value([seq, event["data_categories"], event["details"]])
     try:
         return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
